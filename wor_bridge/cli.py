@@ -1,0 +1,111 @@
+"""``wor-bridge`` command line: ``map`` and ``validate``.
+
+Exit codes: 0 done, 2 the referral was refused (the OperationOutcome is on stdout), 1 internal or
+configuration error (a one-line message on stderr, no patient data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import structlog
+
+from wor_bridge import config, logs
+from wor_bridge.core import fhir
+from wor_bridge.core.intake import check, translate
+from wor_bridge.core.outcome import information, operation_outcome
+from wor_bridge.errors import ConfigError, RefusedError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_REFUSED = 2
+
+log = structlog.get_logger("wor_bridge.cli")
+
+
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    return Path(name).read_bytes()
+
+
+def _write(data: bytes) -> None:
+    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.flush()
+
+
+def _cmd_map(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    data = _read_input(args.input)
+    try:
+        result = translate(data, None, settings)
+    except RefusedError as err:
+        _write(fhir.canonical_json(operation_outcome(err.issues), pretty=True))
+        log.info("referral_refused", issues=len(err.issues), kind=type(err).__name__)
+        return EXIT_REFUSED
+    if args.format == "xml":
+        _write(fhir.to_xml(result.bundle))
+    else:
+        _write(fhir.canonical_json(result.bundle, pretty=True))
+    log.info(
+        "referral_mapped",
+        destination=result.destination.id,
+        mapping=result.mapping_ref,
+        task_id=result.ids.task,
+    )
+    return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    data = _read_input(args.input)
+    try:
+        checked = check(data, None, settings)
+    except RefusedError as err:
+        _write(fhir.canonical_json(operation_outcome(err.issues), pretty=True))
+        return EXIT_REFUSED
+    message = f"referral passes every gate; destination {checked.destination.id}"
+    _write(fhir.canonical_json(information(message), pretty=True))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the README's command reference)."""
+    parser = argparse.ArgumentParser(prog="wor-bridge", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true", help="log debug lines to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_map = sub.add_parser("map", help="map a referral to the welfare transaction Bundle")
+    p_map.add_argument("input", help="file with FHIR R4 JSON or XML, or - for stdin")
+    p_map.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    p_map.add_argument("--format", choices=("json", "xml"), default="json")
+    p_map.set_defaults(func=_cmd_map)
+    p_val = sub.add_parser("validate", help="run the gates and routing only")
+    p_val.add_argument("input", help="file with FHIR R4 JSON or XML, or - for stdin")
+    p_val.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    p_val.set_defaults(func=_cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``wor-bridge`` console script."""
+    args = build_parser().parse_args(argv)
+    logs.configure(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        code: int = args.func(args)
+    except ConfigError as err:
+        print(f"wor-bridge: configuration error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as err:
+        print(f"wor-bridge: cannot read input ({type(err).__name__})", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as err:  # noqa: BLE001 - last resort: no traceback (it may hold input values)
+        print(f"wor-bridge: internal error ({type(err).__name__})", file=sys.stderr)
+        return EXIT_ERROR
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The functional core: pure functions over FHIR JSON values. No network, disk, clock or logging."""

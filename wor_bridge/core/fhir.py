@@ -1,0 +1,204 @@
+"""The only module that imports FHIR models: ``fhir.resources.R4B`` (R4 4.0.1 compatible).
+
+Everything else in wor_bridge works on plain FHIR JSON dicts and calls these functions to validate
+input, read XML, check output and serialise. Keeping the import here means a model upgrade (or a
+switch of library) touches one file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cache
+from typing import Any, Final
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir_core.xml_utils import Node
+from lxml import etree
+from pydantic import ValidationError
+
+from wor_bridge.errors import Issue
+
+FHIR_VERSION: Final = "4.0.1"
+MAX_ISSUES: Final = 100
+
+JsonDict = dict[str, Any]
+
+
+@cache
+def _model(resource_type: str) -> Any:
+    """The R4B model class for a resource type (KeyError-free: unknown types raise ValueError)."""
+    try:
+        return get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError) as exc:
+        raise ValueError("unknown FHIR resource type") from exc
+
+
+def is_resource_type(name: str) -> bool:
+    """True when ``name`` is an R4 resource type the models know."""
+    try:
+        model = _model(name)
+    except ValueError:
+        return False
+    return bool(getattr(model, "__resource_type__", None) == name)
+
+
+@cache
+def element_names(resource_type: str) -> frozenset[str]:
+    """The JSON element names of a resource type (``birthDate``, ``_birthDate``, ...)."""
+    fields = _model(resource_type).model_fields
+    return frozenset((f.alias or name) for name, f in fields.items() if name != "fhir_comments")
+
+
+def validate(resource: JsonDict, location: str) -> list[Issue]:
+    """Validate a FHIR JSON resource against the R4B model; return issues (empty when valid).
+
+    ``location`` is the FHIRPath of the resource itself (e.g. ``Bundle``), used as the prefix of
+    every issue's expression.
+    """
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not is_resource_type(resource_type):
+        return [
+            Issue("not-supported", location, "must be a FHIR R4 resource (resourceType unknown)")
+        ]
+    try:
+        _model(resource_type).model_validate(resource)
+    except ValidationError as exc:
+        return issues_from_validation(exc, location)
+    return []
+
+
+def read_xml(root: etree._Element, resource_type: str, location: str) -> JsonDict | list[Issue]:
+    """Turn a parsed (already hardened) FHIR XML element into validated FHIR JSON, or issues."""
+    cls = _model(resource_type)
+    try:
+        model = Node.from_element(root, fhir_class=cls).to_fhir(cls)
+    except ValidationError as exc:
+        return issues_from_validation(exc, location)
+    except Exception:  # noqa: BLE001 - the converter's error surface is undocumented; refuse cleanly
+        return [
+            Issue(
+                "structure",
+                location,
+                f"must be FHIR R4 XML for {resource_type} (its element structure cannot be read)",
+            )
+        ]
+    dumped: JsonDict = model.model_dump(mode="json")
+    return dumped
+
+
+def issues_from_validation(exc: ValidationError, location: str) -> list[Issue]:
+    """Describe pydantic errors as issues: location and expectation, never the input value."""
+    issues: list[Issue] = []
+    for err in exc.errors(include_url=False, include_input=True):
+        if len(issues) >= MAX_ISSUES:
+            break
+        path = fhirpath(location, err["loc"])
+        issues.append(Issue(_issue_code(err["type"]), path, _expectation(err)))
+    return issues
+
+
+def fhirpath(location: str, loc: Sequence[int | str]) -> str:
+    """``("entry", 0, "resource", "birthDate")`` under ``Bundle`` -> ``Bundle.entry[0]...``."""
+    out = location
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = f"_{part[: -len('__ext')]}" if part.endswith("__ext") else part
+            out += f".{name}"
+    return out
+
+
+def _issue_code(err_type: str) -> Any:
+    if err_type == "missing":
+        return "required"
+    if err_type == "extra_forbidden":
+        return "structure"
+    return "invalid"
+
+
+_KIND_BY_TYPE: Final = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "decimal_type": "a decimal",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a JSON array",
+    "dict_type": "a JSON object",
+    "model_type": "a JSON object",
+    "model_attributes_type": "a JSON object",
+    "string_pattern_mismatch": "a value in the format FHIR defines for this element",
+    "string_too_short": "a non-empty string",
+    "value_error": "a value in the format FHIR defines for this element",
+    "assertion_error": "consistent with the FHIR invariants of this element",
+    "date_type": "a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)",
+    "datetime_type": "a FHIR dateTime",
+}
+
+
+def _expectation(err: Any) -> str:
+    err_type: str = err["type"]
+    got = _kind_of(err.get("input"))
+    if err_type == "missing":
+        return "must be present (a required element is missing)"
+    if err_type == "extra_forbidden":
+        return "must not be present: it is not an element of this FHIR R4 type"
+    if err_type in ("literal_error", "enum"):
+        expected = err.get("ctx", {}).get("expected", "one of the codes of the bound value set")
+        return f"must be {expected} ({got})"
+    kind = _KIND_BY_TYPE.get(err_type, "valid FHIR R4 for this element")
+    return f"must be {kind} ({got})"
+
+
+def _kind_of(value: object) -> str:  # noqa: PLR0911 - one return per JSON kind
+    """Describe a value by kind and size only."""
+    if isinstance(value, str):
+        return f"got a string of {len(value)} characters"
+    if isinstance(value, bool):
+        return "got a boolean"
+    if isinstance(value, int | float):
+        return "got a number"
+    if isinstance(value, list):
+        return f"got an array of {len(value)} items"
+    if isinstance(value, dict):
+        return "got an object"
+    if value is None:
+        return "got null"
+    return f"got {type(value).__name__}"
+
+
+def canonical_json(resource: JsonDict, *, pretty: bool = False) -> bytes:
+    """The one serializer for emitted FHIR JSON: insertion order, UTF-8, no trailing spaces.
+
+    Builders insert keys in a fixed order, so the same input always gives the same bytes.
+    """
+    if pretty:
+        text = json.dumps(resource, ensure_ascii=False, indent=2)
+    else:
+        text = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8")
+
+
+def to_xml(resource: JsonDict) -> bytes:
+    """Serialise a FHIR JSON resource as FHIR XML through the R4B model."""
+    model = _model(str(resource["resourceType"])).model_validate(resource)
+    out: bytes = model.model_dump_xml()
+    return out
+
+
+def round_trip(resource: JsonDict) -> JsonDict:
+    """Parse ``resource`` with the R4B models and dump it again (used by tests and the bench)."""
+    model = _model(str(resource["resourceType"])).model_validate(resource)
+    dumped: JsonDict = model.model_dump(mode="json")
+    return dumped
+
+
+def parse_and_serialize(data: bytes) -> bytes:
+    """The benchmark floor: parse FHIR JSON bytes with the R4B models and serialise them once."""
+    raw = json.loads(data)
+    model = _model(str(raw["resourceType"])).model_validate(raw)
+    out: str = model.model_dump_json()
+    return out.encode("utf-8")

@@ -1,0 +1,338 @@
+"""The gates a referral passes before anything is forwarded; all problems are reported at once.
+
+Z68 + WoR marker, consent, validity (BSN 11-test, name, contact route, identified referrer and
+practice, one-line help question, referral date). Pure: values in, a ``Referral`` or a
+``MappingError`` out. Diagnostics say what was expected, never the patient's value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Final
+
+from wor_bridge.core import identifiers as ids
+from wor_bridge.core.fhir import JsonDict
+from wor_bridge.core.graph import Graph, Located
+from wor_bridge.core.settings import Coding, GateSettings
+from wor_bridge.errors import Issue
+
+ORDER_INTENTS: Final = frozenset(
+    {"order", "original-order", "reflex-order", "filler-order", "instance-order"}
+)
+IDSCL: Final = ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "IDSCL")
+PATIENT_PRIVACY: Final = ("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy")
+
+
+@dataclass(frozen=True, slots=True)
+class Referral:
+    """A referral that passed every gate: the resolved resources and the facts the gates found."""
+
+    service_request: Located
+    patient: Located
+    role: Located
+    practitioner: Located | None
+    practice: Located
+    consent: Located
+    referral_identifier: tuple[str, str]
+    z68: Coding
+    reason: str
+    authored_on: str
+
+    @property
+    def authored_date(self) -> dt.date:
+        """The referral date (the date part of ``authoredOn``)."""
+        return dt.date.fromisoformat(self.authored_on[:10])
+
+
+def codings(concepts: Any) -> list[tuple[str, str]]:
+    """``(system in URI form, code)`` of every coding in a CodeableConcept or a list of them."""
+    items = concepts if isinstance(concepts, list) else [concepts]
+    out = []
+    for concept in items:
+        if not isinstance(concept, dict):
+            continue
+        for c in concept.get("coding") or []:
+            if isinstance(c.get("system"), str) and isinstance(c.get("code"), str):
+                out.append((ids.normalize_system(c["system"]), c["code"]))
+    return out
+
+
+def identifiers_in(resource: JsonDict, systems: frozenset[str]) -> list[tuple[str, str]]:
+    """``(system in URI form, value)`` of the resource's identifiers in ``systems``."""
+    out = []
+    for ident in resource.get("identifier") or []:
+        system, value = ident.get("system"), ident.get("value")
+        if isinstance(system, str) and isinstance(value, str) and value.strip():
+            norm = ids.normalize_system(system)
+            if norm in systems:
+                out.append((norm, value.strip()))
+    return out
+
+
+class _Checker:
+    """Collects issues while checking one referral."""
+
+    def __init__(self, graph: Graph, settings: GateSettings) -> None:
+        self.graph = graph
+        self.settings = settings
+        self.issues: list[Issue] = []
+        self.sr = graph.service_request
+
+    def fail(self, code: Any, expression: str, diagnostics: str) -> None:
+        self.issues.append(Issue(code, expression, diagnostics))
+
+    def referenced(self, ref: Any, path: str, expected: str, what: str) -> Located | None:
+        """Resolve ``ref`` to a resource of type ``expected`` in the input, or record why not."""
+        if ref is None:
+            self.fail("required", path, f"must reference the {what} ({expected})")
+            return None
+        found = self.graph.resolve(ref)
+        if found is None:
+            self.fail(
+                "invalid",
+                path,
+                f"must reference the {what} ({expected}) contained in the ServiceRequest or "
+                "present in the same Bundle (the reference does not resolve)",
+            )
+            return None
+        if found.type != expected:
+            self.fail("invalid", path, f"must reference a {expected} (got {found.type})")
+            return None
+        return found
+
+
+def check(graph: Graph, settings: GateSettings) -> Referral | list[Issue]:
+    """Run every gate; return the Referral, or every issue found."""
+    c = _Checker(graph, settings)
+    sr = c.sr.resource
+    loc = c.sr.location
+    referral_id = _check_request(c, sr, loc)
+    z68 = _check_codes(c, sr, loc)
+    reason = _check_reason(c, sr, loc)
+    patient = c.referenced(sr.get("subject"), f"{loc}.subject", "Patient", "patient")
+    if patient is not None:
+        _check_patient(c, patient)
+    role, practitioner, practice = _check_referrer(c, sr, loc)
+    consent = _check_consent(c, sr, loc, patient)
+    if (
+        c.issues
+        or patient is None
+        or role is None
+        or practice is None
+        or consent is None
+        or referral_id is None
+        or z68 is None
+        or reason is None
+    ):
+        return c.issues  # every None above recorded its issue
+    return Referral(
+        service_request=c.sr,
+        patient=patient,
+        role=role,
+        practitioner=practitioner,
+        practice=practice,
+        consent=consent,
+        referral_identifier=referral_id,
+        z68=z68,
+        reason=reason,
+        authored_on=str(sr["authoredOn"]),
+    )
+
+
+def _check_request(c: _Checker, sr: JsonDict, loc: str) -> tuple[str, str] | None:
+    if sr.get("status") != "active":
+        c.fail("business-rule", f"{loc}.status", "must be active (a referral to be carried out)")
+    if sr.get("intent") not in ORDER_INTENTS:
+        c.fail("business-rule", f"{loc}.intent", "must be order (not a proposal or plan)")
+    if not isinstance(sr.get("authoredOn"), str) or len(sr["authoredOn"]) < 10:
+        c.fail("required", f"{loc}.authoredOn", "must be the referral date (at least YYYY-MM-DD)")
+    for i, ident in enumerate(sr.get("identifier") or []):
+        system, value = ident.get("system"), ident.get("value")
+        if isinstance(system, str) and isinstance(value, str) and system and value.strip():
+            return ids.normalize_system(system), value.strip()
+        c.fail("required", f"{loc}.identifier[{i}]", "must have a system and a value")
+        return None
+    c.fail(
+        "required",
+        f"{loc}.identifier",
+        "must carry the referral's identifier in the GP system (system and value)",
+    )
+    return None
+
+
+def _check_codes(c: _Checker, sr: JsonDict, loc: str) -> Coding | None:
+    code_codings = codings(sr.get("code"))
+    reason_codings = codings(sr.get("reasonCode"))
+    z68 = next(
+        (
+            Coding(system=s, code=k)
+            for s, k in code_codings + reason_codings
+            if s in ids.ICPC_SYSTEMS and (k == "Z68" or k.startswith("Z68."))
+        ),
+        None,
+    )
+    if z68 is None:
+        c.fail(
+            "business-rule",
+            f"{loc}.code",
+            "must carry ICPC code Z68 (ICPC-1-NL or ICPC-2) in code or reasonCode",
+        )
+    markers = {(m.system, m.code) for m in c.settings.wor_markers}
+    marked = markers.intersection(code_codings + codings(sr.get("category")))
+    if not marked:
+        c.fail(
+            "business-rule",
+            f"{loc}.category",
+            "must mark the referral as Welzijn op Recept with one of the configured codes "
+            "in code or category (Z68 alone is any other referral)",
+        )
+    return z68
+
+
+def _check_reason(c: _Checker, sr: JsonDict, loc: str) -> str | None:
+    for path in c.settings.reason_paths:
+        for text in _strings_at(sr, path):
+            if not text.strip():
+                continue
+            lines = text.strip().splitlines()
+            limit = c.settings.max_reason_chars
+            if len(lines) > 1 or len(text.strip()) > limit:
+                c.fail(
+                    "business-rule",
+                    f"{loc}.{path}",
+                    f"must be the help question in one line of at most {limit} characters "
+                    f"(got {len(lines)} lines, {len(text.strip())} characters)",
+                )
+                return None
+            return text.strip()
+    c.fail(
+        "required",
+        f"{loc}.{c.settings.reason_paths[0]}",
+        "must give the reason / help question in one line",
+    )
+    return None
+
+
+def _strings_at(resource: JsonDict, path: str) -> list[str]:
+    values: list[Any] = [resource]
+    for part in path.split("."):
+        nxt: list[Any] = []
+        for v in values:
+            item = v.get(part) if isinstance(v, dict) else None
+            nxt.extend(item if isinstance(item, list) else [item])
+        values = [v for v in nxt if v is not None]
+    return [v for v in values if isinstance(v, str)]
+
+
+def _check_patient(c: _Checker, patient: Located) -> None:
+    res, loc = patient.resource, patient.location
+    for i, ident in enumerate(res.get("identifier") or []):
+        system = ident.get("system")
+        if isinstance(system, str) and ids.normalize_system(system) == ids.BSN:
+            value = ident.get("value")
+            value = value if isinstance(value, str) else ""
+            if not ids.is_valid_bsn(value):
+                c.fail(
+                    "invalid",
+                    f"{loc}.identifier[{i}].value",
+                    f"must be a BSN that passes the 11-test ({ids.describe_bsn_problem(value)})",
+                )
+    names = res.get("name") or []
+    if not any(n.get("family") or n.get("given") or n.get("text") for n in names):
+        c.fail("required", f"{loc}.name", "must give the patient's name (family, given or text)")
+    phones = [
+        t
+        for t in res.get("telecom") or []
+        if t.get("system") in ("phone", "email", "sms") and t.get("value")
+    ]
+    postal = [
+        a
+        for a in res.get("address") or []
+        if a.get("line") and (a.get("postalCode") or a.get("city"))
+    ]
+    if not phones and not postal:
+        c.fail(
+            "required",
+            f"{loc}.telecom",
+            "must give at least one contact route: a phone number, an e-mail address, "
+            "or an address with a street line and a postal code or city",
+        )
+
+
+def _check_referrer(
+    c: _Checker, sr: JsonDict, loc: str
+) -> tuple[Located | None, Located | None, Located | None]:
+    role = c.referenced(
+        sr.get("requester"), f"{loc}.requester", "PractitionerRole", "referrer's role"
+    )
+    if role is None:
+        return None, None, None
+    practitioner = None
+    if role.resource.get("practitioner") is not None:
+        practitioner = c.referenced(
+            role.resource["practitioner"],
+            f"{role.location}.practitioner",
+            "Practitioner",
+            "referring practitioner",
+        )
+    person_ids = identifiers_in(role.resource, ids.REFERRER_IDENTIFYING_SYSTEMS)
+    if practitioner is not None:
+        person_ids += identifiers_in(practitioner.resource, ids.REFERRER_IDENTIFYING_SYSTEMS)
+    if not person_ids:
+        where = practitioner.location if practitioner else role.location
+        c.fail("required", f"{where}.identifier", "must identify the referrer by AGB or UZI number")
+    practice = c.referenced(
+        role.resource.get("organization"),
+        f"{role.location}.organization",
+        "Organization",
+        "practice",
+    )
+    if practice is not None and not identifiers_in(
+        practice.resource, ids.PRACTICE_IDENTIFYING_SYSTEMS
+    ):
+        c.fail(
+            "required",
+            f"{practice.location}.identifier",
+            "must identify the practice by AGB or URA number",
+        )
+    return role, practitioner, practice
+
+
+def _check_consent(c: _Checker, sr: JsonDict, loc: str, patient: Located | None) -> Located | None:
+    consents = [
+        found
+        for ref in sr.get("supportingInfo") or []
+        if (found := c.graph.resolve(ref)) is not None and found.type == "Consent"
+    ]
+    if not consents:
+        c.fail(
+            "business-rule",
+            f"{loc}.supportingInfo",
+            "must reference the patient's active Consent to the referral (none found)",
+        )
+        return None
+    consent = consents[0]
+    res, cloc = consent.resource, consent.location
+    if res.get("status") != "active":
+        c.fail("business-rule", f"{cloc}.status", "must be active (the patient consented)")
+    provision = res.get("provision") or {}
+    if provision.get("type") == "deny":
+        c.fail("business-rule", f"{cloc}.provision.type", "must permit the referral (got deny)")
+    end = (provision.get("period") or {}).get("end")
+    authored = sr.get("authoredOn")
+    if isinstance(end, str) and isinstance(authored, str) and end[:10] < authored[:10]:
+        c.fail(
+            "business-rule", f"{cloc}.provision.period.end", "must not end before the referral date"
+        )
+    kinds = set(codings(res.get("category"))) | set(codings(res.get("scope")))
+    if IDSCL not in kinds and PATIENT_PRIVACY not in kinds:
+        c.fail(
+            "business-rule",
+            f"{cloc}.category",
+            "must be a consent to disclose information (category IDSCL or scope patient-privacy)",
+        )
+    subject = c.graph.resolve(res.get("patient"))
+    if patient is not None and (subject is None or subject.resource is not patient.resource):
+        c.fail("business-rule", f"{cloc}.patient", "must be the consent of the referred patient")
+    return consent

@@ -1,0 +1,66 @@
+"""Dutch identifier and code systems: accept OID and URI forms, emit the URI form; the BSN 11-test.
+
+Pure functions over strings. The table follows DOMAIN.md section 7 (fhir.nl NamingSystems).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+BSN: Final = "http://fhir.nl/fhir/NamingSystem/bsn"
+AGB: Final = "http://fhir.nl/fhir/NamingSystem/agb-z"
+URA: Final = "http://fhir.nl/fhir/NamingSystem/ura"
+UZI: Final = "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers"
+BIG: Final = "http://fhir.nl/fhir/NamingSystem/big"
+KVK: Final = "http://fhir.nl/fhir/NamingSystem/kvk"
+ICPC_1_NL: Final = "http://hl7.org/fhir/sid/icpc-1-nl"
+ICPC_2: Final = "http://hl7.org/fhir/sid/icpc-2"
+SNOMED: Final = "http://snomed.info/sct"
+URI_IDENTIFIER: Final = "urn:ietf:rfc:3986"
+
+_OIDS: Final[dict[str, str]] = {
+    "2.16.840.1.113883.2.4.6.3": BSN,
+    "2.16.840.1.113883.2.4.6.1": AGB,
+    "2.16.528.1.1007.3.3": URA,
+    "2.16.528.1.1007.3.1": UZI,
+    "2.16.528.1.1007.5.1": BIG,
+    "2.16.840.1.113883.2.4.4.31.1": ICPC_1_NL,
+    "2.16.840.1.113883.6.139": ICPC_2,
+    "2.16.840.1.113883.6.96": SNOMED,
+}
+
+PERSON_IDENTIFIER_SYSTEMS: Final = frozenset({AGB, UZI, BIG})
+REFERRER_IDENTIFYING_SYSTEMS: Final = frozenset({AGB, UZI})
+PRACTICE_IDENTIFYING_SYSTEMS: Final = frozenset({AGB, URA})
+ICPC_SYSTEMS: Final = frozenset({ICPC_1_NL, ICPC_2})
+
+
+def normalize_system(system: str) -> str:
+    """Return the URI form of a known identifier/code system (``urn:oid:`` or bare OID accepted).
+
+    Unknown systems are returned unchanged.
+    """
+    key = system.strip()
+    if key.startswith("urn:oid:"):
+        key = key[len("urn:oid:") :]
+    return _OIDS.get(key, system.strip())
+
+
+def is_valid_bsn(value: str) -> bool:
+    """True when ``value`` is nine digits that pass the 11-test (*elfproef*), and not all zeros."""
+    if len(value) != 9 or not value.isascii() or not value.isdigit():
+        return False
+    digits = [int(c) for c in value]
+    if not any(digits):
+        return False
+    total = sum(d * w for d, w in zip(digits[:8], range(9, 1, -1), strict=True)) - digits[8]
+    return total % 11 == 0
+
+
+def describe_bsn_problem(value: str) -> str:
+    """Say what kind of value was found, without repeating it (for diagnostics)."""
+    if not value.isascii() or not value.isdigit():
+        return f"got {len(value)} characters, not all digits"
+    if len(value) != 9:
+        return f"got {len(value)} digits"
+    return "got 9 digits that fail the 11-test"

@@ -1,0 +1,55 @@
+"""The pure use case: pushed bytes -> gated, routed referral -> transaction Bundle (or a refusal).
+
+No I/O: settings come in as values, the result goes out as values. The service and the CLI are
+thin shells around ``translate`` and ``check``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wor_bridge.core import gates, graph, inbound, referral, routing
+from wor_bridge.core.fhir import JsonDict
+from wor_bridge.core.settings import Destination, Settings
+from wor_bridge.errors import MappingError
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A referral that passed every gate, and where it goes."""
+
+    referral: gates.Referral
+    destination: Destination
+
+
+@dataclass(frozen=True, slots=True)
+class Translated:
+    """The Bundle for the destination plus the keys the outbox and the service need."""
+
+    bundle: JsonDict
+    destination: Destination
+    ids: referral.Ids
+    mapping_ref: str
+
+
+def check(data: bytes, content_type: str | None, settings: Settings) -> Checked:
+    """Read and gate ``data`` and route it. Raises InboundError or MappingError with every issue."""
+    root = inbound.read(data, content_type, max_bytes=settings.max_body_bytes)
+    g = graph.build(root)
+    result = gates.check(g, settings.gates)
+    if isinstance(result, list):
+        raise MappingError(result)
+    destination = routing.route(result, settings)
+    if not isinstance(destination, Destination):
+        raise MappingError([destination])
+    return Checked(result, destination)
+
+
+def translate(data: bytes, content_type: str | None, settings: Settings) -> Translated:
+    """``check``, then build the destination's transaction Bundle."""
+    checked = check(data, content_type, settings)
+    mapping = settings.mappings[checked.destination.mapping]
+    bundle, ids = referral.to_bundle(
+        checked.referral, checked.destination, mapping, settings.output
+    )
+    return Translated(bundle, checked.destination, ids, mapping.ref)

@@ -1,0 +1,224 @@
+"""Settings and mapping-file models: pure, frozen values (loading from disk is in ``config.py``).
+
+Pydantic validates them, so a bad configuration or mapping file is refused at start-up with the
+location of the problem, never half-applied.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from wor_bridge.core import identifiers as ids
+
+LOCAL_BASE = "https://wor-bridge.nl/fhir"
+"""Canonical base of the project's local CodeSystems and tags."""
+
+WOR_PROGRAMME_SYSTEM = f"{LOCAL_BASE}/CodeSystem/wor-programme"
+BUSINESS_STATUS_SYSTEM = f"{LOCAL_BASE}/CodeSystem/task-business-status"
+REFERRAL_REASON_SYSTEM = f"{LOCAL_BASE}/CodeSystem/referral-reason"
+CONTACT_MODE_SYSTEM = f"{LOCAL_BASE}/CodeSystem/contact-mode"
+REFERRER_TYPE_SYSTEM = f"{LOCAL_BASE}/CodeSystem/referrer-type"
+MAPPING_TAG_SYSTEM = f"{LOCAL_BASE}/CodeSystem/mapping"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Coding(_Frozen):
+    """A code in a system (the system is normalised to its URI form)."""
+
+    system: str
+    code: str
+    display: str | None = None
+
+    @field_validator("system")
+    @classmethod
+    def _uri_form(cls, value: str) -> str:
+        return ids.normalize_system(value)
+
+
+class IdentifierSetting(_Frozen):
+    """A business identifier configured for an organisation (e.g. a KvK number)."""
+
+    system: str
+    value: str
+
+    @field_validator("system")
+    @classmethod
+    def _uri_form(cls, value: str) -> str:
+        return ids.normalize_system(value)
+
+
+DEFAULT_WOR_MARKERS: tuple[Coding, ...] = (
+    Coding(system=WOR_PROGRAMME_SYSTEM, code="wor", display="Welzijn op Recept"),
+    Coding(system=ids.SNOMED, code="306238000", display="Referral to social services"),
+    Coding(
+        system=ids.SNOMED,
+        code="871731000000106",
+        display="Referral to social prescribing service",
+    ),
+)
+
+
+class GateSettings(_Frozen):
+    """What a referral must carry to pass the gates."""
+
+    wor_markers: tuple[Coding, ...] = DEFAULT_WOR_MARKERS
+    reason_paths: tuple[str, ...] = ("reasonCode.text",)
+    max_reason_chars: int = Field(default=200, ge=20, le=1000)
+
+    @field_validator("reason_paths")
+    @classmethod
+    def _known_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [p for p in value if p not in REASON_PATHS]
+        if unknown or not value:
+            raise ValueError(f"reason_paths must be taken from {sorted(REASON_PATHS)}")
+        return value
+
+
+REASON_PATHS = frozenset(
+    {"reasonCode.text", "note.text", "patientInstruction", "code.text", "orderDetail.text"}
+)
+
+
+class Destination(_Frozen):
+    """A welfare organisation's inbox: who it is, where it lives, which mapping it gets."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    name: str
+    identifier: IdentifierSetting
+    endpoint: str | None = None
+    mapping: str
+
+
+class PostcodeRoute(_Frozen):
+    """Patients whose 4-digit postcode lies in ``[low, high]`` go to ``destination``."""
+
+    low: int = Field(ge=1000, le=9999)
+    high: int = Field(ge=1000, le=9999)
+    destination: str
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PostcodeRoute:
+        if self.low > self.high:
+            raise ValueError("postcode route: low must not exceed high")
+        return self
+
+
+class Routing(_Frozen):
+    """Practice AGB first, then the patient's postcode or municipality, then the catch-all."""
+
+    practices: dict[str, str] = Field(default_factory=dict)
+    postcodes: tuple[PostcodeRoute, ...] = ()
+    municipalities: dict[str, str] = Field(default_factory=dict)
+    catch_all: str | None = None
+
+    def destination_ids(self) -> set[str]:
+        """Every destination id the table refers to."""
+        used = set(self.practices.values()) | set(self.municipalities.values())
+        used |= {r.destination for r in self.postcodes}
+        if self.catch_all:
+            used.add(self.catch_all)
+        return used
+
+
+class OutputSettings(_Frozen):
+    """How the transaction Bundle is built."""
+
+    source_system: str = Field(default="his", min_length=1)
+    first_contact_days: int = Field(default=7, ge=1, le=90)
+
+
+class PatientRule(_Frozen):
+    """One field rule: read ``source`` of the Patient, apply ``transform``, write ``target``."""
+
+    target: str
+    source: str
+    transform: str
+
+
+class CodeTranslation(_Frozen):
+    """Translate an incoming reason coding to what the destination understands."""
+
+    source: Coding
+    target: Coding
+
+
+DEFAULT_PATIENT_RULES: tuple[PatientRule, ...] = (
+    PatientRule(target="name", source="name", transform="human_names"),
+    PatientRule(target="telecom", source="telecom", transform="contact_points"),
+    PatientRule(target="address", source="address", transform="addresses"),
+    PatientRule(target="gender", source="gender", transform="gender"),
+    PatientRule(target="birthDate", source="birthDate", transform="copy"),
+)
+
+
+class MappingFile(_Frozen):
+    """A destination's declarative mapping: what of the patient travels, and how it is sent."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    description: str = ""
+    source: Literal["fhir-r4"] = "fhir-r4"
+    target: Literal["fhir-r4-transaction"] = "fhir-r4-transaction"
+    request: Literal["PUT", "POST"] = "PUT"
+    patient: tuple[PatientRule, ...] = DEFAULT_PATIENT_RULES
+    age_bands: tuple[int, ...] = (18, 30, 45, 55, 65, 75, 85)
+    reason_code_systems: tuple[str, ...] = (REFERRAL_REASON_SYSTEM,)
+    code_translations: tuple[CodeTranslation, ...] = ()
+
+    @field_validator("age_bands")
+    @classmethod
+    def _increasing(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or list(value) != sorted(set(value)) or value[0] <= 0:
+            raise ValueError("age_bands must be increasing positive ages")
+        return value
+
+    @property
+    def ref(self) -> str:
+        """``id@version``: written into every Bundle this mapping produces."""
+        return f"{self.id}@{self.version}"
+
+
+class Settings(_Frozen):
+    """Everything the pure core needs, checked for consistency as a whole."""
+
+    gates: GateSettings = GateSettings()
+    output: OutputSettings = OutputSettings()
+    destinations: tuple[Destination, ...]
+    routing: Routing
+    mappings: dict[str, MappingFile]
+    codes: dict[str, frozenset[str]] = Field(default_factory=dict)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        known = {d.id for d in self.destinations}
+        if len(known) != len(self.destinations):
+            raise ValueError("destinations: every id must be unique")
+        missing = sorted(self.routing.destination_ids() - known)
+        if missing:
+            raise ValueError(f"routing refers to unknown destinations: {missing}")
+        for dest in self.destinations:
+            if dest.mapping not in self.mappings:
+                raise ValueError(f"destination {dest.id}: unknown mapping {dest.mapping!r}")
+        for mapping in self.mappings.values():
+            for tr in mapping.code_translations:
+                codes = self.codes.get(tr.target.system)
+                if codes is not None and tr.target.code not in codes:
+                    raise ValueError(
+                        f"mapping {mapping.ref}: code {tr.target.code!r} is not in "
+                        f"{tr.target.system}"
+                    )
+        for marker in self.gates.wor_markers:
+            codes = self.codes.get(marker.system)
+            if codes is not None and marker.code not in codes:
+                raise ValueError(f"gates.wor_markers: {marker.code!r} is not in {marker.system}")
+        return self
+
+    def destination(self, destination_id: str) -> Destination:
+        """The destination with this id (ids were checked at load)."""
+        return next(d for d in self.destinations if d.id == destination_id)

@@ -1,0 +1,76 @@
+"""The whole exception tree of wor_bridge.
+
+```text
+WorBridgeError
+├── ConfigError       bad settings or mapping file: raised at start-up, stops the program
+├── RefusedError      the input cannot be taken; carries every issue found (never the first only)
+│   ├── InboundError  the bytes are not what the contract expects (not JSON/XML, not FHIR,
+│   │                 wrong resource type, unsafe XML, too large)  -> HTTP 400
+│   └── MappingError  parsed FHIR, but not a referral the bridge may forward (Z68, WoR marker,
+│                     consent, validity, routing)                   -> HTTP 422
+└── DeliveryError     no usable response from the other side (later issues)
+```
+
+Every issue names a FHIRPath location and the expectation. Messages never contain a value taken
+from the input: they say what was expected and what *kind* of thing was found (a length, a count,
+a type), so an exception can be logged without leaking patient data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+IssueCode = Literal[
+    "invalid",
+    "structure",
+    "required",
+    "value",
+    "business-rule",
+    "not-supported",
+    "security",
+    "too-costly",
+    "exception",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem with an input: a FHIR OperationOutcome.issue without the patient's value."""
+
+    code: IssueCode
+    expression: str
+    diagnostics: str
+    severity: Literal["fatal", "error", "warning", "information"] = "error"
+
+
+class WorBridgeError(Exception):
+    """Base of every error wor_bridge raises on purpose."""
+
+
+class ConfigError(WorBridgeError):
+    """The configuration or a mapping file is broken; the program must not start."""
+
+
+class RefusedError(WorBridgeError):
+    """An input was refused; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        if not issues:
+            raise ValueError("a refusal needs at least one issue")
+        self.issues: tuple[Issue, ...] = tuple(issues)
+        first = issues[0]
+        more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
+        super().__init__(f"{first.expression}: {first.diagnostics}{more}")
+
+
+class InboundError(RefusedError):
+    """The bytes are not a FHIR R4 ServiceRequest or Bundle we can read."""
+
+
+class MappingError(RefusedError):
+    """The referral was read but may not be forwarded (gates, routing)."""
+
+
+class DeliveryError(WorBridgeError):
+    """No usable response from the other side (connection error, timeout)."""
