@@ -61,11 +61,43 @@ def validate(resource: JsonDict, location: str) -> list[Issue]:
         return [
             Issue("not-supported", location, "must be a FHIR R4 resource (resourceType unknown)")
         ]
+    nested = _nested_type_issues(resource, location)
+    if nested:
+        return nested
     try:
         _model(resource_type).model_validate(resource)
     except ValidationError as exc:
         return issues_from_validation(exc, location)
+    except Exception:  # noqa: BLE001 - fhir_core raises TypeError/KeyError on some junk; refuse
+        return [Issue("structure", location, "must be a FHIR R4 resource (unreadable structure)")]
     return []
+
+
+def _nested_type_issues(resource: JsonDict, location: str) -> list[Issue]:
+    """Check ``contained`` and ``Bundle.entry.resource`` types before the models see them.
+
+    The models look the type up before validating and fail with a bare TypeError/KeyError on a
+    missing or unknown ``resourceType``; this names the place instead.
+    """
+    places: list[tuple[str, object]] = []
+    contained = resource.get("contained")
+    if isinstance(contained, list):
+        places += [(f"{location}.contained[{i}]", r) for i, r in enumerate(contained)]
+    entries = resource.get("entry") if resource.get("resourceType") == "Bundle" else None
+    if isinstance(entries, list):
+        for i, entry in enumerate(entries):
+            if isinstance(entry, dict) and "resource" in entry:
+                places.append((f"{location}.entry[{i}].resource", entry["resource"]))
+    issues = []
+    for where, res in places:
+        rtype = res.get("resourceType") if isinstance(res, dict) else None
+        if not isinstance(rtype, str) or not is_resource_type(rtype):
+            issues.append(
+                Issue("structure", where, "must be a FHIR R4 resource with a known resourceType")
+            )
+        elif isinstance(res, dict):
+            issues += _nested_type_issues(res, where)
+    return issues[:MAX_ISSUES]
 
 
 def read_xml(root: etree._Element, resource_type: str, location: str) -> JsonDict | list[Issue]:

@@ -192,7 +192,7 @@ def _check_codes(c: _Checker, sr: JsonDict, loc: str) -> Coding | None:
 
 def _check_reason(c: _Checker, sr: JsonDict, loc: str) -> str | None:
     for path in c.settings.reason_paths:
-        for text in _strings_at(sr, path):
+        for where, text in _strings_at(sr, path, loc):
             if not text.strip():
                 continue
             lines = text.strip().splitlines()
@@ -200,7 +200,7 @@ def _check_reason(c: _Checker, sr: JsonDict, loc: str) -> str | None:
             if len(lines) > 1 or len(text.strip()) > limit:
                 c.fail(
                     "business-rule",
-                    f"{loc}.{path}",
+                    where,
                     f"must be the help question in one line of at most {limit} characters "
                     f"(got {len(lines)} lines, {len(text.strip())} characters)",
                 )
@@ -214,15 +214,19 @@ def _check_reason(c: _Checker, sr: JsonDict, loc: str) -> str | None:
     return None
 
 
-def _strings_at(resource: JsonDict, path: str) -> list[str]:
-    values: list[Any] = [resource]
+def _strings_at(resource: JsonDict, path: str, loc: str) -> list[tuple[str, str]]:
+    """String values at a dotted ``path``, each with its indexed FHIRPath."""
+    values: list[tuple[str, Any]] = [(loc, resource)]
     for part in path.split("."):
-        nxt: list[Any] = []
-        for v in values:
+        nxt: list[tuple[str, Any]] = []
+        for where, v in values:
             item = v.get(part) if isinstance(v, dict) else None
-            nxt.extend(item if isinstance(item, list) else [item])
-        values = [v for v in nxt if v is not None]
-    return [v for v in values if isinstance(v, str)]
+            if isinstance(item, list):
+                nxt.extend((f"{where}.{part}[{i}]", x) for i, x in enumerate(item))
+            elif item is not None:
+                nxt.append((f"{where}.{part}", item))
+        values = nxt
+    return [(where, v) for where, v in values if isinstance(v, str)]
 
 
 def _check_patient(c: _Checker, patient: Located) -> None:

@@ -1,0 +1,25 @@
+"""Shared test set-up: the shipped settings, the fixture cases and the ``--update-goldens`` flag."""
+
+from __future__ import annotations
+
+import pytest
+
+import wor_bridge
+from wor_bridge.core.settings import Settings
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--update-goldens`` to rewrite expected outputs (review the diff afterwards)."""
+    parser.addoption("--update-goldens", action="store_true", help="rewrite golden files")
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """The shipped example configuration (config/wor-bridge.toml)."""
+    return wor_bridge.load_settings()
+
+
+@pytest.fixture(scope="session")
+def update_goldens(request: pytest.FixtureRequest) -> bool:
+    """True when the run should rewrite golden files instead of comparing."""
+    return bool(request.config.getoption("--update-goldens"))
