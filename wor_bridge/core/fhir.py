@@ -8,13 +8,15 @@ switch of library) touches one file.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from fhir.resources.R4B import get_fhir_model_class
-from fhir_core.xml_utils import Node
-from lxml import etree
+from fhir_core import types as fhir_types
 from pydantic import ValidationError
 
 from wor_bridge.errors import Issue
@@ -100,23 +102,62 @@ def _nested_type_issues(resource: JsonDict, location: str) -> list[Issue]:
     return issues[:MAX_ISSUES]
 
 
-def read_xml(root: etree._Element, resource_type: str, location: str) -> JsonDict | list[Issue]:
-    """Turn a parsed (already hardened) FHIR XML element into validated FHIR JSON, or issues."""
-    cls = _model(resource_type)
-    try:
-        model = Node.from_element(root, fhir_class=cls).to_fhir(cls)
-    except ValidationError as exc:
-        return issues_from_validation(exc, location)
-    except Exception:  # noqa: BLE001 - the converter's error surface is undocumented; refuse cleanly
-        return [
-            Issue(
-                "structure",
-                location,
-                f"must be FHIR R4 XML for {resource_type} (its element structure cannot be read)",
-            )
-        ]
-    dumped: JsonDict = model.model_dump(mode="json")
-    return dumped
+ElementKind = Literal["boolean", "integer", "decimal", "string", "xhtml", "resource", "complex"]
+
+
+@dataclass(frozen=True, slots=True)
+class ElementInfo:
+    """What the XML reader must know of an element: JSON kind, array or not, complex type name."""
+
+    kind: ElementKind
+    is_list: bool
+    type_name: str = ""
+
+
+_INTEGER_META: Final = (
+    fhir_types.Integer,
+    fhir_types.PositiveInt,
+    fhir_types.UnsignedInt,
+)
+
+
+def _element_info(annotation: Any) -> ElementInfo:  # noqa: PLR0911 - one return per kind
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else annotation
+    is_list = typing.get_origin(annotation) in (list, typing.List)  # noqa: UP006 - runtime check
+    if is_list:
+        annotation = typing.get_args(annotation)[0]
+    if annotation is bool:
+        return ElementInfo("boolean", is_list)
+    if typing.get_origin(annotation) is typing.Annotated:
+        meta = annotation.__metadata__
+        if any(isinstance(m, _INTEGER_META) for m in meta):
+            return ElementInfo("integer", is_list)
+        if any(isinstance(m, fhir_types.Decimal) for m in meta):
+            return ElementInfo("decimal", is_list)
+        if any(isinstance(m, fhir_types.Xhtml) for m in meta):
+            return ElementInfo("xhtml", is_list)
+        return ElementInfo("string", is_list)
+    name = getattr(annotation, "__name__", "")
+    if name == "ResourceType":
+        return ElementInfo("resource", is_list)
+    if name.endswith("Type") and name[:-4]:
+        return ElementInfo("complex", is_list, name[:-4])
+    return ElementInfo("string", is_list)
+
+
+@cache
+def elements(type_name: str) -> dict[str, ElementInfo]:
+    """The elements of a resource or data type by JSON name (for reading FHIR XML)."""
+    fields = _model(type_name).model_fields
+    out: dict[str, ElementInfo] = {}
+    for name, field in fields.items():
+        alias = field.alias or name
+        if name == "fhir_comments" or alias.startswith("_") or name == "resource_type":
+            continue
+        out[alias] = _element_info(field.annotation)
+    return out
 
 
 def issues_from_validation(exc: ValidationError, location: str) -> list[Issue]:

@@ -13,7 +13,7 @@ from typing import Final, Literal
 
 from lxml import etree
 
-from wor_bridge.core import fhir
+from wor_bridge.core import fhir, fhirxml
 from wor_bridge.errors import InboundError, Issue
 
 FHIR_NS: Final = "http://hl7.org/fhir"
@@ -149,9 +149,12 @@ def _read_xml(body: bytes) -> fhir.JsonDict:
             ]
         )
     resource_type = _check_root_type(qname.localname)
-    result = fhir.read_xml(root, resource_type, resource_type)
+    result = fhirxml.read(root)
     if isinstance(result, list):
         raise InboundError(result)
+    issues = fhir.validate(result, resource_type)
+    if issues:
+        raise InboundError(issues)
     return result
 
 

@@ -1,0 +1,166 @@
+"""FHIR XML (an already parsed, hardened lxml tree) -> FHIR JSON, following the R4 element model.
+
+The FHIR XML rules (https://hl7.org/fhir/R4/xml.html): primitives carry ``value`` attributes and
+may have an ``id`` attribute and ``extension`` children (-> ``_name`` in JSON); ``Extension.url``
+and element ids are attributes; a resource inside ``contained``/``resource`` is wrapped in an
+element named by its type; ``Narrative.div`` is XHTML. Which elements are arrays and which
+primitives are JSON booleans or numbers comes from the R4B models (``fhir.elements``).
+
+The result is validated like JSON input afterwards, so this reader only has to be faithful, not
+strict. Unknown elements are reported with their FHIRPath.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from lxml import etree
+
+from wor_bridge.core import fhir
+from wor_bridge.errors import Issue
+
+FHIR_NS: Final = "http://hl7.org/fhir"
+XHTML_NS: Final = "http://www.w3.org/1999/xhtml"
+_FHIR: Final = "{" + FHIR_NS + "}"
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+
+    def resource(self, element: etree._Element, path: str) -> dict[str, Any] | None:
+        rtype = etree.QName(element).localname
+        if etree.QName(element).namespace != FHIR_NS or not fhir.is_resource_type(rtype):
+            self.issues.append(
+                Issue("structure", path, "must be a FHIR R4 resource element (unknown type)")
+            )
+            return None
+        out: dict[str, Any] = {"resourceType": rtype}
+        self.children(element, rtype, out, path)
+        return out
+
+    def children(
+        self, element: etree._Element, type_name: str, out: dict[str, Any], path: str
+    ) -> None:
+        known = fhir.elements(type_name)
+        for child in element:
+            if not isinstance(child.tag, str):
+                continue  # comments, processing instructions
+            qname = etree.QName(child)
+            name = qname.localname
+            info = known.get(name)
+            where = f"{path}.{name}"
+            if info is not None and info.is_list:
+                where += f"[{len(out.get(name) or [])}]"
+            expected_ns = XHTML_NS if info is not None and info.kind == "xhtml" else FHIR_NS
+            if qname.namespace != expected_ns or info is None:
+                self.issues.append(
+                    Issue(
+                        "structure",
+                        where,
+                        "must not be present: it is not an element of this FHIR R4 type",
+                    )
+                )
+                continue
+            self.element(child, name, info, out, where)
+        for name in [
+            k for k, v in out.items() if isinstance(v, list) and not any(x is not None for x in v)
+        ]:
+            del out[name]  # repeated primitives that only carry extensions: JSON omits the array
+
+    def element(
+        self,
+        child: etree._Element,
+        name: str,
+        info: fhir.ElementInfo,
+        out: dict[str, Any],
+        where: str,
+    ) -> None:
+        if info.kind == "resource":
+            inner = [c for c in child if isinstance(c.tag, str)]
+            value: Any = self.resource(inner[0], where) if len(inner) == 1 else None
+            if len(inner) != 1:
+                self.issues.append(Issue("structure", where, "must wrap exactly one resource"))
+            _put(out, name, value, info.is_list)
+        elif info.kind == "xhtml":
+            _put(out, name, etree.tostring(child, encoding="unicode", with_tail=False), False)
+        elif info.kind == "complex":
+            obj: dict[str, Any] = {}
+            _attributes(child, obj)
+            self.children(child, info.type_name, obj, where)
+            _put(out, name, obj, info.is_list)
+        else:
+            self.primitive(child, name, info, out, where)
+
+    def primitive(
+        self,
+        child: etree._Element,
+        name: str,
+        info: fhir.ElementInfo,
+        out: dict[str, Any],
+        where: str,
+    ) -> None:
+        raw = child.get("value")
+        value = _convert(raw, info.kind) if raw is not None else None
+        ext: dict[str, Any] = {}
+        _attributes(child, ext)
+        self.children(child, "Element", ext, where)
+        if info.is_list:
+            values = out.setdefault(name, [])
+            exts = out.get(f"_{name}")
+            if ext or exts is not None:
+                exts = out.setdefault(f"_{name}", [None] * len(values))
+            values.append(value)
+            if exts is not None:
+                exts.append(ext or None)
+        else:
+            if value is not None:
+                out[name] = value
+            if ext:
+                out[f"_{name}"] = ext
+
+
+def _attributes(element: etree._Element, out: dict[str, Any]) -> None:
+    for attr in ("id", "url"):
+        value = element.get(attr)
+        if value is not None:
+            out[attr] = value
+
+
+def _put(out: dict[str, Any], name: str, value: Any, is_list: bool) -> None:
+    if value is None:
+        return
+    if is_list:
+        out.setdefault(name, []).append(value)
+    else:
+        out[name] = value
+
+
+def _convert(raw: str, kind: str) -> Any:
+    """JSON type of a primitive; a value that does not convert stays a string for validation."""
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(raw, raw)
+    if kind == "integer":
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    if kind == "decimal":
+        try:
+            number = Decimal(raw)
+        except InvalidOperation:
+            return raw
+        return (
+            int(number) if number == number.to_integral_value() and "." not in raw else float(raw)
+        )
+    return raw
+
+
+def read(root: etree._Element) -> fhir.JsonDict | list[Issue]:
+    """Convert the root resource element to FHIR JSON, or return the structural issues found."""
+    reader = _Reader()
+    result = reader.resource(root, etree.QName(root).localname)
+    if reader.issues or result is None:
+        return reader.issues or [Issue("structure", "(body)", "must be a FHIR R4 resource")]
+    return result
