@@ -1,4 +1,4 @@
-"""``wor-bridge`` command line: ``map`` and ``validate``.
+"""``wor-bridge`` command line: ``map``, ``validate``, ``serve``, ``deliver``, ``outbox``.
 
 Exit codes: 0 done, 2 the referral was refused (the OperationOutcome is on stdout), 1 internal or
 configuration error (a one-line message on stderr, no patient data).
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from wor_bridge import config, logs
+from wor_bridge import config, logs, operator
 from wor_bridge.core import fhir
 from wor_bridge.core.intake import check, translate
 from wor_bridge.core.outcome import information, operation_outcome
@@ -86,13 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_val.add_argument("input", help="file with FHIR R4 JSON or XML, or - for stdin")
     p_val.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p_val.set_defaults(func=_cmd_validate)
+    operator.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wor-bridge`` console script."""
     args = build_parser().parse_args(argv)
-    logs.configure(logging.DEBUG if args.verbose else logging.WARNING)
+    quiet = args.command in ("map", "validate")
+    logs.configure(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
     try:
         code: int = args.func(args)
     except ConfigError as err:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wor_bridge.core import fhir
 from wor_bridge.core.settings import DEFAULT_PATIENT_RULES, MappingFile, Settings
@@ -93,8 +95,96 @@ def load_codesystem(path: Path) -> tuple[str, frozenset[str]]:
     return str(raw["url"]), frozenset(codes)
 
 
-def load(path: Path | None = None) -> Settings:
-    """Load the TOML configuration at ``path`` (default: the shipped example) with its mappings."""
+Scope = Literal["referral:write", "task:read", "admin"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServiceSettings(_Model):
+    """The HTTP service (``wor-bridge serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    rate_per_s: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=20, ge=1)
+    dispatcher: bool = True
+    dispatcher_interval_s: float = Field(default=1.0, gt=0)
+    dispatcher_batch: int = Field(default=20, ge=1, le=1000)
+
+
+class StoreSettings(_Model):
+    """The SQLite store (a path relative to the working directory, or absolute)."""
+
+    path: str = "wor-bridge.sqlite"
+
+
+class DeliverySettings(_Model):
+    """Retry policy and leases of the outbox dispatcher."""
+
+    base_s: float = Field(default=2.0, gt=0)
+    cap_s: float = Field(default=900.0, gt=0)
+    max_attempts: int = Field(default=12, ge=1)
+    max_age_s: float = Field(default=3 * 24 * 3600.0, gt=0)
+    lease_s: float = Field(default=60.0, gt=0)
+
+
+class ClientSettings(_Model):
+    """A caller of the service: its key (stored as SHA-256 hex, never in clear) and scopes."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: tuple[Scope, ...]
+    source_system: str | None = None
+    on_behalf_of: str = ""
+
+
+class Config(BaseSettings):
+    """The whole TOML file; environment variables ``WOR_BRIDGE_<SECTION>__<KEY>`` override it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WOR_BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    mappings_dir: str = "../mappings"
+    max_body_bytes: int = 1_048_576
+    output: dict[str, Any] = Field(default_factory=dict)
+    gates: dict[str, Any] = Field(default_factory=dict)
+    destinations: list[dict[str, Any]] = Field(default_factory=list)
+    routing: dict[str, Any] = Field(default_factory=dict)
+    service: ServiceSettings = ServiceSettings()
+    store: StoreSettings = StoreSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    clients: tuple[ClientSettings, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment wins over the TOML file (passed as init values)."""
+        return (env_settings, init_settings)
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """The core settings plus the service, store, delivery and client settings."""
+
+    core: Settings
+    service: ServiceSettings
+    store: StoreSettings
+    delivery: DeliverySettings
+    clients: tuple[ClientSettings, ...]
+    path: Path
+
+
+def load_app(path: Path | None = None) -> AppConfig:
+    """Load the TOML configuration with environment overrides, mappings and CodeSystems."""
     path = (path or DEFAULT_CONFIG).resolve()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -102,7 +192,11 @@ def load(path: Path | None = None) -> Settings:
         raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    mappings_dir = (path.parent / str(raw.pop("mappings_dir", "../mappings"))).resolve()
+    try:
+        cfg = Config(**raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+    mappings_dir = (path.parent / cfg.mappings_dir).resolve()
     if not mappings_dir.is_dir():
         raise ConfigError(f"{path}: mappings_dir {mappings_dir} is not a directory")
     mappings: dict[str, MappingFile] = {}
@@ -115,10 +209,25 @@ def load(path: Path | None = None) -> Settings:
     for file in sorted((mappings_dir / "codesystems").glob("*.json")):
         url, found = load_codesystem(file)
         codes[url] = found
+    core_raw = {
+        "output": cfg.output,
+        "gates": cfg.gates,
+        "destinations": cfg.destinations,
+        "routing": cfg.routing,
+        "max_body_bytes": cfg.max_body_bytes,
+    }
     try:
-        settings = Settings.model_validate({**raw, "mappings": mappings, "codes": codes})
+        settings = Settings.model_validate({**core_raw, "mappings": mappings, "codes": codes})
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
+    ids = [c.id for c in cfg.clients]
+    if len(ids) != len(set(ids)):
+        raise ConfigError(f"{path}: clients: every id must be unique")
+    _log_configuration_facts(mappings)
+    return AppConfig(settings, cfg.service, cfg.store, cfg.delivery, cfg.clients, path)
+
+
+def _log_configuration_facts(mappings: dict[str, MappingFile]) -> None:
     for mapping in mappings.values():
         for rule in mapping.patient:
             if rule.target not in _DEFAULT_TARGETS:
@@ -128,4 +237,8 @@ def load(path: Path | None = None) -> Settings:
                     target=rule.target,
                     transform=rule.transform,
                 )
-    return settings
+
+
+def load(path: Path | None = None) -> Settings:
+    """Load the core settings of the TOML configuration at ``path`` (default: the example)."""
+    return load_app(path).core

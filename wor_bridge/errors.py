@@ -8,7 +8,9 @@ WorBridgeError
 │   │                 wrong resource type, unsafe XML, too large)  -> HTTP 400
 │   └── MappingError  parsed FHIR, but not a referral the bridge may forward (Z68, WoR marker,
 │                     consent, validity, routing)                   -> HTTP 422
-└── DeliveryError     no usable response from the other side (later issues)
+├── DeliveryError     no usable response from the other side
+│   └── TransportError  connection error, timeout or TLS failure (kind says which)
+└── (delivery *results* are values, not exceptions: see core/delivery.py)
 ```
 
 Every issue names a FHIRPath location and the expectation. Messages never contain a value taken
@@ -74,3 +76,11 @@ class MappingError(RefusedError):
 
 class DeliveryError(WorBridgeError):
     """No usable response from the other side (connection error, timeout)."""
+
+
+class TransportError(DeliveryError):
+    """The request got no HTTP response; ``kind`` is ``timeout``, ``connection`` or ``tls``."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        self.kind = kind
+        super().__init__(f"{kind}{': ' + detail if detail else ''}")

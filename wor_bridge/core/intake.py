@@ -30,6 +30,7 @@ class Translated:
     destination: Destination
     ids: referral.Ids
     mapping_ref: str
+    referral: gates.Referral
 
 
 def check(data: bytes, content_type: str | None, settings: Settings) -> Checked:
@@ -45,11 +46,17 @@ def check(data: bytes, content_type: str | None, settings: Settings) -> Checked:
     return Checked(result, destination)
 
 
-def translate(data: bytes, content_type: str | None, settings: Settings) -> Translated:
-    """``check``, then build the destination's transaction Bundle."""
+def translate(
+    data: bytes, content_type: str | None, settings: Settings, source_system: str | None = None
+) -> Translated:
+    """``check``, then build the destination's transaction Bundle.
+
+    ``source_system`` (the authenticated sender) overrides ``output.source_system`` in the ids.
+    """
     checked = check(data, content_type, settings)
     mapping = settings.mappings[checked.destination.mapping]
-    bundle, ids = referral.to_bundle(
-        checked.referral, checked.destination, mapping, settings.output
-    )
-    return Translated(bundle, checked.destination, ids, mapping.ref)
+    output = settings.output
+    if source_system is not None:
+        output = output.model_copy(update={"source_system": source_system})
+    bundle, ids = referral.to_bundle(checked.referral, checked.destination, mapping, output)
+    return Translated(bundle, checked.destination, ids, mapping.ref, checked.referral)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from wor_bridge.core import identifiers as ids
 
@@ -84,14 +84,47 @@ REASON_PATHS = frozenset(
 )
 
 
+class DestinationAuth(_Frozen):
+    """How the bridge authenticates at a destination (secrets never printed: SecretStr)."""
+
+    type: Literal["none", "bearer", "oauth2"] = "none"
+    token: SecretStr | None = None
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    scope: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> DestinationAuth:
+        if self.type == "bearer" and self.token is None:
+            raise ValueError("auth.type bearer needs auth.token")
+        if self.type == "oauth2" and not (self.token_url and self.client_id and self.client_secret):
+            raise ValueError("auth.type oauth2 needs token_url, client_id and client_secret")
+        return self
+
+
+class ClientTls(_Frozen):
+    """Mutual TLS towards a destination: the bridge's client certificate and the CA to trust."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str | None = None
+
+
 class Destination(_Frozen):
-    """A welfare organisation's inbox: who it is, where it lives, which mapping it gets."""
+    """A welfare organisation's inbox: who it is, where it lives, which mapping it gets, and
+    how the bridge delivers there."""
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     name: str
     identifier: IdentifierSetting
     endpoint: str | None = None
     mapping: str
+    delivery: Literal["transaction", "put"] = "transaction"
+    auth: DestinationAuth = DestinationAuth()
+    tls: ClientTls | None = None
+    connect_timeout_s: float = Field(default=3.05, gt=0, le=60)
+    read_timeout_s: float = Field(default=15.0, gt=0, le=300)
 
 
 class PostcodeRoute(_Frozen):
@@ -205,6 +238,10 @@ class Settings(_Frozen):
         for dest in self.destinations:
             if dest.mapping not in self.mappings:
                 raise ValueError(f"destination {dest.id}: unknown mapping {dest.mapping!r}")
+            if dest.delivery == "put" and self.mappings[dest.mapping].request != "PUT":
+                raise ValueError(
+                    f"destination {dest.id}: delivery put needs a mapping with request PUT"
+                )
         for mapping in self.mappings.values():
             for tr in mapping.code_translations:
                 codes = self.codes.get(tr.target.system)

@@ -1,0 +1,1 @@
+"""Adapters: the I/O behind the ports (HTTP transport, clock, store)."""

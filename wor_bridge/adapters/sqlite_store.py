@@ -1,0 +1,345 @@
+"""SQLite (stdlib sqlite3, WAL) implementation of ``OutboxStore``: referrals, outbox, audit.
+
+Durability: WAL with ``synchronous=FULL``, so a commit survives a process kill and a power cut.
+Every write runs in ``BEGIN IMMEDIATE``, so claims by several workers (threads or processes) are
+serialised and a lease is held by one owner only. The audit table is append-only: triggers abort
+any UPDATE or DELETE on it.
+
+Times are stored as UNIX seconds (REAL) and returned as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, cast
+
+from wor_bridge.core.outbox import State
+from wor_bridge.ports import (
+    Added,
+    AuditEvent,
+    NewReferral,
+    OutboxEntry,
+    QueueStats,
+    ReferralRecord,
+)
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS referral (
+    task_id TEXT PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    source_system TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    mapping TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    responsible TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    bundle BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    task_id TEXT NOT NULL REFERENCES referral(task_id),
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    delivered_at REAL,
+    last_status INTEGER,
+    last_error TEXT,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    user TEXT NOT NULL,
+    responsible TEXT NOT NULL,
+    source_system TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    object_type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+"""
+
+_ENTRY_COLUMNS: Final = (
+    "id, idempotency_key, task_id, destination, state, attempts, created_at, next_attempt_at,"
+    " delivered_at, last_status, last_error, payload"
+)
+
+
+def _ts(moment: dt.datetime) -> float:
+    return moment.timestamp()
+
+
+def _dt(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, tz=dt.UTC)
+
+
+def _entry(row: sqlite3.Row) -> OutboxEntry:
+    return OutboxEntry(
+        id=row["id"],
+        idempotency_key=row["idempotency_key"],
+        task_id=row["task_id"],
+        destination=row["destination"],
+        state=cast(State, row["state"]),
+        attempts=row["attempts"],
+        created_at=cast(dt.datetime, _dt(row["created_at"])),
+        next_attempt_at=cast(dt.datetime, _dt(row["next_attempt_at"])),
+        delivered_at=_dt(row["delivered_at"]),
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        payload=bytes(row["payload"]),
+    )
+
+
+class SqliteOutboxStore:
+    """``OutboxStore`` on one SQLite file; one connection per thread."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = str(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._conn().executescript(SCHEMA)  # idempotent DDL; executescript manages its own commit
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def add_referral(self, referral: NewReferral, now: dt.datetime) -> Added:
+        """Store referral + outbox entry in one transaction; a known key returns the existing."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT o.id, o.task_id FROM outbox o WHERE o.idempotency_key = ?",
+                (referral.idempotency_key,),
+            ).fetchone()
+            if row is not None:
+                return Added(row["task_id"], row["id"], created=False)
+            conn.execute(
+                "INSERT OR IGNORE INTO referral (task_id, idempotency_key, source_system,"
+                " destination, mapping, patient_id, responsible, client_id, received_at, bundle)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    referral.task_id,
+                    referral.idempotency_key,
+                    referral.source_system,
+                    referral.destination,
+                    referral.mapping,
+                    referral.patient_id,
+                    referral.responsible,
+                    referral.client_id,
+                    _ts(now),
+                    referral.bundle,
+                ),
+            )
+            cursor = conn.execute(
+                "INSERT INTO outbox (idempotency_key, task_id, destination, state, created_at,"
+                " next_attempt_at, payload) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                (
+                    referral.idempotency_key,
+                    referral.task_id,
+                    referral.destination,
+                    _ts(now),
+                    _ts(now),
+                    referral.bundle,
+                ),
+            )
+            return Added(referral.task_id, int(cast(int, cursor.lastrowid)), created=True)
+
+    def claim_due(
+        self, owner: str, now: dt.datetime, lease_s: float, limit: int
+    ) -> list[OutboxEntry]:
+        """Lease due pending entries whose lease is free or expired."""
+        with self._write() as conn:
+            rows = conn.execute(
+                f"UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("  # noqa: S608 - only constant column lists and ? placeholders are interpolated
+                " SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+                " AND (lease_until IS NULL OR lease_until <= ?)"
+                " ORDER BY next_attempt_at, id LIMIT ?)"
+                f" RETURNING {_ENTRY_COLUMNS}",
+                (owner, _ts(now) + lease_s, _ts(now), _ts(now), limit),
+            ).fetchall()
+        return sorted((_entry(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
+
+    def record_attempt(
+        self,
+        entry_id: int,
+        owner: str,
+        *,
+        now: dt.datetime,
+        state: State,
+        next_attempt_at: dt.datetime | None,
+        status: int | None,
+        error: str | None,
+    ) -> bool:
+        """Record the attempt and release the lease, only while ``owner`` holds it."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
+                " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END,"
+                " last_status = ?, last_error = ?, lease_owner = NULL, lease_until = NULL"
+                " WHERE id = ? AND lease_owner = ? AND state = 'pending'",
+                (
+                    state,
+                    _ts(next_attempt_at or now),
+                    state,
+                    _ts(now),
+                    status,
+                    error,
+                    entry_id,
+                    owner,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def get_referral(self, task_id: str) -> ReferralRecord | None:
+        """The referral and the state of its (latest) outbox entry."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT r.task_id, r.destination, r.source_system, r.patient_id, r.bundle,"
+                " o.state, o.attempts FROM referral r JOIN outbox o ON o.task_id = r.task_id"
+                " WHERE r.task_id = ? ORDER BY o.id DESC LIMIT 1",
+                (task_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return ReferralRecord(
+            task_id=row["task_id"],
+            destination=row["destination"],
+            source_system=row["source_system"],
+            patient_id=row["patient_id"],
+            bundle=bytes(row["bundle"]),
+            state=cast(State, row["state"]),
+            attempts=row["attempts"],
+        )
+
+    def get_entry(self, entry_id: int) -> OutboxEntry | None:
+        """One outbox entry, or None."""
+        row = (
+            self._conn()
+            .execute(f"SELECT {_ENTRY_COLUMNS} FROM outbox WHERE id = ?", (entry_id,))  # noqa: S608 - only constant column lists and ? placeholders are interpolated
+            .fetchone()
+        )
+        return None if row is None else _entry(row)
+
+    def list_entries(self, state: State | None, limit: int) -> list[OutboxEntry]:
+        """Entries newest first, optionally filtered by state."""
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM outbox"  # noqa: S608 - only constant column lists and ? placeholders are interpolated
+        args: tuple[Any, ...] = ()
+        if state is not None:
+            sql += " WHERE state = ?"
+            args = (state,)
+        rows = self._conn().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_entry(r) for r in rows]
+
+    def requeue(self, entry_ids: list[int], now: dt.datetime) -> int:
+        """Pending and due now, lease cleared; the idempotency key and payload stay the same."""
+        if not entry_ids:
+            return 0
+        marks = ",".join("?" * len(entry_ids))
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_owner = NULL,"  # noqa: S608 - only constant column lists and ? placeholders are interpolated
+                f" lease_until = NULL WHERE id IN ({marks})",
+                (_ts(now), *entry_ids),
+            )
+            return cursor.rowcount
+
+    def entry_ids(self, state: State, since: dt.datetime | None = None) -> list[int]:
+        """Ids in ``state``, created at or after ``since``."""
+        floor = _ts(since) if since is not None else 0.0
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id FROM outbox WHERE state = ? AND created_at >= ? ORDER BY id",
+                (state, floor),
+            )
+            .fetchall()
+        )
+        return [int(r["id"]) for r in rows]
+
+    def audit(self, event: AuditEvent, now: dt.datetime) -> None:
+        """Append one audit record (its own transaction)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO audit (at, event, action, outcome, user, responsible, source_system,"
+                " patient_id, object_type, object_id, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    _ts(now),
+                    event.event,
+                    event.action,
+                    event.outcome,
+                    event.user,
+                    event.responsible,
+                    event.source_system,
+                    event.patient_id,
+                    event.object_type,
+                    event.object_id,
+                    event.detail,
+                ),
+            )
+
+    def audit_records(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest audit records (for operators and tests)."""
+        rows = self._conn().execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows.fetchall()]
+
+    def stats(self, now: dt.datetime) -> QueueStats:
+        """Counts per state and the age of the oldest pending entry."""
+        conn = self._conn()
+        counts = dict.fromkeys(("pending", "delivered", "dead"), 0)
+        for row in conn.execute("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state"):
+            counts[row["state"]] = row["n"]
+        oldest = conn.execute("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
+        first = oldest.fetchone()[0]
+        age = max(0.0, _ts(now) - first) if first is not None else 0.0
+        return QueueStats(counts["pending"], counts["dead"], counts["delivered"], age)
+
+    def ping(self) -> None:
+        """Run a trivial query; raises sqlite3.Error when the store is unusable."""
+        self._conn().execute("SELECT 1").fetchone()

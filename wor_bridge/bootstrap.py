@@ -1,0 +1,54 @@
+"""The composition root: the one place that builds concrete adapters and wires them."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from wor_bridge.adapters.clock import SystemClock
+from wor_bridge.adapters.http import RequestsTransport
+from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
+from wor_bridge.config import AppConfig, load_app
+from wor_bridge.core.outbox import RetryPolicy
+from wor_bridge.ports import Clock, OutboxStore, Transport
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """Everything the service, the dispatcher and the CLI need."""
+
+    config: AppConfig
+    store: OutboxStore
+    transport: Transport
+    clock: Clock
+    policy: RetryPolicy
+    worker_id: str
+
+
+def build(config: AppConfig) -> Components:
+    """Wire the SQLite store, the requests transport and the system clock."""
+    clock = SystemClock()
+    store_path = Path(config.store.path)
+    if store_path.parent and not store_path.parent.exists():
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+    delivery = config.delivery
+    return Components(
+        config=config,
+        store=SqliteOutboxStore(store_path),
+        transport=RequestsTransport(clock),
+        clock=clock,
+        policy=RetryPolicy(
+            base_s=delivery.base_s,
+            cap_s=delivery.cap_s,
+            max_attempts=delivery.max_attempts,
+            max_age_s=delivery.max_age_s,
+        ),
+        worker_id=f"{socket.gethostname()}:{os.getpid()}",
+    )
+
+
+def load(path: Path | None = None) -> Components:
+    """Load the configuration and build the components."""
+    return build(load_app(path))

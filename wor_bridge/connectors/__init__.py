@@ -1,0 +1,1 @@
+"""Connectors: one pure module per kind of counterparty (render requests, interpret answers)."""

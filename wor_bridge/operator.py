@@ -1,0 +1,153 @@
+"""Operator commands: ``serve``, ``deliver --once`` and ``outbox list|show|retry|replay``.
+
+``outbox show`` prints no patient data unless ``--reveal`` is given, and a reveal is audited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from wor_bridge import bootstrap
+from wor_bridge.core.outbox import STATES
+from wor_bridge.ports import AuditEvent, OutboxEntry
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def _summary(entry: OutboxEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "task_id": entry.task_id,
+        "destination": entry.destination,
+        "state": entry.state,
+        "attempts": entry.attempts,
+        "created_at": entry.created_at.isoformat(),
+        "next_attempt_at": entry.next_attempt_at.isoformat() if entry.state == "pending" else None,
+        "delivered_at": entry.delivered_at.isoformat() if entry.delivered_at else None,
+        "last_status": entry.last_status,
+        "last_error": entry.last_error,
+    }
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP service with its dispatcher until interrupted."""
+    import uvicorn  # noqa: PLC0415 - only the serve command needs the server
+
+    from wor_bridge.service.app import create_app  # noqa: PLC0415
+
+    components = bootstrap.load(args.config)
+    service = components.config.service
+    app = create_app(components)
+    uvicorn.run(app, host=service.host, port=service.port, access_log=False, log_level="warning")
+    return 0
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    """Deliver what is due once (cron style) and print a count per result."""
+    from wor_bridge.service.dispatcher import Dispatcher  # noqa: PLC0415
+
+    components = bootstrap.load(args.config)
+    attempts = Dispatcher(components).run_once()
+    results: dict[str, int] = {}
+    from wor_bridge.pipeline import outcome_name  # noqa: PLC0415
+
+    for attempt in attempts:
+        name = outcome_name(attempt.outcome)
+        results[name] = results.get(name, 0) + 1
+    _print({"attempts": len(attempts), "results": results})
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """Inspect and repair the outbox."""
+    c = bootstrap.load(args.config)
+    store, now = c.store, c.clock.now()
+    operator = args.operator
+    if args.action == "list":
+        _print([_summary(e) for e in store.list_entries(args.state, args.limit)])
+        return 0
+    if args.action == "show":
+        entry = store.get_entry(args.id)
+        if entry is None:
+            print(f"wor-bridge: no outbox entry {args.id}", file=sys.stderr)
+            return 1
+        out = _summary(entry)
+        if args.reveal:
+            record = store.get_referral(entry.task_id)
+            store.audit(
+                AuditEvent(
+                    event="outbox_reveal",
+                    action="R",
+                    outcome="success",
+                    user=operator,
+                    responsible=operator,
+                    source_system=record.source_system if record else "",
+                    patient_id=record.patient_id if record else "",
+                    object_type="Task",
+                    object_id=entry.task_id,
+                ),
+                now,
+            )
+            out["payload"] = json.loads(entry.payload)
+        _print(out)
+        return 0
+    if args.action == "retry":
+        ids = store.entry_ids("dead") if args.all_dead else [args.id]
+        changed = store.requeue([i for i in ids if i is not None], now)
+        detail = "all dead" if args.all_dead else f"entry {args.id}"
+    else:  # replay
+        since = dt.datetime.fromisoformat(args.since)
+        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+        changed = store.requeue(store.entry_ids("delivered", since), now)
+        detail = f"delivered since {since.isoformat()}"
+    store.audit(
+        AuditEvent(
+            event=f"outbox_{args.action}",
+            action="U",
+            outcome="success",
+            user=operator,
+            responsible=operator,
+            source_system="",
+            detail=f"{detail}: {changed} requeued",
+        ),
+        now,
+    )
+    _print({"requeued": changed})
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add serve, deliver and outbox to the CLI's subparsers."""
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="run the HTTP service and dispatcher"))
+    serve.set_defaults(func=cmd_serve)
+    deliver = with_config(sub.add_parser("deliver", help="deliver due outbox entries"))
+    deliver.add_argument("--once", action="store_true", required=True, help="one round, then exit")
+    deliver.set_defaults(func=cmd_deliver)
+    box = with_config(sub.add_parser("outbox", help="inspect and repair the outbox"))
+    box.add_argument("--operator", default="operator", help="who acts (recorded in the audit)")
+    actions = box.add_subparsers(dest="action", required=True)
+    lst = actions.add_parser("list", help="list entries (no patient data)")
+    lst.add_argument("--state", choices=STATES, default=None)
+    lst.add_argument("--limit", type=int, default=100)
+    show = actions.add_parser("show", help="one entry; --reveal adds the payload (audited)")
+    show.add_argument("id", type=int)
+    show.add_argument("--reveal", action="store_true")
+    retry = actions.add_parser("retry", help="requeue a dead entry, or all of them")
+    group = retry.add_mutually_exclusive_group(required=True)
+    group.add_argument("id", type=int, nargs="?")
+    group.add_argument("--all-dead", action="store_true")
+    replay = actions.add_parser("replay", help="requeue delivered entries (same idempotency key)")
+    replay.add_argument("--since", required=True, help="ISO date or datetime (UTC if no zone)")
+    box.set_defaults(func=cmd_outbox)

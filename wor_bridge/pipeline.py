@@ -1,0 +1,309 @@
+"""Use cases over the ports: accept a referral, deliver what is due, show a Task.
+
+Logs here carry ids, counts, status codes and durations only; the audit trail (in the store)
+carries the patient identifier, as NEN 7513 requires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from wor_bridge import faults
+from wor_bridge.connectors import fhir_r4
+from wor_bridge.core import identifiers as ids
+from wor_bridge.core import outbox
+from wor_bridge.core.delivery import (
+    Delivered,
+    Outcome,
+    Rejected,
+    classify_error,
+    classify_response,
+)
+from wor_bridge.core.fhir import canonical_json
+from wor_bridge.core.gates import Referral, identifiers_in
+from wor_bridge.core.intake import translate
+from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM, Settings
+from wor_bridge.errors import RefusedError, TransportError
+from wor_bridge.ports import (
+    AuditEvent,
+    Clock,
+    NewReferral,
+    OutboxEntry,
+    OutboxStore,
+    ReferralRecord,
+    Transport,
+)
+
+log = structlog.get_logger("wor_bridge.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who calls: the authenticated client, its source system and on whose behalf."""
+
+    client_id: str
+    source_system: str | None = None
+    on_behalf_of: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A durably stored referral."""
+
+    task_id: str
+    outbox_id: int
+    destination: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The result of one delivery attempt (for metrics and tests)."""
+
+    entry_id: int
+    destination: str
+    outcome: Outcome
+    state: outbox.State
+    attempt: int
+    duration_s: float
+
+
+def _patient_id(referral: Referral, patient_uuid: str) -> str:
+    bsn = identifiers_in(referral.patient.resource, frozenset({ids.BSN}))
+    return f"{ids.BSN}|{bsn[0][1]}" if bsn else f"urn:uuid:{patient_uuid}"
+
+
+def _responsible(referral: Referral) -> str:
+    people = identifiers_in(referral.role.resource, ids.REFERRER_IDENTIFYING_SYSTEMS)
+    if referral.practitioner is not None:
+        people += identifiers_in(referral.practitioner.resource, ids.REFERRER_IDENTIFYING_SYSTEMS)
+    return "|".join(people[0]) if people else ""
+
+
+def accept_referral(
+    store: OutboxStore,
+    settings: Settings,
+    clock: Clock,
+    *,
+    data: bytes,
+    content_type: str | None,
+    caller: Caller,
+) -> Accepted:
+    """Map, gate and durably store a referral with its outbox entry; raises RefusedError."""
+    source = caller.source_system or settings.output.source_system
+    try:
+        result = translate(data, content_type, settings, source_system=source)
+    except RefusedError as err:
+        store.audit(
+            AuditEvent(
+                event="referral_intake",
+                action="C",
+                outcome="refused",
+                user=caller.client_id,
+                responsible=caller.on_behalf_of,
+                source_system=source,
+                detail=f"{type(err).__name__}: {len(err.issues)} issue(s)",
+            ),
+            clock.now(),
+        )
+        log.info("referral_refused", client=caller.client_id, issues=len(err.issues))
+        raise
+    key = outbox.idempotency_key(result.ids.key, result.destination.id)
+    patient_id = _patient_id(result.referral, result.ids.patient)
+    responsible = _responsible(result.referral)
+    now = clock.now()
+    added = store.add_referral(
+        NewReferral(
+            task_id=result.ids.task,
+            idempotency_key=key,
+            source_system=source,
+            destination=result.destination.id,
+            mapping=result.mapping_ref,
+            patient_id=patient_id,
+            responsible=responsible,
+            client_id=caller.client_id,
+            bundle=canonical_json(result.bundle),
+        ),
+        now,
+    )
+    store.audit(
+        AuditEvent(
+            event="referral_intake",
+            action="C",
+            outcome="accepted" if added.created else "duplicate",
+            user=caller.client_id,
+            responsible=responsible or caller.on_behalf_of,
+            source_system=source,
+            patient_id=patient_id,
+            object_type="Task",
+            object_id=added.task_id,
+        ),
+        now,
+    )
+    faults.hit("after_commit")
+    log.info(
+        "referral_accepted",
+        task_id=added.task_id,
+        outbox_id=added.outbox_id,
+        destination=result.destination.id,
+        created=added.created,
+    )
+    return Accepted(added.task_id, added.outbox_id, result.destination.id, added.created)
+
+
+def _send(entry: OutboxEntry, settings: Settings, transport: Transport, clock: Clock) -> Outcome:
+    destination = settings.destination(entry.destination)
+    for request in fhir_r4.render(entry.payload, destination, entry.idempotency_key):
+        try:
+            response = transport.send(request, destination)
+        except TransportError as err:
+            return classify_error(err.kind)
+        outcome = classify_response(response, clock.now())
+        if not isinstance(outcome, Delivered):
+            return outcome
+    return Delivered(200)
+
+
+def deliver_due(
+    store: OutboxStore,
+    settings: Settings,
+    transport: Transport,
+    clock: Clock,
+    policy: outbox.RetryPolicy,
+    *,
+    owner: str,
+    lease_s: float,
+    limit: int,
+    jitter: Callable[[], float] = random.random,
+) -> list[Attempt]:
+    """Claim due entries and attempt each once; one bad entry never blocks the others."""
+    attempts = []
+    for entry in store.claim_due(owner, clock.now(), lease_s, limit):
+        started = time.monotonic()
+        outcome = _send(entry, settings, transport, clock)
+        duration = time.monotonic() - started
+        if isinstance(outcome, Delivered):
+            faults.hit("after_send")
+        now = clock.now()
+        number = entry.attempts + 1
+        decision = outbox.decide(
+            policy, outcome, number, (now - entry.created_at).total_seconds(), jitter()
+        )
+        next_at = now + dt.timedelta(seconds=decision.delay_s or 0)
+        status = getattr(outcome, "status", None)
+        error = None if isinstance(outcome, Delivered) else outcome.reason
+        recorded = store.record_attempt(
+            entry.id,
+            owner,
+            now=now,
+            state=decision.state,
+            next_attempt_at=next_at,
+            status=status,
+            error=error,
+        )
+        record = store.get_referral(entry.task_id)
+        store.audit(
+            AuditEvent(
+                event="referral_delivery",
+                action="E",
+                outcome=outcome_name(outcome),
+                user=f"dispatcher:{owner}",
+                responsible=entry.destination,
+                source_system=record.source_system if record else "",
+                patient_id=record.patient_id if record else "",
+                object_type="Task",
+                object_id=entry.task_id,
+                detail=f"attempt {number}; {error or 'delivered'}",
+            ),
+            now,
+        )
+        log.info(
+            "delivery_attempted",
+            outbox_id=entry.id,
+            task_id=entry.task_id,
+            destination=entry.destination,
+            attempt=number,
+            status_code=status,
+            result=outcome_name(outcome),
+            state=decision.state,
+            duration_ms=round(duration * 1000, 1),
+            lease_kept=recorded,
+        )
+        attempts.append(
+            Attempt(entry.id, entry.destination, outcome, decision.state, number, duration)
+        )
+    return attempts
+
+
+def outcome_name(outcome: Outcome) -> str:
+    if isinstance(outcome, Delivered):
+        return "delivered"
+    if isinstance(outcome, Rejected):
+        return "rejected"
+    return "retry"
+
+
+_DELIVERY_STATUS = {
+    "pending": ("requested", "queued"),
+    "delivered": ("requested", "delivered"),
+    "dead": ("failed", "delivery-failed"),
+}
+
+
+def task_view(record: ReferralRecord) -> dict[str, Any]:
+    """The bridge's current Task: the mapped Task with status/businessStatus from delivery."""
+    bundle = json.loads(record.bundle)
+    local = {
+        e["fullUrl"]: f"{e['resource']['resourceType']}/{e['fullUrl'].rsplit(':', 1)[-1]}"
+        for e in bundle["entry"]
+    }
+    task = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
+    task = _relative_references(task, local)
+    status, business = _DELIVERY_STATUS[record.state]
+    task = {**task, "id": record.task_id, "status": status}
+    task["businessStatus"] = {"coding": [{"system": BUSINESS_STATUS_SYSTEM, "code": business}]}
+    return dict(task)
+
+
+def _relative_references(node: Any, local: dict[str, str]) -> Any:
+    """Bundle-internal ``urn:uuid:`` references as ``Type/id`` (outside the Bundle)."""
+    if isinstance(node, dict):
+        return {
+            k: local.get(v, v) if k == "reference" else _relative_references(v, local)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_relative_references(v, local) for v in node]
+    return node
+
+
+def read_task(
+    store: OutboxStore, clock: Clock, task_id: str, caller: Caller
+) -> dict[str, Any] | None:
+    """The Task for ``task_id`` (audited as a read of patient data), or None."""
+    record = store.get_referral(task_id)
+    if record is None:
+        return None
+    store.audit(
+        AuditEvent(
+            event="task_read",
+            action="R",
+            outcome="success",
+            user=caller.client_id,
+            responsible=caller.on_behalf_of,
+            source_system=record.source_system,
+            patient_id=record.patient_id,
+            object_type="Task",
+            object_id=task_id,
+        ),
+        clock.now(),
+    )
+    return task_view(record)

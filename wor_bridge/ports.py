@@ -1,0 +1,171 @@
+"""Ports: the I/O the use cases need, as Protocols. Adapters implement them; bootstrap wires them.
+
+Nothing outside ``bootstrap.py`` and the tests imports a concrete adapter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Protocol
+
+from wor_bridge.core.delivery import HttpRequest, HttpResponse
+from wor_bridge.core.outbox import State
+from wor_bridge.core.settings import Destination
+
+
+class Clock(Protocol):
+    """The time, injected (aware UTC datetimes)."""
+
+    def now(self) -> dt.datetime:
+        """The current time in UTC."""
+        ...
+
+
+class Transport(Protocol):
+    """Sends one HTTP request to a destination, adding its authentication and TLS."""
+
+    def send(self, request: HttpRequest, destination: Destination) -> HttpResponse:
+        """The response; raises ``TransportError`` when there is none (timeout, connection)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewReferral:
+    """An accepted referral, ready to be stored with its outbox entry in one transaction."""
+
+    task_id: str
+    idempotency_key: str
+    source_system: str
+    destination: str
+    mapping: str
+    patient_id: str
+    responsible: str
+    client_id: str
+    bundle: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    """The result of storing a referral: its Task and outbox ids, and whether it was new."""
+
+    task_id: str
+    outbox_id: int
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One message in the outbox (``payload`` is the Bundle; it holds patient data)."""
+
+    id: int
+    idempotency_key: str
+    task_id: str
+    destination: str
+    state: State
+    attempts: int
+    created_at: dt.datetime
+    next_attempt_at: dt.datetime
+    delivered_at: dt.datetime | None
+    last_status: int | None
+    last_error: str | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralRecord:
+    """What the bridge knows of a referral (for ``GET Task/{id}``)."""
+
+    task_id: str
+    destination: str
+    source_system: str
+    patient_id: str
+    bundle: bytes
+    state: State
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One NEN 7513 audit record (the audit trail may hold the patient identifier; logs never)."""
+
+    event: str
+    action: str  # C create, R read, U update, D delete, E execute
+    outcome: str
+    user: str
+    responsible: str
+    source_system: str
+    patient_id: str = ""
+    object_type: str = ""
+    object_id: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Outbox figures for /metrics and /readyz."""
+
+    pending: int
+    dead: int
+    delivered: int
+    oldest_pending_age_s: float
+
+
+class OutboxStore(Protocol):
+    """Durable referrals, outbox and audit trail."""
+
+    def add_referral(self, referral: NewReferral, now: dt.datetime) -> Added:
+        """Store the referral and its outbox entry atomically (idempotent on the key)."""
+        ...
+
+    def claim_due(
+        self, owner: str, now: dt.datetime, lease_s: float, limit: int
+    ) -> list[OutboxEntry]:
+        """Lease up to ``limit`` due pending entries to ``owner``; nobody else gets them."""
+        ...
+
+    def record_attempt(
+        self,
+        entry_id: int,
+        owner: str,
+        *,
+        now: dt.datetime,
+        state: State,
+        next_attempt_at: dt.datetime | None,
+        status: int | None,
+        error: str | None,
+    ) -> bool:
+        """Record an attempt's result if ``owner`` still holds the lease; False if it lost it."""
+        ...
+
+    def get_referral(self, task_id: str) -> ReferralRecord | None:
+        """The referral with this Task id."""
+        ...
+
+    def get_entry(self, entry_id: int) -> OutboxEntry | None:
+        """One outbox entry."""
+        ...
+
+    def list_entries(self, state: State | None, limit: int) -> list[OutboxEntry]:
+        """Entries, newest first, optionally of one state."""
+        ...
+
+    def requeue(self, entry_ids: list[int], now: dt.datetime) -> int:
+        """Make entries pending and due now (retry / replay); returns how many changed."""
+        ...
+
+    def entry_ids(self, state: State, since: dt.datetime | None = None) -> list[int]:
+        """Ids of entries in ``state`` (created at or after ``since``)."""
+        ...
+
+    def audit(self, event: AuditEvent, now: dt.datetime) -> None:
+        """Append an audit record."""
+        ...
+
+    def stats(self, now: dt.datetime) -> QueueStats:
+        """Queue figures."""
+        ...
+
+    def ping(self) -> None:
+        """Raise if the store is unreachable."""
+        ...

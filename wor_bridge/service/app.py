@@ -1,0 +1,229 @@
+"""The FastAPI app: FHIR REST intake for the GP side, Task status, health and metrics.
+
+Routes read raw bytes and call the pipeline; every answer that is not a resource is an
+OperationOutcome, and no answer ever carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from wor_bridge import pipeline
+from wor_bridge.bootstrap import Components
+from wor_bridge.config import ClientSettings
+from wor_bridge.core.fhir import canonical_json
+from wor_bridge.core.outcome import information, operation_outcome
+from wor_bridge.errors import InboundError, Issue, RefusedError
+from wor_bridge.metrics import Metrics
+from wor_bridge.service.auth import Authenticator, Denied, presented_key
+from wor_bridge.service.dispatcher import Dispatcher
+
+FHIR_JSON = "application/fhir+json"
+log = structlog.get_logger("wor_bridge.service")
+
+
+class FhirResponse(Response):
+    """A FHIR JSON response serialised with the project's one serializer."""
+
+    media_type = FHIR_JSON
+
+    def render(self, content: Any) -> bytes:
+        """Canonical FHIR JSON bytes."""
+        return canonical_json(content)
+
+
+def _outcome(status: int, code: Any, message: str, where: str = "(request)") -> FhirResponse:
+    return FhirResponse(operation_outcome([Issue(code, where, message)]), status_code=status)
+
+
+def _denied(denied: Denied) -> FhirResponse:
+    response = _outcome(denied.status, denied.code, denied.message)
+    if denied.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="wor-bridge"'
+    if denied.retry_after_s is not None:
+        response.headers["Retry-After"] = str(max(1, round(denied.retry_after_s)))
+    return response
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` (checked while streaming)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(components: Components, *, start_dispatcher: bool | None = None) -> FastAPI:
+    """The ASGI app for ``components``; the dispatcher runs inside it unless disabled."""
+    config = components.config
+    store = components.store
+    metrics = Metrics(lambda: store.stats(components.clock.now()))
+    auth = Authenticator(config.clients, config.service.rate_per_s, config.service.burst)
+    dispatcher = Dispatcher(components, metrics)
+    run_dispatcher = config.service.dispatcher if start_dispatcher is None else start_dispatcher
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if run_dispatcher:
+            dispatcher.start()
+        log.info("service_started", dispatcher=run_dispatcher, clients=len(config.clients))
+        yield
+        dispatcher.stop()
+
+    app = FastAPI(
+        title="wor_bridge",
+        version="0.1.0",
+        summary="Welzijn op Recept referrals from GP systems to welfare organisations (FHIR R4)",
+        lifespan=lifespan,
+    )
+    app.state.dispatcher = dispatcher
+    app.state.metrics = metrics
+
+    def authorise(request: Request, scope: str) -> ClientSettings | Denied:
+        key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        return auth.check(key, scope)
+
+    def caller(client: ClientSettings) -> pipeline.Caller:
+        return pipeline.Caller(client.id, client.source_system, client.on_behalf_of)
+
+    async def intake(request: Request) -> Response:
+        client = authorise(request, "referral:write")
+        if isinstance(client, Denied):
+            return _denied(client)
+        body = await _read_body(request, config.core.max_body_bytes)
+        if body is None:
+            metrics.intake.labels("too_large").inc()
+            return _outcome(
+                413,
+                "too-costly",
+                f"must be at most {config.core.max_body_bytes} bytes",
+                "(body)",
+            )
+        started = time.perf_counter()
+        try:
+            accepted = await run_in_threadpool(
+                lambda: pipeline.accept_referral(
+                    store,
+                    config.core,
+                    components.clock,
+                    data=body,
+                    content_type=request.headers.get("content-type") or None,
+                    caller=caller(client),
+                )
+            )
+        except RefusedError as err:
+            metrics.intake.labels("refused").inc()
+            status = 400 if isinstance(err, InboundError) else 422
+            return FhirResponse(operation_outcome(err.issues), status_code=status)
+        metrics.intake_seconds.observe(time.perf_counter() - started)
+        metrics.intake.labels("accepted" if accepted.created else "duplicate").inc()
+        if accepted.created and run_dispatcher:
+            dispatcher.wake()
+        location = f"/fhir/r4/Task/{accepted.task_id}"
+        message = (
+            "referral accepted and stored; delivery is queued"
+            if accepted.created
+            else "referral already received; no second delivery"
+        )
+        return FhirResponse(
+            information(message),
+            status_code=202,
+            headers={"Content-Location": location},
+        )
+
+    @app.post("/fhir/r4/ServiceRequest", status_code=202, tags=["intake"])
+    async def post_service_request(request: Request) -> Response:
+        """Push a referral: a ServiceRequest with its resources contained."""
+        return await intake(request)
+
+    @app.post("/fhir/r4", status_code=202, tags=["intake"])
+    async def post_bundle(request: Request) -> Response:
+        """Push a referral as a Bundle (transaction, batch or collection)."""
+        return await intake(request)
+
+    @app.get("/fhir/r4/Task/{task_id}", tags=["status"])
+    def get_task(task_id: str, request: Request) -> Response:
+        """The bridge's current Task: status and businessStatus reflect delivery."""
+        client = authorise(request, "task:read")
+        if isinstance(client, Denied):
+            return _denied(client)
+        task = pipeline.read_task(store, components.clock, task_id, caller(client))
+        if task is None:
+            return _outcome(404, "not-found", "no Task with this id", "Task.id")
+        return FhirResponse(task)
+
+    _add_health_routes(app, components, dispatcher, run_dispatcher, authorise)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_health_routes(
+    app: FastAPI,
+    components: Components,
+    dispatcher: Dispatcher,
+    run_dispatcher: bool,
+    authorise: Callable[[Request, str], ClientSettings | Denied],
+) -> None:
+    store = components.store
+    metrics: Metrics = app.state.metrics
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> Response:
+        """The process is alive."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> Response:
+        """The store answers and the dispatcher runs."""
+        problems = []
+        try:
+            store.ping()
+        except Exception:  # noqa: BLE001 - any store failure means not ready
+            problems.append("store unreachable")
+        if run_dispatcher and not dispatcher.alive:
+            problems.append("dispatcher not running")
+        if problems:
+            return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["health"])
+    def metrics_endpoint(request: Request) -> Response:
+        """Prometheus text format (requires the admin scope)."""
+        client = authorise(request, "admin")
+        if isinstance(client, Denied):
+            return _denied(client)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = "not-found" if exc.status_code == 404 else "not-supported"
+        return _outcome(exc.status_code, code, "no such endpoint or method")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, _exc: RequestValidationError) -> Response:
+        return _outcome(400, "invalid", "the request is not valid for this endpoint")
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception) -> Response:
+        log.error("request_failed", error=type(exc).__name__)
+        return _outcome(500, "exception", "internal error")

@@ -1,0 +1,69 @@
+"""Client authentication (hashed API keys / bearer tokens), scopes and per-client rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+
+from wor_bridge.config import ClientSettings
+from wor_bridge.core.ratelimit import TokenBucket
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """Why a request may not proceed: HTTP status, FHIR issue code, message, Retry-After."""
+
+    status: int
+    code: str
+    message: str
+    retry_after_s: float | None = None
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 hex of a client key: what the configuration stores (``key_sha256``)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def presented_key(authorization: str | None, api_key: str | None) -> str | None:
+    """The key from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    if api_key:
+        return api_key.strip()
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return None
+
+
+class Authenticator:
+    """Finds the client for a presented key and applies scopes and rate limits."""
+
+    def __init__(self, clients: tuple[ClientSettings, ...], rate_per_s: float, burst: int) -> None:
+        self._clients = clients
+        self._buckets = {c.id: TokenBucket(rate_per_s, burst) for c in clients}
+        self._lock = threading.Lock()
+
+    def client(self, key: str | None) -> ClientSettings | None:
+        """The client whose key hash matches (constant-time comparison), or None."""
+        if not key:
+            return None
+        digest = hash_key(key)
+        found = None
+        for client in self._clients:
+            if hmac.compare_digest(client.key_sha256, digest):
+                found = client
+        return found
+
+    def check(self, key: str | None, scope: str) -> ClientSettings | Denied:
+        """The authenticated client allowed ``scope`` within its rate, or why not."""
+        client = self.client(key)
+        if client is None:
+            return Denied(401, "login", "a valid API key or bearer token is required")
+        if scope not in client.scopes and "admin" not in client.scopes:
+            return Denied(403, "forbidden", f"the client lacks the scope {scope}")
+        with self._lock:
+            wait = self._buckets[client.id].take(time.monotonic())
+        if wait > 0:
+            return Denied(429, "throttled", "too many requests; retry later", wait)
+        return client

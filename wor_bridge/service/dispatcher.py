@@ -1,0 +1,77 @@
+"""The background dispatcher: claims due outbox entries and delivers them, until stopped."""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+
+from wor_bridge import pipeline
+from wor_bridge.bootstrap import Components
+from wor_bridge.metrics import Metrics
+
+log = structlog.get_logger("wor_bridge.dispatcher")
+
+
+class Dispatcher:
+    """A worker thread around ``pipeline.deliver_due``."""
+
+    def __init__(self, components: Components, metrics: Metrics | None = None) -> None:
+        self._c = components
+        self._metrics = metrics
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wor-bridge-dispatcher", daemon=True)
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the worker to stop and wait for it."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def wake(self) -> None:
+        """Run a round now (after an intake) instead of at the next interval."""
+        self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker thread runs."""
+        return self._thread.is_alive()
+
+    def run_once(self) -> list[pipeline.Attempt]:
+        """One round: deliver what is due now."""
+        c = self._c
+        service = c.config.service
+        attempts = pipeline.deliver_due(
+            c.store,
+            c.config.core,
+            c.transport,
+            c.clock,
+            c.policy,
+            owner=c.worker_id,
+            lease_s=c.config.delivery.lease_s,
+            limit=service.dispatcher_batch,
+        )
+        if self._metrics is not None:
+            for attempt in attempts:
+                result = pipeline.outcome_name(attempt.outcome)
+                self._metrics.delivery_attempts.labels(attempt.destination, result).inc()
+        return attempts
+
+    def _run(self) -> None:
+        interval = self._c.config.service.dispatcher_interval_s
+        while not self._stop.is_set():
+            try:
+                busy = bool(self.run_once())
+            except Exception as err:  # noqa: BLE001 - keep the worker alive; log the type only
+                # no traceback: an exception's text may hold payload values
+                log.error("dispatcher_round_failed", error=type(err).__name__)  # noqa: TRY400
+                busy = False
+            if not busy:
+                self._wake.wait(interval)
+                self._wake.clear()
