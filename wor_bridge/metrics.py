@@ -10,7 +10,8 @@ from prometheus_client.registry import Collector
 
 from wor_bridge.ports import QueueStats
 
-disable_created_metrics()  # the *_created series add nothing for a single long-running process
+# the *_created series add nothing for one long-running process
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _QueueCollector(Collector):
