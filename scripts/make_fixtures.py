@@ -195,7 +195,25 @@ def part(sr: J, rtype: str) -> J:
     return next(p for p in sr["contained"] if p["resourceType"] == rtype)
 
 
+# Cases that must map to the same Bundle keep the first referral number; every other accepted
+# case is a referral of its own (the number is the business key of every id).
+SAME_REFERRAL = {
+    "accepted-contained",
+    "accepted-bundle-transaction-urn",
+    "accepted-bundle-collection-relative",
+    "accepted-xml-contained",
+}
+
+
+def _renumber(data: J, number: int) -> None:
+    for res in [data, *[e.get("resource", {}) for e in data.get("entry", [])]]:
+        if res.get("resourceType") == "ServiceRequest" and res.get("identifier"):
+            res["identifier"][0]["value"] = f"VW-2026-{number:04d}"
+
+
 def write(name: str, data: J | bytes, summary: str, expect: str, fmt: str = "json") -> None:
+    if isinstance(data, dict) and name.startswith("accepted-") and name not in SAME_REFERRAL:
+        _renumber(data, 100 + sorted(ACCEPTED_NAMES).index(name))
     folder = ROOT / name
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("input.*"):
@@ -208,6 +226,23 @@ def write(name: str, data: J | bytes, summary: str, expect: str, fmt: str = "jso
     else:
         (folder / "input.json").write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
     (folder / "case.md").write_text(f"{summary}\nExpect: {expect}.\n", encoding="utf-8")
+
+
+ACCEPTED_NAMES = [
+    "accepted-contained",
+    "accepted-bundle-transaction-urn",
+    "accepted-bundle-collection-relative",
+    "accepted-batch-oid-systems",
+    "accepted-xml-contained",
+    "accepted-xml-bundle",
+    "accepted-dutch-name-prefixes",
+    "accepted-icpc2-in-reasoncode",
+    "accepted-poh-booked-appointment",
+    "accepted-clinical-data-not-forwarded",
+    "accepted-route-by-practice-bsn-ageband",
+    "accepted-route-by-postcode",
+    "accepted-email-only-no-bsn",
+]
 
 
 def accepted() -> None:
