@@ -8,6 +8,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +243,10 @@ def test_read_timeout_is_timeout_error(
         with pytest.raises(TransportError) as caught:
             transport.send(post(httpserver.url_for("/fhir") + "?token=secret"), dest)
     finally:
-        release.set()  # free the single-threaded server for the next test
+        release.set()  # free the single-threaded server, and let it finish before the next test
+        deadline = time.monotonic() + 5
+        while not httpserver.log and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert caught.value.kind == "timeout"
     assert "secret" not in str(caught.value)
 
@@ -273,7 +277,7 @@ def test_redirect_is_returned_not_followed(
     )
     assert response.status == 302
     assert response.headers["location"].endswith("/elsewhere")
-    assert [r.path for r, _ in httpserver.log] == ["/fhir"]
+    assert "/elsewhere" not in [r.path for r, _ in httpserver.log]
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(_args: argparse.Namespace) -> int:
+    from wor_bridge import demo  # noqa: PLC0415 - the demo pulls in the server
+
+    return demo.run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the README's command reference)."""
     parser = argparse.ArgumentParser(prog="wor-bridge", description=__doc__.splitlines()[0])
@@ -87,13 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_val.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p_val.set_defaults(func=_cmd_validate)
     operator.add_commands(sub)
+    p_demo = sub.add_parser("demo", help="run the service end to end on loopback")
+    p_demo.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wor-bridge`` console script."""
     args = build_parser().parse_args(argv)
-    quiet = args.command in ("map", "validate")
+    quiet = args.command in ("map", "validate", "demo")
     logs.configure(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
     try:
         code: int = args.func(args)

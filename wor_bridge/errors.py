@@ -79,7 +79,7 @@ class DeliveryError(WorBridgeError):
 
 
 class TransportError(DeliveryError):
-    """The request got no HTTP response; ``kind`` is ``timeout``, ``connection`` or ``tls``."""
+    """No usable HTTP response: ``kind`` is ``timeout``, ``connection``, ``tls`` or ``auth``."""
 
     def __init__(self, kind: str, detail: str = "") -> None:
         self.kind = kind

@@ -98,6 +98,7 @@ def accept_referral(
     caller: Caller,
 ) -> Accepted:
     """Map, gate and durably store a referral with its outbox entry; raises RefusedError."""
+    started = time.monotonic()
     source = caller.source_system or settings.output.source_system
     try:
         result = translate(data, content_type, settings, source_system=source)
@@ -155,6 +156,7 @@ def accept_referral(
         outbox_id=added.outbox_id,
         destination=result.destination.id,
         created=added.created,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
     )
     return Accepted(added.task_id, added.outbox_id, result.destination.id, added.created)
 

@@ -1,0 +1,261 @@
+"""In-memory ``OutboxStore``: the fake the contract tests hold to the same rules as SQLite.
+
+It mirrors ``SqliteOutboxStore`` decision for decision: times are kept as UNIX seconds (floats)
+and handed back as aware UTC datetimes, so comparisons and rounding match; ids count up from 1 and
+are never reused; a claim leases due pending entries whose lease is free or expired, in
+``(next_attempt_at, id)`` order; an attempt is recorded only while its owner holds the lease (an
+expired lease nobody else took still counts) and the entry is pending; a requeue counts every
+existing id, whatever its state. One lock guards everything, so threads may share one instance.
+Nothing survives the process: use it in tests and demos only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from wor_bridge.core.outbox import State
+from wor_bridge.ports import (
+    Added,
+    AuditEvent,
+    NewReferral,
+    OutboxEntry,
+    QueueStats,
+    ReferralRecord,
+)
+
+
+def _ts(moment: dt.datetime) -> float:
+    return moment.timestamp()
+
+
+def _dt(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+
+
+@dataclass(slots=True)
+class _Row:
+    """One outbox row, lease included (mutable; only touched under the store's lock)."""
+
+    id: int
+    idempotency_key: str
+    task_id: str
+    destination: str
+    state: State
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    payload: bytes
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    delivered_at: float | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+
+    def entry(self) -> OutboxEntry:
+        """The row as the immutable value the port hands out."""
+        return OutboxEntry(
+            id=self.id,
+            idempotency_key=self.idempotency_key,
+            task_id=self.task_id,
+            destination=self.destination,
+            state=self.state,
+            attempts=self.attempts,
+            created_at=_dt(self.created_at),
+            next_attempt_at=_dt(self.next_attempt_at),
+            delivered_at=None if self.delivered_at is None else _dt(self.delivered_at),
+            last_status=self.last_status,
+            last_error=self.last_error,
+            payload=self.payload,
+        )
+
+
+class MemoryOutboxStore:
+    """``OutboxStore`` in dictionaries, thread-safe, with ``SqliteOutboxStore``'s semantics."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._referrals: dict[str, tuple[NewReferral, float]] = {}
+        self._rows: dict[int, _Row] = {}
+        self._by_key: dict[str, int] = {}
+        self._audit: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+
+    def close(self) -> None:
+        """Nothing to release (kept for parity with ``SqliteOutboxStore``)."""
+
+    def add_referral(self, referral: NewReferral, now: dt.datetime) -> Added:
+        """Store referral + outbox entry at once; a known key returns the existing."""
+        at = _ts(now)
+        with self._lock:
+            known = self._by_key.get(referral.idempotency_key)
+            if known is not None:
+                row = self._rows[known]
+                return Added(row.task_id, row.id, created=False)
+            # Like SQLite's INSERT OR IGNORE: a Task id stored before keeps its first referral.
+            self._referrals.setdefault(referral.task_id, (referral, at))
+            row = _Row(
+                id=next(self._ids),
+                idempotency_key=referral.idempotency_key,
+                task_id=referral.task_id,
+                destination=referral.destination,
+                state="pending",
+                attempts=0,
+                created_at=at,
+                next_attempt_at=at,
+                payload=referral.bundle,
+            )
+            self._rows[row.id] = row
+            self._by_key[row.idempotency_key] = row.id
+            return Added(referral.task_id, row.id, created=True)
+
+    def claim_due(
+        self, owner: str, now: dt.datetime, lease_s: float, limit: int
+    ) -> list[OutboxEntry]:
+        """Lease due pending entries whose lease is free or expired."""
+        at = _ts(now)
+        with self._lock:
+            due = sorted(
+                (
+                    row
+                    for row in self._rows.values()
+                    if row.state == "pending"
+                    and row.next_attempt_at <= at
+                    and (row.lease_until is None or row.lease_until <= at)
+                ),
+                key=lambda row: (row.next_attempt_at, row.id),
+            )
+            chosen = due if limit < 0 else due[:limit]  # SQLite: a negative LIMIT is no limit
+            for row in chosen:
+                row.lease_owner = owner
+                row.lease_until = at + lease_s
+            return [row.entry() for row in chosen]
+
+    def record_attempt(
+        self,
+        entry_id: int,
+        owner: str,
+        *,
+        now: dt.datetime,
+        state: State,
+        next_attempt_at: dt.datetime | None,
+        status: int | None,
+        error: str | None,
+    ) -> bool:
+        """Record the attempt and release the lease, only while ``owner`` holds it."""
+        with self._lock:
+            row = self._rows.get(entry_id)
+            if row is None or row.lease_owner != owner or row.state != "pending":
+                return False
+            row.state = state
+            row.attempts += 1
+            row.next_attempt_at = _ts(next_attempt_at or now)
+            if state == "delivered":
+                row.delivered_at = _ts(now)
+            row.last_status = status
+            row.last_error = error
+            row.lease_owner = row.lease_until = None
+            return True
+
+    def get_referral(self, task_id: str) -> ReferralRecord | None:
+        """The referral and the state of its (latest) outbox entry."""
+        with self._lock:
+            stored = self._referrals.get(task_id)
+            rows = [row for row in self._rows.values() if row.task_id == task_id]
+            if stored is None or not rows:
+                return None
+            referral, _ = stored
+            latest = max(rows, key=lambda row: row.id)
+            return ReferralRecord(
+                task_id=referral.task_id,
+                destination=referral.destination,
+                source_system=referral.source_system,
+                patient_id=referral.patient_id,
+                bundle=referral.bundle,
+                state=latest.state,
+                attempts=latest.attempts,
+            )
+
+    def get_entry(self, entry_id: int) -> OutboxEntry | None:
+        """One outbox entry, or None."""
+        with self._lock:
+            row = self._rows.get(entry_id)
+            return None if row is None else row.entry()
+
+    def list_entries(self, state: State | None, limit: int) -> list[OutboxEntry]:
+        """Entries newest first, optionally filtered by state."""
+        with self._lock:
+            rows = [
+                row
+                for row in sorted(self._rows.values(), key=lambda row: row.id, reverse=True)
+                if state is None or row.state == state
+            ]
+            chosen = rows if limit < 0 else rows[:limit]
+            return [row.entry() for row in chosen]
+
+    def requeue(self, entry_ids: list[int], now: dt.datetime) -> int:
+        """Pending and due now, lease cleared; the idempotency key and payload stay the same."""
+        at = _ts(now)
+        with self._lock:
+            changed = 0
+            for entry_id in set(entry_ids):
+                row = self._rows.get(entry_id)
+                if row is None:
+                    continue
+                row.state = "pending"
+                row.next_attempt_at = at
+                row.lease_owner = row.lease_until = None
+                changed += 1
+            return changed
+
+    def entry_ids(self, state: State, since: dt.datetime | None = None) -> list[int]:
+        """Ids in ``state``, created at or after ``since``."""
+        floor = _ts(since) if since is not None else 0.0
+        with self._lock:
+            return sorted(
+                row.id
+                for row in self._rows.values()
+                if row.state == state and row.created_at >= floor
+            )
+
+    def audit(self, event: AuditEvent, now: dt.datetime) -> None:
+        """Append one audit record."""
+        with self._lock:
+            self._audit.append(
+                {
+                    "id": len(self._audit) + 1,
+                    "at": _ts(now),
+                    "event": event.event,
+                    "action": event.action,
+                    "outcome": event.outcome,
+                    "user": event.user,
+                    "responsible": event.responsible,
+                    "source_system": event.source_system,
+                    "patient_id": event.patient_id,
+                    "object_type": event.object_type,
+                    "object_id": event.object_id,
+                    "detail": event.detail,
+                }
+            )
+
+    def audit_records(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest audit records (copies: the trail itself cannot be changed)."""
+        with self._lock:
+            newest = self._audit[::-1]
+            return [dict(record) for record in (newest if limit < 0 else newest[:limit])]
+
+    def stats(self, now: dt.datetime) -> QueueStats:
+        """Counts per state and the age of the oldest pending entry."""
+        with self._lock:
+            counts = dict.fromkeys(("pending", "delivered", "dead"), 0)
+            for row in self._rows.values():
+                counts[row.state] += 1
+            pending = [row.created_at for row in self._rows.values() if row.state == "pending"]
+        age = max(0.0, _ts(now) - min(pending)) if pending else 0.0
+        return QueueStats(counts["pending"], counts["dead"], counts["delivered"], age)
+
+    def ping(self) -> None:
+        """Always reachable."""

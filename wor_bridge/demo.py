@@ -1,0 +1,184 @@
+"""``wor-bridge demo``: the whole sidecar path on loopback, with nothing to configure.
+
+It starts two simulated welfare FHIR endpoints (real HTTP servers on 127.0.0.1 that keep what they
+receive), the real service on a free port with a temporary SQLite store, pushes the fixture
+referrals as a GP system would (JSON and XML, contained and Bundle, one duplicate, two that are
+refused), makes the first delivery attempt fail with a 503 to show the retry, waits until every
+accepted referral is delivered and prints a summary. Exit 0 when everything accepted was delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import uvicorn
+
+from wor_bridge import bootstrap
+from wor_bridge.config import REPO_ROOT, load_app
+from wor_bridge.service.app import create_app
+from wor_bridge.testing import SimulatedFhirServer
+
+FIXTURES = REPO_ROOT / "fixtures" / "referral"
+HIS_KEY = "example-his-key"
+PUSHES: tuple[tuple[str, str, str], ...] = (
+    ("accepted-contained", "ServiceRequest", "JSON, resources contained"),
+    ("accepted-xml-bundle", "Bundle", "XML transaction Bundle"),
+    ("accepted-dutch-name-prefixes", "ServiceRequest", "Dutch name parts, diacritics"),
+    ("accepted-poh-booked-appointment", "ServiceRequest", "POH refers, appointment booked"),
+    ("accepted-clinical-data-not-forwarded", "Bundle", "Bundle with diagnoses, medication"),
+    ("accepted-route-by-practice-bsn-ageband", "ServiceRequest", "routed by practice AGB"),
+    ("accepted-contained", "ServiceRequest", "the first referral pushed again"),
+    ("refused-no-consent", "ServiceRequest", "no consent"),
+    ("refused-bsn-fails-11-test", "ServiceRequest", "BSN fails the 11-test"),
+)
+
+
+@dataclass
+class Push:
+    """One push and what came of it."""
+
+    fixture: str
+    label: str
+    status: int
+    task_id: str = ""
+    reasons: tuple[str, ...] = ()
+    note: str = ""
+    delivered: str = ""
+    attempts: int = 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_config(folder: Path, endpoints: dict[str, str], port: int) -> Path:
+    text = (REPO_ROOT / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = text.replace(
+        'mappings_dir = "../mappings"', f'mappings_dir = "{REPO_ROOT / "mappings"}"'
+    )
+    text = text.replace("http://127.0.0.1:8090/fhir", endpoints["welzijn-voorbeeld"])
+    text = text.replace("http://127.0.0.1:8091/fhir", endpoints["welzijn-rivierenland"])
+    text = text.replace("port = 8080", f"port = {port}")
+    text = text.replace('path = "wor-bridge.sqlite"', f'path = "{folder / "demo.sqlite"}"')
+    text = text.replace("base_s = 2.0", "base_s = 0.2")
+    text = text.replace("dispatcher_interval_s = 1.0", "dispatcher_interval_s = 0.2")
+    path = folder / "wor-bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _push(base: str, name: str, endpoint: str, label: str) -> Push:
+    path = next((FIXTURES / name).glob("input.*"))
+    media = "application/fhir+xml" if path.suffix == ".xml" else "application/fhir+json"
+    url = f"{base}/fhir/r4/ServiceRequest" if endpoint == "ServiceRequest" else f"{base}/fhir/r4"
+    response = requests.post(
+        url,
+        data=path.read_bytes(),
+        headers={"Authorization": f"Bearer {HIS_KEY}", "Content-Type": media},
+        timeout=(3.05, 30),
+    )
+    push = Push(name, label, response.status_code)
+    outcome: dict[str, Any] = response.json()
+    if response.status_code == 202:
+        push.task_id = response.headers["Content-Location"].rsplit("/", 1)[-1]
+        push.note = outcome["issue"][0]["diagnostics"]
+    else:
+        push.reasons = tuple(
+            f"{(i.get('expression') or i.get('location') or ['?'])[0]}: {i['diagnostics']}"
+            for i in outcome["issue"]
+        )
+    return push
+
+
+def _wait_delivered(base: str, pushes: list[Push], deadline_s: float) -> None:
+    headers = {"Authorization": f"Bearer {HIS_KEY}"}
+    end = time.monotonic() + deadline_s
+    waiting = [p for p in pushes if p.task_id]
+    while waiting and time.monotonic() < end:
+        for push in waiting:
+            task = requests.get(f"{base}/fhir/r4/Task/{push.task_id}", headers=headers, timeout=5)
+            push.delivered = task.json()["businessStatus"]["coding"][0]["code"]
+        waiting = [p for p in waiting if p.delivered == "queued"]
+        if waiting:
+            time.sleep(0.2)
+
+
+def _report(pushes: list[Push], attempts: dict[str, int], receivers: dict[str, Any]) -> bool:
+    print("\nwor-bridge demo: referrals pushed by the simulated GP system\n")
+    print(f"{'#':>2}  {'fixture':40} {'HTTP':>4}  {'Task':8}  {'delivery':10} {'tries':>5}")
+    for n, push in enumerate(pushes, 1):
+        short = push.task_id[:8] if push.task_id else "-"
+        state = push.delivered or ("refused" if push.status != 202 else "")
+        tries = attempts.get(push.task_id, 0) if push.task_id else 0
+        print(f"{n:>2}  {push.fixture:40} {push.status:>4}  {short:8}  {state:10} {tries:>5}")
+        print(f"    {push.label}" + (f"; {push.note}" if "already" in push.note else ""))
+        for reason in push.reasons:
+            print(f"    refused: {reason}")
+    accepted = [p for p in pushes if p.status == 202]
+    unique = {p.task_id for p in accepted}
+    delivered = {p.task_id for p in accepted if p.delivered == "delivered"}
+    print(
+        f"\naccepted {len(accepted)} pushes ({len(unique)} distinct referrals), "
+        f"refused {len(pushes) - len(accepted)}, delivered {len(delivered)} of {len(unique)}"
+    )
+    for name, server in receivers.items():
+        print(
+            f"receiver {name}: {len(server.resources('ServiceRequest'))} ServiceRequest(s), "
+            f"{len(server.resources('Task'))} Task(s), "
+            f"{len(server.resources('Condition'))} Condition(s), "
+            f"{len(server.requests())} request(s) received"
+        )
+    return delivered == unique
+
+
+def run(deadline_s: float = 30.0) -> int:
+    """Run the demo; 0 when every accepted referral was delivered."""
+    receivers = {
+        "welzijn-voorbeeld": SimulatedFhirServer().start(),
+        "welzijn-rivierenland": SimulatedFhirServer().start(),
+    }
+    receivers["welzijn-voorbeeld"].fail_next(503, times=1, retry_after="0")
+    with tempfile.TemporaryDirectory(prefix="wor-bridge-demo-") as tmp:
+        port = _free_port()
+        path = _write_config(Path(tmp), {k: v.base_url for k, v in receivers.items()}, port)
+        components = bootstrap.build(load_app(path))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(components),
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                access_log=False,
+            )
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            while not server.started:
+                time.sleep(0.05)
+            base = f"http://127.0.0.1:{port}"
+            print(
+                f"service on {base}; welfare endpoints: "
+                + json.dumps({k: v.base_url for k, v in receivers.items()})
+            )
+            pushes = [_push(base, name, ep, label) for name, ep, label in PUSHES]
+            _wait_delivered(base, pushes, deadline_s)
+            attempts = {e.task_id: e.attempts for e in components.store.list_entries(None, 1000)}
+            ok = _report(pushes, attempts, receivers)
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            for receiver in receivers.values():
+                receiver.stop()
+    print("\nall accepted referrals delivered" if ok else "\nNOT all referrals were delivered")
+    return 0 if ok else 1
