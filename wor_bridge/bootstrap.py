@@ -12,6 +12,7 @@ from wor_bridge.adapters.http import RequestsTransport
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import AppConfig, load_app
 from wor_bridge.core.outbox import RetryPolicy
+from wor_bridge.errors import ConfigError
 from wor_bridge.ports import Clock, OutboxStore, Transport
 
 
@@ -29,6 +30,9 @@ class Components:
 
 def build(config: AppConfig) -> Components:
     """Wire the SQLite store, the requests transport and the system clock."""
+    missing = [d.id for d in config.core.destinations if not d.endpoint]
+    if missing:
+        raise ConfigError(f"{config.path}: destinations without an endpoint: {missing}")
     clock = SystemClock()
     store_path = Path(config.store.path)
     if store_path.parent and not store_path.parent.exists():

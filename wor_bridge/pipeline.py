@@ -24,6 +24,7 @@ from wor_bridge.core.delivery import (
     Delivered,
     Outcome,
     Rejected,
+    RetryLater,
     classify_error,
     classify_response,
 )
@@ -162,8 +163,15 @@ def accept_referral(
 
 
 def _send(entry: OutboxEntry, settings: Settings, transport: Transport, clock: Clock) -> Outcome:
-    destination = settings.destination(entry.destination)
-    for request in fhir_r4.render(entry.payload, destination, entry.idempotency_key):
+    """Send an entry's requests in order; the first answer that is not 2xx decides."""
+    try:
+        destination = settings.destination(entry.destination)
+        requests = fhir_r4.render(entry.payload, destination, entry.idempotency_key)
+    except (StopIteration, ValueError, KeyError) as err:
+        # unknown destination, no endpoint, unreadable payload: backed off, then a dead letter
+        return RetryLater(f"cannot send ({type(err).__name__})")
+    last = 0
+    for request in requests:
         try:
             response = transport.send(request, destination)
         except TransportError as err:
@@ -171,7 +179,8 @@ def _send(entry: OutboxEntry, settings: Settings, transport: Transport, clock: C
         outcome = classify_response(response, clock.now())
         if not isinstance(outcome, Delivered):
             return outcome
-    return Delivered(200)
+        last = outcome.status
+    return Delivered(last)
 
 
 def deliver_due(

@@ -56,6 +56,13 @@ def _denied(denied: Denied) -> FhirResponse:
     return response
 
 
+def _refusal_status(err: RefusedError) -> int:
+    """415 for a media type we do not read, 400 for unreadable input, 422 for the gates."""
+    if err.issues[0].expression == "(content-type)":
+        return 415
+    return 400 if isinstance(err, InboundError) else 422
+
+
 async def _read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None when it is larger than ``limit`` (checked while streaming)."""
     declared = request.headers.get("content-length")
@@ -131,8 +138,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
             )
         except RefusedError as err:
             metrics.intake.labels("refused").inc()
-            status = 400 if isinstance(err, InboundError) else 422
-            return FhirResponse(operation_outcome(err.issues), status_code=status)
+            return FhirResponse(operation_outcome(err.issues), status_code=_refusal_status(err))
         metrics.intake_seconds.observe(time.perf_counter() - started)
         metrics.intake.labels("accepted" if accepted.created else "duplicate").inc()
         if accepted.created and run_dispatcher:
