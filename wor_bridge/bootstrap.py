@@ -15,6 +15,9 @@ from wor_bridge.core.outbox import RetryPolicy
 from wor_bridge.errors import ConfigError
 from wor_bridge.ports import Clock, OutboxStore, Transport
 
+MAX_RESOURCES = 8
+"""Resources in one referral Bundle: the most PUTs one ``put`` delivery makes."""
+
 
 @dataclass(frozen=True, slots=True)
 class Components:
@@ -33,6 +36,14 @@ def build(config: AppConfig) -> Components:
     missing = [d.id for d in config.core.destinations if not d.endpoint]
     if missing:
         raise ConfigError(f"{config.path}: destinations without an endpoint: {missing}")
+    for dest in config.core.destinations:
+        requests = MAX_RESOURCES if dest.delivery == "put" else 1
+        worst_s = requests * (dest.connect_timeout_s + dest.read_timeout_s)
+        if config.delivery.lease_s <= worst_s:
+            raise ConfigError(
+                f"{config.path}: delivery.lease_s must exceed the longest delivery to "
+                f"{dest.id} ({worst_s:.0f} s), or a second worker could send it again"
+            )
     clock = SystemClock()
     store_path = Path(config.store.path)
     if store_path.parent and not store_path.parent.exists():

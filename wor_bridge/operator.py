@@ -137,17 +137,27 @@ def add_commands(sub: Any) -> None:
     deliver.set_defaults(func=cmd_deliver)
     box = with_config(sub.add_parser("outbox", help="inspect and repair the outbox"))
     box.add_argument("--operator", default="operator", help="who acts (recorded in the audit)")
+    # the same options are accepted after the action too (``outbox list --config FILE``)
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    after.add_argument("--operator", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     actions = box.add_subparsers(dest="action", required=True)
-    lst = actions.add_parser("list", help="list entries (no patient data)")
+    lst = actions.add_parser("list", help="list entries (no patient data)", parents=[after])
     lst.add_argument("--state", choices=STATES, default=None)
     lst.add_argument("--limit", type=int, default=100)
-    show = actions.add_parser("show", help="one entry; --reveal adds the payload (audited)")
+    show = actions.add_parser(
+        "show", help="one entry; --reveal adds the payload (audited)", parents=[after]
+    )
     show.add_argument("id", type=int)
     show.add_argument("--reveal", action="store_true")
-    retry = actions.add_parser("retry", help="requeue a dead entry, or all of them")
+    retry = actions.add_parser(
+        "retry", help="requeue a dead entry, or all of them", parents=[after]
+    )
     group = retry.add_mutually_exclusive_group(required=True)
     group.add_argument("id", type=int, nargs="?")
     group.add_argument("--all-dead", action="store_true")
-    replay = actions.add_parser("replay", help="requeue delivered entries (same idempotency key)")
+    replay = actions.add_parser(
+        "replay", help="requeue delivered entries (same idempotency key)", parents=[after]
+    )
     replay.add_argument("--since", required=True, help="ISO date or datetime (UTC if no zone)")
     box.set_defaults(func=cmd_outbox)

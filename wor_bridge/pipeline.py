@@ -135,20 +135,17 @@ def accept_referral(
             bundle=canonical_json(result.bundle),
         ),
         now,
-    )
-    store.audit(
-        AuditEvent(
+        audit=AuditEvent(
             event="referral_intake",
             action="C",
-            outcome="accepted" if added.created else "duplicate",
+            outcome="accepted",
             user=caller.client_id,
             responsible=responsible or caller.on_behalf_of,
             source_system=source,
             patient_id=patient_id,
             object_type="Task",
-            object_id=added.task_id,
+            object_id=result.ids.task,
         ),
-        now,
     )
     faults.hit("after_commit")
     log.info(
@@ -197,7 +194,13 @@ def deliver_due(
 ) -> list[Attempt]:
     """Claim due entries and attempt each once; one bad entry never blocks the others."""
     attempts = []
-    for entry in store.claim_due(owner, clock.now(), lease_s, limit):
+    for _ in range(limit):
+        # one entry per claim: each lease starts when its delivery starts, so a slow round
+        # cannot outlive the leases of entries it has not reached yet
+        claimed = store.claim_due(owner, clock.now(), lease_s, 1)
+        if not claimed:
+            break
+        entry = claimed[0]
         started = time.monotonic()
         outcome = _send(entry, settings, transport, clock)
         duration = time.monotonic() - started
@@ -211,6 +214,7 @@ def deliver_due(
         next_at = now + dt.timedelta(seconds=decision.delay_s or 0)
         status = getattr(outcome, "status", None)
         error = None if isinstance(outcome, Delivered) else outcome.reason
+        record = store.get_referral(entry.task_id)
         recorded = store.record_attempt(
             entry.id,
             owner,
@@ -219,10 +223,7 @@ def deliver_due(
             next_attempt_at=next_at,
             status=status,
             error=error,
-        )
-        record = store.get_referral(entry.task_id)
-        store.audit(
-            AuditEvent(
+            audit=AuditEvent(
                 event="referral_delivery",
                 action="E",
                 outcome=outcome_name(outcome),
@@ -234,7 +235,6 @@ def deliver_due(
                 object_id=entry.task_id,
                 detail=f"attempt {number}; {error or 'delivered'}",
             ),
-            now,
         )
         log.info(
             "delivery_attempted",

@@ -114,8 +114,14 @@ class QueueStats:
 class OutboxStore(Protocol):
     """Durable referrals, outbox and audit trail."""
 
-    def add_referral(self, referral: NewReferral, now: dt.datetime) -> Added:
-        """Store the referral and its outbox entry atomically (idempotent on the key)."""
+    def add_referral(
+        self, referral: NewReferral, now: dt.datetime, audit: AuditEvent | None = None
+    ) -> Added:
+        """Store the referral and its outbox entry atomically (idempotent on the key).
+
+        ``audit`` is appended in the same transaction, its outcome set to ``accepted`` or
+        ``duplicate``, so no intake is ever stored without its audit record (or the reverse).
+        """
         ...
 
     def claim_due(
@@ -134,8 +140,12 @@ class OutboxStore(Protocol):
         next_attempt_at: dt.datetime | None,
         status: int | None,
         error: str | None,
+        audit: AuditEvent | None = None,
     ) -> bool:
-        """Record an attempt's result if ``owner`` still holds the lease; False if it lost it."""
+        """Record an attempt's result if ``owner`` still holds the lease; False if it lost it.
+
+        ``audit`` is appended in the same transaction either way (the data was sent).
+        """
         ...
 
     def get_referral(self, task_id: str) -> ReferralRecord | None:

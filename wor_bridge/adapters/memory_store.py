@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from wor_bridge.core.outbox import State
@@ -87,13 +87,17 @@ class MemoryOutboxStore:
     def close(self) -> None:
         """Nothing to release (kept for parity with ``SqliteOutboxStore``)."""
 
-    def add_referral(self, referral: NewReferral, now: dt.datetime) -> Added:
-        """Store referral + outbox entry at once; a known key returns the existing."""
+    def add_referral(
+        self, referral: NewReferral, now: dt.datetime, audit: AuditEvent | None = None
+    ) -> Added:
+        """Store referral + outbox entry (+ audit) at once; a known key returns the existing."""
         at = _ts(now)
         with self._lock:
             known = self._by_key.get(referral.idempotency_key)
             if known is not None:
                 row = self._rows[known]
+                if audit is not None:
+                    self._append_audit(replace(audit, outcome="duplicate"), at)
                 return Added(row.task_id, row.id, created=False)
             # Like SQLite's INSERT OR IGNORE: a Task id stored before keeps its first referral.
             self._referrals.setdefault(referral.task_id, (referral, at))
@@ -110,6 +114,8 @@ class MemoryOutboxStore:
             )
             self._rows[row.id] = row
             self._by_key[row.idempotency_key] = row.id
+            if audit is not None:
+                self._append_audit(replace(audit, outcome="accepted"), at)
             return Added(referral.task_id, row.id, created=True)
 
     def claim_due(
@@ -144,9 +150,12 @@ class MemoryOutboxStore:
         next_attempt_at: dt.datetime | None,
         status: int | None,
         error: str | None,
+        audit: AuditEvent | None = None,
     ) -> bool:
         """Record the attempt and release the lease, only while ``owner`` holds it."""
         with self._lock:
+            if audit is not None:
+                self._append_audit(audit, _ts(now))
             row = self._rows.get(entry_id)
             if row is None or row.lease_owner != owner or row.state != "pending":
                 return False
@@ -224,22 +233,26 @@ class MemoryOutboxStore:
     def audit(self, event: AuditEvent, now: dt.datetime) -> None:
         """Append one audit record."""
         with self._lock:
-            self._audit.append(
-                {
-                    "id": len(self._audit) + 1,
-                    "at": _ts(now),
-                    "event": event.event,
-                    "action": event.action,
-                    "outcome": event.outcome,
-                    "user": event.user,
-                    "responsible": event.responsible,
-                    "source_system": event.source_system,
-                    "patient_id": event.patient_id,
-                    "object_type": event.object_type,
-                    "object_id": event.object_id,
-                    "detail": event.detail,
-                }
-            )
+            self._append_audit(event, _ts(now))
+
+    def _append_audit(self, event: AuditEvent, at: float) -> None:
+        """Append under the caller's lock."""
+        self._audit.append(
+            {
+                "id": len(self._audit) + 1,
+                "at": at,
+                "event": event.event,
+                "action": event.action,
+                "outcome": event.outcome,
+                "user": event.user,
+                "responsible": event.responsible,
+                "source_system": event.source_system,
+                "patient_id": event.patient_id,
+                "object_type": event.object_type,
+                "object_id": event.object_id,
+                "detail": event.detail,
+            }
+        )
 
     def audit_records(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest audit records (copies: the trail itself cannot be changed)."""

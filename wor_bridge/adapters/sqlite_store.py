@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -92,6 +93,26 @@ def _dt(value: float | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromtimestamp(value, tz=dt.UTC)
 
 
+def _insert_audit(conn: sqlite3.Connection, event: AuditEvent, now: dt.datetime) -> None:
+    conn.execute(
+        "INSERT INTO audit (at, event, action, outcome, user, responsible, source_system,"
+        " patient_id, object_type, object_id, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            _ts(now),
+            event.event,
+            event.action,
+            event.outcome,
+            event.user,
+            event.responsible,
+            event.source_system,
+            event.patient_id,
+            event.object_type,
+            event.object_id,
+            event.detail,
+        ),
+    )
+
+
 def _entry(row: sqlite3.Row) -> OutboxEntry:
     return OutboxEntry(
         id=row["id"],
@@ -148,14 +169,18 @@ class SqliteOutboxStore:
             conn.close()
             self._local.conn = None
 
-    def add_referral(self, referral: NewReferral, now: dt.datetime) -> Added:
-        """Store referral + outbox entry in one transaction; a known key returns the existing."""
+    def add_referral(
+        self, referral: NewReferral, now: dt.datetime, audit: AuditEvent | None = None
+    ) -> Added:
+        """Store referral + outbox entry (+ audit) in one transaction; a known key: the existing."""
         with self._write() as conn:
             row = conn.execute(
                 "SELECT o.id, o.task_id FROM outbox o WHERE o.idempotency_key = ?",
                 (referral.idempotency_key,),
             ).fetchone()
             if row is not None:
+                if audit is not None:
+                    _insert_audit(conn, replace(audit, outcome="duplicate"), now)
                 return Added(row["task_id"], row["id"], created=False)
             conn.execute(
                 "INSERT OR IGNORE INTO referral (task_id, idempotency_key, source_system,"
@@ -186,6 +211,8 @@ class SqliteOutboxStore:
                     referral.bundle,
                 ),
             )
+            if audit is not None:
+                _insert_audit(conn, replace(audit, outcome="accepted"), now)
             return Added(referral.task_id, int(cast(int, cursor.lastrowid)), created=True)
 
     def claim_due(
@@ -213,6 +240,7 @@ class SqliteOutboxStore:
         next_attempt_at: dt.datetime | None,
         status: int | None,
         error: str | None,
+        audit: AuditEvent | None = None,
     ) -> bool:
         """Record the attempt and release the lease, only while ``owner`` holds it."""
         with self._write() as conn:
@@ -232,6 +260,8 @@ class SqliteOutboxStore:
                     owner,
                 ),
             )
+            if audit is not None:
+                _insert_audit(conn, audit, now)
             return cursor.rowcount == 1
 
     def get_referral(self, task_id: str) -> ReferralRecord | None:
@@ -306,23 +336,7 @@ class SqliteOutboxStore:
     def audit(self, event: AuditEvent, now: dt.datetime) -> None:
         """Append one audit record (its own transaction)."""
         with self._write() as conn:
-            conn.execute(
-                "INSERT INTO audit (at, event, action, outcome, user, responsible, source_system,"
-                " patient_id, object_type, object_id, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    _ts(now),
-                    event.event,
-                    event.action,
-                    event.outcome,
-                    event.user,
-                    event.responsible,
-                    event.source_system,
-                    event.patient_id,
-                    event.object_type,
-                    event.object_id,
-                    event.detail,
-                ),
-            )
+            _insert_audit(conn, event, now)
 
     def audit_records(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest audit records (for operators and tests)."""

@@ -11,11 +11,49 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 RETRY_STATUSES: Final = frozenset({408, 425, 429})
+_DELTA_SECONDS: Final = re.compile(r"[0-9]{1,10}")
+# FHIR R4 IssueType codes: the only words of a receiver's OperationOutcome we keep.
+ISSUE_TYPES: Final = frozenset(
+    {
+        "invalid",
+        "structure",
+        "required",
+        "value",
+        "invariant",
+        "security",
+        "login",
+        "unknown",
+        "expired",
+        "forbidden",
+        "suppressed",
+        "processing",
+        "not-supported",
+        "duplicate",
+        "multiple-matches",
+        "not-found",
+        "deleted",
+        "too-long",
+        "code-invalid",
+        "extension",
+        "too-costly",
+        "business-rule",
+        "conflict",
+        "transient",
+        "lock-error",
+        "no-store",
+        "exception",
+        "timeout",
+        "incomplete",
+        "throttled",
+        "informational",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +123,11 @@ def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if _DELTA_SECONDS.fullmatch(text):
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
@@ -101,12 +139,13 @@ def redacted_reason(response: HttpResponse) -> str:
     codes: list[str] = []
     try:
         body = json.loads(response.body) if response.body else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         body = None
+    issues = body.get("issue") if isinstance(body, dict) else None
     if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        for issue in body.get("issue") or []:
+        for issue in issues if isinstance(issues, list) else []:
             code = issue.get("code") if isinstance(issue, dict) else None
-            if isinstance(code, str) and code.replace("-", "").isalpha() and code not in codes:
+            if isinstance(code, str) and code in ISSUE_TYPES and code not in codes:
                 codes.append(code)
     suffix = f" ({', '.join(codes[:5])})" if codes else ""
     return f"HTTP {response.status}{suffix}"

@@ -57,7 +57,8 @@ def decide(
         return Decision("dead")
     if attempts >= policy.max_attempts:
         return Decision("dead")
-    ceiling = min(policy.cap_s, policy.base_s * (2 ** max(0, attempts - 1)))
+    exponent = min(max(0, attempts - 1), 62)  # 2**62 * base_s exceeds any sensible cap
+    ceiling = min(policy.cap_s, policy.base_s * float(2**exponent))
     delay = jitter * ceiling
     if outcome.retry_after_s is not None:
         delay = max(delay, min(outcome.retry_after_s, policy.cap_s))

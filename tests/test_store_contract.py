@@ -1,0 +1,439 @@
+"""The OutboxStore contract, held against SqliteOutboxStore (a real file) and MemoryOutboxStore."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wor_bridge.adapters.memory_store import MemoryOutboxStore
+from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
+from wor_bridge.core.outbox import State
+from wor_bridge.ports import AuditEvent, NewReferral, OutboxStore, QueueStats
+
+T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
+
+
+def at(seconds: float) -> dt.datetime:
+    """``seconds`` after T0."""
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def referral(n: int, *, task: str | None = None, destination: str = "welzijn-a") -> NewReferral:
+    """A synthetic referral number ``n`` (no patient data: opaque markers only)."""
+    return NewReferral(
+        task_id=task or f"task-{n}",
+        idempotency_key=f"his|ref-{n}|{destination}",
+        source_system="his",
+        destination=destination,
+        mapping="wor-r4-default@1.0.0",
+        patient_id=f"urn:uuid:patient-{n}",
+        responsible="agb|01000001",
+        client_id="client",
+        bundle=f'{{"resourceType":"Bundle","n":{n}}}'.encode(),
+    )
+
+
+def record(
+    store: OutboxStore,
+    entry_id: int,
+    owner: str,
+    now: dt.datetime,
+    state: State,
+    *,
+    next_at: dt.datetime | None = None,
+    status: int | None = None,
+    error: str | None = None,
+) -> bool:
+    """``record_attempt`` with the arguments a test does not care about left out."""
+    return store.record_attempt(
+        entry_id, owner, now=now, state=state, next_attempt_at=next_at, status=status, error=error
+    )
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStore]:
+    """A fresh, empty store of each kind."""
+    impl: SqliteOutboxStore | MemoryOutboxStore = (
+        SqliteOutboxStore(tmp_path / "outbox.sqlite")
+        if request.param == "sqlite"
+        else MemoryOutboxStore()
+    )
+    yield impl
+    impl.close()
+
+
+def audit_records(store: OutboxStore, limit: int = 1000) -> list[dict[str, Any]]:
+    """The audit trail (both adapters offer ``audit_records`` beyond the Protocol)."""
+    assert isinstance(store, SqliteOutboxStore | MemoryOutboxStore)
+    return store.audit_records(limit)
+
+
+def test_add_stores_a_pending_entry_due_now(store: OutboxStore) -> None:
+    """A new referral gets a pending entry, due at once, with no attempts and its bundle."""
+    added = store.add_referral(referral(1), T0)
+    assert added.created
+    assert added.task_id == "task-1"
+    entry = store.get_entry(added.outbox_id)
+    assert entry is not None
+    assert entry.id == added.outbox_id
+    assert entry.idempotency_key == "his|ref-1|welzijn-a"
+    assert entry.task_id == "task-1"
+    assert entry.destination == "welzijn-a"
+    assert entry.state == "pending"
+    assert entry.attempts == 0
+    assert entry.created_at == T0
+    assert entry.next_attempt_at == T0
+    assert entry.delivered_at is None
+    assert entry.last_status is None
+    assert entry.last_error is None
+    assert entry.payload == referral(1).bundle
+
+
+def test_times_come_back_as_aware_utc(store: OutboxStore) -> None:
+    """Datetimes given in another zone come back as the same instant in UTC."""
+    cet = dt.timezone(dt.timedelta(hours=1))
+    added = store.add_referral(referral(1), T0.astimezone(cet))
+    entry = store.get_entry(added.outbox_id)
+    assert entry is not None
+    assert entry.created_at == T0
+    assert entry.created_at.utcoffset() == dt.timedelta(0)
+
+
+def test_add_is_idempotent_on_the_key(store: OutboxStore) -> None:
+    """Adding the same key again returns the first entry, created=False, and stores nothing."""
+    first = store.add_referral(referral(1), T0)
+    changed = dataclasses.replace(referral(1), bundle=b'{"resourceType":"Bundle","v":2}')
+    again = store.add_referral(changed, at(5))
+    assert not again.created
+    assert (again.task_id, again.outbox_id) == (first.task_id, first.outbox_id)
+    entries = store.list_entries(None, 10)
+    assert [e.id for e in entries] == [first.outbox_id]
+    assert entries[0].payload == referral(1).bundle
+    assert entries[0].created_at == T0
+
+
+def test_ids_are_distinct_and_increasing(store: OutboxStore) -> None:
+    """Each new key gets a new, larger outbox id."""
+    ids = [store.add_referral(referral(n), T0).outbox_id for n in range(5)]
+    assert ids == sorted(set(ids))
+
+
+def test_same_task_two_destinations_keeps_first_referral(store: OutboxStore) -> None:
+    """A second key for a known Task id adds an entry; the referral row stays the first one."""
+    store.add_referral(referral(1, task="task-x", destination="welzijn-a"), T0)
+    second = store.add_referral(referral(2, task="task-x", destination="welzijn-b"), T0)
+    assert second.created
+    record = store.get_referral("task-x")
+    assert record is not None
+    assert record.destination == "welzijn-a"
+    assert record.patient_id == "urn:uuid:patient-1"
+    assert len(store.list_entries(None, 10)) == 2
+
+
+def test_get_referral_reflects_latest_entry(store: OutboxStore) -> None:
+    """``get_referral`` returns the stored referral with its entry's state and attempts."""
+    added = store.add_referral(referral(1), T0)
+    found = store.get_referral("task-1")
+    assert found is not None
+    assert (found.task_id, found.destination, found.source_system) == (
+        "task-1",
+        "welzijn-a",
+        "his",
+    )
+    assert found.patient_id == "urn:uuid:patient-1"
+    assert found.bundle == referral(1).bundle
+    assert (found.state, found.attempts) == ("pending", 0)
+    store.claim_due("w", T0, 60, 10)
+    record(store, added.outbox_id, "w", at(1), "dead", status=400, error="e")
+    found = store.get_referral("task-1")
+    assert found is not None
+    assert (found.state, found.attempts) == ("dead", 1)
+
+
+def test_unknown_ids_are_none(store: OutboxStore) -> None:
+    """Unknown Task and entry ids give None."""
+    assert store.get_referral("nope") is None
+    assert store.get_entry(12345) is None
+
+
+def test_claim_takes_due_pending_in_order_up_to_limit(store: OutboxStore) -> None:
+    """A claim takes due entries only, oldest ``next_attempt_at`` first, then by id, up to limit."""
+    a = store.add_referral(referral(1), at(10)).outbox_id
+    b = store.add_referral(referral(2), at(0)).outbox_id
+    c = store.add_referral(referral(3), at(0)).outbox_id
+    store.add_referral(referral(4), at(100))  # not yet due
+    claimed = store.claim_due("w", at(50), 60, 2)
+    assert [e.id for e in claimed] == [b, c]
+    claimed = store.claim_due("w", at(50), 60, 10)
+    assert [e.id for e in claimed] == [a]
+
+
+def test_claim_with_limit_zero_takes_nothing(store: OutboxStore) -> None:
+    """A limit of 0 leases nothing, so another worker can still take the entry."""
+    store.add_referral(referral(1), T0)
+    assert store.claim_due("w1", T0, 60, 0) == []
+    assert len(store.claim_due("w2", T0, 60, 10)) == 1
+
+
+def test_leased_entry_is_not_claimed_again_until_lease_expires(store: OutboxStore) -> None:
+    """A leased entry is invisible to every claim until the lease expires, then claimable."""
+    added = store.add_referral(referral(1), T0)
+    assert [e.id for e in store.claim_due("w1", T0, 60, 10)] == [added.outbox_id]
+    assert store.claim_due("w2", at(59), 60, 10) == []
+    assert store.claim_due("w1", at(59), 60, 10) == []
+    assert [e.id for e in store.claim_due("w2", at(60), 60, 10)] == [added.outbox_id]
+
+
+def test_lost_lease_cannot_record(store: OutboxStore) -> None:
+    """After another worker took over an expired lease, the first worker's record is refused."""
+    added = store.add_referral(referral(1), T0)
+    store.claim_due("w1", T0, 60, 10)
+    store.claim_due("w2", at(61), 60, 10)
+    kept = record(store, added.outbox_id, "w1", at(62), "delivered", status=201)
+    assert not kept
+    entry = store.get_entry(added.outbox_id)
+    assert entry is not None
+    assert (entry.state, entry.attempts, entry.last_status) == ("pending", 0, None)
+    assert record(store, added.outbox_id, "w2", at(62), "delivered", status=201)
+
+
+def test_expired_lease_nobody_took_still_records(store: OutboxStore) -> None:
+    """An owner whose lease expired may still record while no other worker has claimed it."""
+    added = store.add_referral(referral(1), T0)
+    store.claim_due("w1", T0, 60, 10)
+    assert record(
+        store,
+        added.outbox_id,
+        "w1",
+        at(600),
+        "pending",
+        next_at=at(700),
+        status=503,
+        error="HTTP 503",
+    )
+
+
+def test_record_without_claim_or_by_stranger_is_refused(store: OutboxStore) -> None:
+    """Recording needs the lease: unclaimed entries, other owners and unknown ids are refused."""
+    added = store.add_referral(referral(1), T0)
+    kwargs: dict[str, Any] = {
+        "now": at(1),
+        "state": "delivered",
+        "next_attempt_at": None,
+        "status": 200,
+        "error": None,
+    }
+    assert not store.record_attempt(added.outbox_id, "w1", **kwargs)
+    store.claim_due("w1", T0, 60, 10)
+    assert not store.record_attempt(added.outbox_id, "w2", **kwargs)
+    assert not store.record_attempt(added.outbox_id + 99, "w1", **kwargs)
+    entry = store.get_entry(added.outbox_id)
+    assert entry is not None
+    assert (entry.state, entry.attempts) == ("pending", 0)
+
+
+def test_record_delivered(store: OutboxStore) -> None:
+    """Delivered: state, delivered_at, status, one attempt; the entry is no longer claimable."""
+    added = store.add_referral(referral(1), T0)
+    store.claim_due("w", T0, 60, 10)
+    assert record(store, added.outbox_id, "w", at(3), "delivered", next_at=at(3), status=201)
+    entry = store.get_entry(added.outbox_id)
+    assert entry is not None
+    assert (entry.state, entry.attempts, entry.last_status, entry.last_error) == (
+        "delivered",
+        1,
+        201,
+        None,
+    )
+    assert entry.delivered_at == at(3)
+    assert store.claim_due("w", at(10_000), 60, 10) == []
+
+
+def test_record_is_once_per_claim(store: OutboxStore) -> None:
+    """Recording releases the lease: a second record on the same claim is refused."""
+    added = store.add_referral(referral(1), T0)
+    store.claim_due("w", T0, 60, 10)
+    kwargs: dict[str, Any] = {
+        "now": at(1),
+        "state": "pending",
+        "next_attempt_at": at(5),
+        "status": 503,
+        "error": "HTTP 503",
+    }
+    assert store.record_attempt(added.outbox_id, "w", **kwargs)
+    assert not store.record_attempt(added.outbox_id, "w", **kwargs)
+    entry = store.get_entry(added.outbox_id)
+    assert entry is not None
+    assert entry.attempts == 1
+
+
+def test_record_retry_schedules_next_attempt(store: OutboxStore) -> None:
+    """A retry keeps the entry pending, counts the attempt and makes it due only later."""
+    added = store.add_referral(referral(1), T0)
+    store.claim_due("w", T0, 60, 10)
+    record(
+        store, added.outbox_id, "w", at(1), "pending", next_at=at(30), status=503, error="HTTP 503"
+    )
+    entry = store.get_entry(added.outbox_id)
+    assert entry is not None
+    assert (entry.state, entry.attempts, entry.last_status, entry.last_error) == (
+        "pending",
+        1,
+        503,
+        "HTTP 503",
+    )
+    assert entry.next_attempt_at == at(30)
+    assert entry.delivered_at is None
+    assert store.claim_due("w", at(29), 60, 10) == []
+    assert [e.attempts for e in store.claim_due("w", at(30), 60, 10)] == [1]
+
+
+def test_record_without_next_attempt_means_now(store: OutboxStore) -> None:
+    """``next_attempt_at=None`` stores the attempt time as the next attempt time."""
+    added = store.add_referral(referral(1), T0)
+    store.claim_due("w", T0, 60, 10)
+    record(store, added.outbox_id, "w", at(7), "pending", error="no response (timeout)")
+    entry = store.get_entry(added.outbox_id)
+    assert entry is not None
+    assert entry.next_attempt_at == at(7)
+    assert entry.last_status is None
+
+
+def test_dead_entry_is_not_claimed(store: OutboxStore) -> None:
+    """A dead letter stays out of every later claim."""
+    added = store.add_referral(referral(1), T0)
+    store.claim_due("w", T0, 60, 10)
+    record(store, added.outbox_id, "w", at(1), "dead", status=400, error="HTTP 400 (invalid)")
+    assert store.claim_due("w", at(10_000), 60, 10) == []
+    entry = store.get_entry(added.outbox_id)
+    assert entry is not None
+    assert (entry.state, entry.last_error) == ("dead", "HTTP 400 (invalid)")
+
+
+def test_requeue_makes_dead_and_delivered_pending_and_due(store: OutboxStore) -> None:
+    """Requeue: pending, due now, attempts and payload kept; counts every existing id once."""
+    dead = store.add_referral(referral(1), T0).outbox_id
+    done = store.add_referral(referral(2), T0).outbox_id
+    store.claim_due("w", T0, 60, 10)
+    record(store, dead, "w", at(1), "dead", status=400)
+    record(store, done, "w", at(1), "delivered", status=201)
+    assert store.requeue([dead, done, dead, 999], at(100)) == 2
+    for entry_id in (dead, done):
+        entry = store.get_entry(entry_id)
+        assert entry is not None
+        assert (entry.state, entry.attempts, entry.next_attempt_at) == ("pending", 1, at(100))
+    assert {e.id for e in store.claim_due("w", at(100), 60, 10)} == {dead, done}
+
+
+def test_requeue_clears_a_lease(store: OutboxStore) -> None:
+    """A requeued entry is claimable at once by another worker, and the old owner lost it."""
+    added = store.add_referral(referral(1), T0)
+    store.claim_due("w1", T0, 600, 10)
+    assert store.requeue([added.outbox_id], at(1)) == 1
+    assert [e.id for e in store.claim_due("w2", at(1), 60, 10)] == [added.outbox_id]
+    assert not record(store, added.outbox_id, "w1", at(2), "delivered", status=200)
+
+
+def test_requeue_nothing(store: OutboxStore) -> None:
+    """An empty or unknown id list changes nothing and returns 0."""
+    store.add_referral(referral(1), T0)
+    assert store.requeue([], T0) == 0
+    assert store.requeue([404], T0) == 0
+
+
+def test_list_entries_newest_first_filtered_and_limited(store: OutboxStore) -> None:
+    """``list_entries`` is newest first, optionally of one state, at most ``limit``."""
+    ids = [store.add_referral(referral(n), T0).outbox_id for n in range(4)]
+    store.claim_due("w", T0, 60, 1)
+    record(store, ids[0], "w", at(1), "dead", status=400, error="x")
+    assert [e.id for e in store.list_entries(None, 10)] == ids[::-1]
+    assert [e.id for e in store.list_entries(None, 2)] == ids[:1:-1]
+    assert [e.id for e in store.list_entries("dead", 10)] == [ids[0]]
+    assert [e.id for e in store.list_entries("pending", 10)] == ids[:0:-1]
+    assert store.list_entries("delivered", 10) == []
+
+
+def test_entry_ids_by_state_and_since(store: OutboxStore) -> None:
+    """``entry_ids`` lists ids of one state in id order, created at or after ``since``."""
+    early = store.add_referral(referral(1), at(0)).outbox_id
+    late = store.add_referral(referral(2), at(100)).outbox_id
+    assert store.entry_ids("pending") == [early, late]
+    assert store.entry_ids("pending", at(100)) == [late]
+    assert store.entry_ids("pending", at(101)) == []
+    assert store.entry_ids("dead") == []
+
+
+def test_stats_counts_and_oldest_pending_age(store: OutboxStore) -> None:
+    """Stats count entries per state and age the oldest pending entry from its creation."""
+    assert store.stats(T0) == QueueStats(pending=0, dead=0, delivered=0, oldest_pending_age_s=0.0)
+    a = store.add_referral(referral(1), at(0)).outbox_id
+    b = store.add_referral(referral(2), at(10)).outbox_id
+    store.add_referral(referral(3), at(20))
+    store.claim_due("w", at(20), 60, 2)
+    record(store, a, "w", at(21), "dead", status=400, error="x")
+    record(store, b, "w", at(21), "delivered", status=200)
+    stats = store.stats(at(50))
+    assert (stats.pending, stats.dead, stats.delivered) == (1, 1, 1)
+    assert stats.oldest_pending_age_s == pytest.approx(30.0)
+    assert store.stats(at(0)).oldest_pending_age_s == 0.0  # never negative
+
+
+def test_audit_is_appended_newest_first(store: OutboxStore) -> None:
+    """Audit events are appended with their time and read back newest first."""
+    for n in range(3):
+        store.audit(
+            AuditEvent(
+                event="task_read",
+                action="R",
+                outcome="success",
+                user=f"client-{n}",
+                responsible="",
+                source_system="his",
+                patient_id=f"urn:uuid:patient-{n}",
+                object_type="Task",
+                object_id=f"task-{n}",
+            ),
+            at(n),
+        )
+    records = audit_records(store)
+    assert [r["user"] for r in records] == ["client-2", "client-1", "client-0"]
+    assert records[0]["at"] == pytest.approx(at(2).timestamp())
+    assert records[0]["patient_id"] == "urn:uuid:patient-2"
+    assert records[0]["detail"] == ""
+    assert len(audit_records(store, 2)) == 2
+
+
+def test_ping_on_a_working_store(store: OutboxStore) -> None:
+    """``ping`` returns quietly on a usable store."""
+    store.ping()  # raises when the store is unusable
+
+
+def test_concurrent_claims_on_one_store_are_disjoint(store: OutboxStore) -> None:
+    """Threads claiming from one store object never get the same entry, and miss none."""
+    total = 120
+    for n in range(total):
+        store.add_referral(referral(n), T0)
+    start = threading.Barrier(4)
+    claimed: dict[str, list[int]] = {}
+
+    def work(owner: str) -> None:
+        start.wait()
+        got = claimed.setdefault(owner, [])
+        while batch := store.claim_due(owner, T0, 600, 7):
+            got.extend(e.id for e in batch)
+        if isinstance(store, SqliteOutboxStore):
+            store.close()
+
+    threads = [threading.Thread(target=work, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    every = [i for ids in claimed.values() for i in ids]
+    assert len(every) == len(set(every)) == total
