@@ -1,0 +1,190 @@
+"""Load processes for ``bench/bench_service.py``: an open-loop intake load and a bare POST loop.
+
+Both run in their own process, apart from the service and the receiver, and print one JSON
+object with timings and counts only (never a request or response body).
+
+``intake``: open-loop load against the service's ``POST /fhir/r4/ServiceRequest``. Request ``i``
+is due at ``t0 + i / rate``; it is sent then, whatever happened to earlier requests (asyncio and
+httpx, many connections), and its latency is measured from its *scheduled* time to the end of its
+response, so a stalled service cannot hide its stall by slowing the load down (no coordinated
+omission). Each request is a distinct referral: the fixture's ServiceRequest identifier value is
+replaced by ``<prefix>-<n>``. Every answer must be 202::
+
+    python bench/load_client.py intake --url http://127.0.0.1:8080 --key KEY --rate 50 \
+        --duration 20 --prefix R50
+
+``bare``: the floor for delivery. Reads the outbox payloads (the mapped transaction Bundles) of a
+store file and POSTs them one after the other with one ``requests.Session``, as fast as the
+receiver answers::
+
+    python bench/load_client.py bare --store wor-bridge.sqlite --url http://127.0.0.1:8090/fhir
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "fixtures" / "referral" / "accepted-contained" / "input.json"
+FHIR_JSON = "application/fhir+json"
+START_DELAY_S = 0.2
+"""Time between building the schedule and the first due request."""
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    """Nearest-rank percentile (0 for no samples)."""
+    if not samples:
+        return 0.0
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def referral_bodies(fixture: Path, prefix: str, n: int) -> list[bytes]:
+    """``n`` distinct referrals: the fixture with ServiceRequest.identifier[0].value varied."""
+    template = json.loads(fixture.read_bytes())
+    bodies = []
+    for i in range(n):
+        template["identifier"][0]["value"] = f"BENCH-{prefix}-{i:07d}"
+        bodies.append(json.dumps(template, ensure_ascii=False).encode())
+    return bodies
+
+
+async def _send(
+    client: httpx.AsyncClient, body: bytes, due: float, record: dict[str, list[Any]]
+) -> None:
+    """Send one referral now and record (lag, latency from due, service time, status)."""
+    sent = time.perf_counter()
+    try:
+        response = await client.post("/fhir/r4/ServiceRequest", content=body)
+        status: int | str = response.status_code
+    except httpx.HTTPError as err:
+        status = type(err).__name__
+    done = time.perf_counter()
+    record["lag"].append(sent - due)
+    record["latency"].append(done - due)
+    record["service"].append(done - sent)
+    record["status"].append(status)
+    record["done"].append(done)
+
+
+async def open_loop(url: str, key: str, bodies: list[bytes], rate: float) -> dict[str, list[Any]]:
+    """Send ``bodies`` at ``rate`` per second on a fixed schedule; return the raw records."""
+    record: dict[str, list[Any]] = {k: [] for k in ("lag", "latency", "service", "status", "done")}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": FHIR_JSON}
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=60.0, trust_env=False
+    ) as client:
+        tasks = []
+        t0 = time.perf_counter() + START_DELAY_S
+        for i, body in enumerate(bodies):
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(_send(client, body, due, record)))
+        await asyncio.gather(*tasks)
+        record["t0"] = [t0]
+    return record
+
+
+def summarise(record: dict[str, list[Any]], rate: float, duration_s: float) -> dict[str, Any]:
+    """Latency percentiles (ms), achieved rate and error counts of one open-loop run."""
+    statuses = Counter(str(s) for s in record["status"])
+    n = len(record["status"])
+    ok = statuses.get("202", 0)
+    t0 = record["t0"][0]
+    window = max(record["done"]) - t0 if record["done"] else 0.0
+
+    def ms(values: list[float], pct: float) -> float:
+        return round(percentile(values, pct) * 1000, 2)
+
+    return {
+        "rate_target": rate,
+        "duration_s": duration_s,
+        "requests": n,
+        "accepted_202": ok,
+        "errors": n - ok,
+        "statuses": dict(statuses),
+        "achieved_rate": round(ok / window, 1) if window else 0.0,
+        "latency_p50_ms": ms(record["latency"], 50),
+        "latency_p90_ms": ms(record["latency"], 90),
+        "latency_p99_ms": ms(record["latency"], 99),
+        "latency_max_ms": round(max(record["latency"], default=0.0) * 1000, 2),
+        "service_p50_ms": ms(record["service"], 50),
+        "service_p99_ms": ms(record["service"], 99),
+        "send_lag_p99_ms": ms(record["lag"], 99),
+        "send_lag_max_ms": round(max(record["lag"], default=0.0) * 1000, 2),
+    }
+
+
+def run_intake(args: argparse.Namespace) -> dict[str, Any]:
+    """Optional warm-up, then the timed open-loop run."""
+    if args.warmup > 0:
+        warm = referral_bodies(args.fixture, f"{args.prefix}-W", max(1, int(args.warmup * 20)))
+        asyncio.run(open_loop(args.url, args.key, warm, 20.0))
+    bodies = referral_bodies(args.fixture, args.prefix, max(1, round(args.rate * args.duration)))
+    record = asyncio.run(open_loop(args.url, args.key, bodies, args.rate))
+    return summarise(record, args.rate, args.duration)
+
+
+def run_bare(args: argparse.Namespace) -> dict[str, Any]:
+    """POST every outbox payload of ``args.store`` to ``args.url`` with one session."""
+    with sqlite3.connect(f"file:{args.store}?mode=ro", uri=True) as conn:
+        payloads = [bytes(r[0]) for r in conn.execute("SELECT payload FROM outbox ORDER BY id")]
+    session = requests.Session()
+    session.trust_env = False  # as the service's transport: no proxy look-ups per request
+    headers = {"Content-Type": f"{FHIR_JSON}; fhirVersion=4.0", "Accept": FHIR_JSON}
+    statuses: Counter[int] = Counter()
+    started = time.perf_counter()
+    for payload in payloads:
+        response = session.post(args.url, data=payload, headers=headers, timeout=(5, 30))
+        _ = response.content
+        statuses[response.status_code] += 1
+    elapsed = time.perf_counter() - started
+    session.close()
+    n = len(payloads)
+    return {
+        "posts": n,
+        "ok_200": statuses.get(200, 0),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "elapsed_s": round(elapsed, 3),
+        "rate_per_s": round(n / elapsed, 1) if elapsed else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run one load and print its JSON summary."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    intake = sub.add_parser("intake", help="open-loop referral intake load")
+    intake.add_argument("--url", required=True, help="service base URL")
+    intake.add_argument("--key", required=True, help="client key (referral:write)")
+    intake.add_argument("--rate", type=float, required=True, help="requests per second")
+    intake.add_argument("--duration", type=float, default=20.0, help="seconds of timed load")
+    intake.add_argument("--warmup", type=float, default=0.0, help="untimed seconds at 20/s")
+    intake.add_argument("--prefix", required=True, help="makes identifiers unique per run")
+    intake.add_argument("--fixture", type=Path, default=FIXTURE)
+    bare = sub.add_parser("bare", help="bare requests.Session().post loop")
+    bare.add_argument("--store", type=Path, required=True, help="SQLite store with the payloads")
+    bare.add_argument("--url", required=True, help="receiver FHIR base URL")
+    args = parser.parse_args(argv)
+    result = run_intake(args) if args.mode == "intake" else run_bare(args)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
