@@ -118,7 +118,18 @@ def consent() -> J:
                 {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
             ]
         },
-        "provision": {"type": "permit", "period": {"start": "2026-11-02"}},
+        "provision": {
+            "type": "permit",
+            "period": {"start": "2026-11-02"},
+            "provision": [
+                {
+                    "type": "permit",
+                    "code": [
+                        {"coding": [{"system": LOCAL + "consent-permission", "code": "feedback"}]}
+                    ],
+                }
+            ],
+        },
     }
 
 
@@ -397,6 +408,9 @@ def accepted() -> None:
     poh["locationCode"] = [
         {"coding": [{"system": LOCAL + "contact-mode", "code": "op-de-praktijk"}]}
     ]
+    part(poh, "Consent")["provision"]["provision"][0]["code"].append(
+        {"coding": [{"system": LOCAL + "consent-permission", "code": "pg-scores"}]}
+    )
     write(
         "accepted-poh-booked-appointment",
         poh,
@@ -472,6 +486,7 @@ def accepted() -> None:
     )
 
     mail = contained()
+    del part(mail, "Consent")["provision"]["provision"]  # consents to the referral, not to feedback
     p = part(mail, "Patient")
     p["telecom"] = [{"system": "email", "value": "client@example.org"}]
     del p["address"]
@@ -479,7 +494,8 @@ def accepted() -> None:
     write(
         "accepted-email-only-no-bsn",
         mail,
-        "No BSN, no address: an e-mail address is the only contact route.",
+        "No BSN, no address: an e-mail address is the only contact route; the consent covers"
+        " the referral only, not feedback.",
         "accepted; no identifier but the bridge's own",
     )
 

@@ -1,0 +1,389 @@
+"""Feedback from the welfare side, independent of the channel, and its FHIR form for the GP record.
+
+Every channel (FHIR on the bridge, polling, signed webhook, later notified pull) produces the same
+``Feedback`` value. ``to_gp_bundle`` turns it into the transaction Bundle the GP record receives:
+one ``Observation`` per item (status final, local category and code, ``basedOn`` the referral,
+``subject`` the patient, ``performer`` the welfare organisation and the coach when given), the
+Task update with ``output`` references, and a ``Communication`` addressed to **the person who
+referred**. References point at the GP system's own records by business identifier (its referral
+number, the BSN, the referrer's AGB/UZI), since the GP record never saw the bridge's ids.
+
+Feedback items travel only under the referral's consent (a Consent provision with code
+``consent-permission#feedback``); Positieve Gezondheid scores additionally need ``#pg-scores``.
+Without permission only the status travels; dropped items are counted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from wor_bridge.core import identifiers as ids
+from wor_bridge.core.fhir import JsonDict
+from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM, LOCAL_BASE
+from wor_bridge.core.task import TaskState
+
+CS: Final = f"{LOCAL_BASE}/CodeSystem/"
+FEEDBACK_ITEM: Final = CS + "feedback-item"
+FEEDBACK_CATEGORY: Final = CS + "feedback-category"
+ACTIVITY_CATEGORY: Final = CS + "activity-category"
+ACTIVITY_ROLE: Final = CS + "activity-role"
+CLOSURE_REASON: Final = CS + "closure-reason"
+CONSENT_PERMISSION: Final = CS + "consent-permission"
+NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://wor-bridge.nl/ns/feedback")
+PG_DIMENSIONS: Final = (
+    "pg-lichaamsfuncties",
+    "pg-mentaal-welbevinden",
+    "pg-zingeving",
+    "pg-kwaliteit-van-leven",
+    "pg-meedoen",
+    "pg-dagelijks-functioneren",
+)
+ITEM_KINDS: Final = frozenset(
+    {
+        "first-contact",
+        "intake-done",
+        "conversation-count",
+        "activity-started",
+        "closed",
+        "follow-up",
+        "note",
+        *PG_DIMENSIONS,
+    }
+)
+DISPLAY: Final = {
+    "first-contact": "Eerste contact",
+    "intake-done": "Intake gedaan",
+    "conversation-count": "Aantal gesprekken",
+    "activity-started": "Activiteit gestart",
+    "closed": "Afgesloten",
+    "follow-up": "Nazorg / follow-up",
+    "note": "Korte toelichting",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Coach:
+    """The coach, when the welfare system names one (role and name only; never required)."""
+
+    name: str | None = None
+    identifier: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackItem:
+    """One fact the coach already recorded: a milestone, a count, an activity, a closure, a note."""
+
+    kind: str
+    effective: str
+    value: str | int | bool | None = None
+    category: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A status change and/or feedback items for one Task, whatever channel brought it."""
+
+    task_id: str
+    occurred_at: str
+    status: str | None = None
+    business_status: str | None = None
+    reason_code: str | None = None
+    reason_text: str | None = None
+    items: tuple[FeedbackItem, ...] = ()
+    coach: Coach | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralContext:
+    """What the GP-record Bundle needs from the stored referral."""
+
+    task_id: str
+    his_identifier: tuple[str, str]
+    patient_identifier: tuple[str, str] | None
+    referrer: tuple[tuple[str, str, str], ...]
+    """(resource type, system, value) of the referrer's identifiers, the role's first."""
+    welfare: tuple[str, str]
+    welfare_name: str
+    feedback_allowed: bool
+    pg_allowed: bool
+    first_contact_deadline: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpBundle:
+    """The Bundle for the GP record, and how many items consent kept back."""
+
+    bundle: JsonDict
+    observation_ids: tuple[str, ...]
+    dropped: int = 0
+    kept: tuple[FeedbackItem, ...] = field(default_factory=tuple)
+
+
+def _permissions(provision: Any) -> set[str]:
+    found: set[str] = set()
+    if not isinstance(provision, dict) or provision.get("type", "permit") != "permit":
+        return found
+    for concept in provision.get("code") or []:
+        for coding in concept.get("coding") or []:
+            if coding.get("system") == CONSENT_PERMISSION and isinstance(coding.get("code"), str):
+                found.add(coding["code"])
+    for nested in provision.get("provision") or []:
+        found |= _permissions(nested)
+    return found
+
+
+def context_from_bundle(task_id: str, bundle: JsonDict, patient_id: str) -> ReferralContext:
+    """Read the context out of the stored transaction Bundle and the audit patient id."""
+    resources: dict[str, list[JsonDict]] = {}
+    for entry in bundle["entry"]:
+        resources.setdefault(entry["resource"]["resourceType"], []).append(entry["resource"])
+    request = resources["ServiceRequest"][0]
+    his = request["identifier"][0]
+    people: list[tuple[str, str, str]] = []
+    for rtype in ("PractitionerRole", "Practitioner"):
+        for res in resources.get(rtype, []):
+            people += [
+                (rtype, i["system"], i["value"])
+                for i in res.get("identifier") or []
+                if i.get("system") in ids.PERSON_IDENTIFIER_SYSTEMS
+            ]
+    welfare_ref = request["performer"][0]["reference"]
+    welfare = next(
+        e["resource"]
+        for e in bundle["entry"]
+        if e["fullUrl"] == welfare_ref and e["resource"]["resourceType"] == "Organization"
+    )
+    consent = resources["Consent"][0]
+    allowed = _permissions(consent.get("provision"))
+    system, _, value = patient_id.partition("|")
+    task = resources["Task"][0]
+    return ReferralContext(
+        task_id=task_id,
+        his_identifier=(his["system"], his["value"]),
+        patient_identifier=(system, value) if system == ids.BSN and value else None,
+        referrer=tuple(dict.fromkeys(people)),
+        welfare=(welfare["identifier"][0]["system"], welfare["identifier"][0]["value"]),
+        welfare_name=str(welfare.get("name", "")),
+        feedback_allowed="feedback" in allowed,
+        pg_allowed="feedback" in allowed and "pg-scores" in allowed,
+        first_contact_deadline=(task.get("restriction") or {}).get("period", {}).get("end"),
+    )
+
+
+def _by_identifier(rtype: str, system: str, value: str) -> JsonDict:
+    return {"type": rtype, "identifier": {"system": system, "value": value}}
+
+
+def _concept(system: str, code: str, display: str | None = None) -> JsonDict:
+    coding: JsonDict = {"system": system, "code": code}
+    if display:
+        coding["display"] = display
+    return {"coding": [coding]}
+
+
+def _value(item: FeedbackItem) -> JsonDict:  # noqa: PLR0911 - one return per item kind
+    kind = item.kind
+    if kind == "first-contact":
+        return {"valueDateTime": str(item.value or item.effective)}
+    if kind == "intake-done":
+        return {"valueBoolean": True}
+    if kind in ("conversation-count", *PG_DIMENSIONS):
+        return {"valueInteger": int(item.value or 0)}
+    if kind == "activity-started":
+        out: JsonDict = {"valueCodeableConcept": _concept(ACTIVITY_CATEGORY, str(item.category))}
+        if item.role:
+            out["component"] = [
+                {
+                    "code": _concept(FEEDBACK_ITEM, "activity-role"),
+                    "valueCodeableConcept": _concept(ACTIVITY_ROLE, item.role),
+                }
+            ]
+        return out
+    if kind == "closed":
+        return {"valueCodeableConcept": _concept(CLOSURE_REASON, str(item.value))}
+    if kind == "follow-up":
+        months = int(item.value or 0)
+        return {
+            "valueQuantity": {
+                "value": months,
+                "unit": "mo",
+                "system": "http://unitsofmeasure.org",
+                "code": "mo",
+            }
+        }
+    return {"valueString": str(item.value or "")}
+
+
+def item_key(task_id: str, item: FeedbackItem) -> str:
+    """A stable id for an item: the same fact reported twice has the same id (idempotent)."""
+    parts = (
+        task_id,
+        item.kind,
+        item.effective,
+        str(item.value),
+        str(item.category),
+        str(item.role),
+    )
+    return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+
+
+def allowed_items(
+    context: ReferralContext, items: tuple[FeedbackItem, ...]
+) -> tuple[tuple[FeedbackItem, ...], int]:
+    """The items consent lets travel, and how many were dropped."""
+    kept = []
+    for item in items:
+        if not context.feedback_allowed:
+            continue
+        if item.kind in PG_DIMENSIONS and not context.pg_allowed:
+            continue
+        kept.append(item)
+    return tuple(kept), len(items) - len(kept)
+
+
+def _observation(
+    context: ReferralContext, feedback: Feedback, item: FeedbackItem, oid: str, source: str
+) -> JsonDict:
+    obs: JsonDict = {
+        "resourceType": "Observation",
+        "id": oid,
+        "meta": {"source": source},
+        "identifier": [{"system": ids.URI_IDENTIFIER, "value": f"urn:uuid:{oid}"}],
+        "basedOn": [_by_identifier("ServiceRequest", *context.his_identifier)],
+        "status": "final",
+        "category": [
+            _concept(FEEDBACK_CATEGORY, "wor-feedback", "Terugkoppeling Welzijn op Recept")
+        ],
+        "code": _concept(FEEDBACK_ITEM, item.kind, DISPLAY.get(item.kind)),
+    }
+    if context.patient_identifier:
+        obs["subject"] = _by_identifier("Patient", *context.patient_identifier)
+    obs["effectiveDateTime"] = item.effective
+    performers = [_by_identifier("Organization", *context.welfare)]
+    performers[0]["display"] = context.welfare_name
+    if feedback.coach is not None and (feedback.coach.identifier or feedback.coach.name):
+        coach: JsonDict = {"type": "PractitionerRole"}
+        if feedback.coach.identifier:
+            coach["identifier"] = {
+                "system": feedback.coach.identifier[0],
+                "value": feedback.coach.identifier[1],
+            }
+        if feedback.coach.name:
+            coach["display"] = feedback.coach.name
+        performers.append(coach)
+    obs["performer"] = performers
+    obs.update(_value(item))
+    return obs
+
+
+def summary(state: TaskState, items: tuple[FeedbackItem, ...]) -> str:
+    """The one-line message for the referrer's inbox (status and milestones, no free text)."""
+    parts = [f"Welzijn op Recept: status {state.status}"]
+    if state.business_status:
+        parts.append(state.business_status)
+    parts += [DISPLAY.get(i.kind, i.kind).lower() for i in items if i.kind != "note"]
+    return "; ".join(parts)
+
+
+def to_gp_bundle(
+    context: ReferralContext,
+    feedback: Feedback,
+    state: TaskState,
+    mapping_ref: str,
+    *,
+    message: str | None = None,
+) -> GpBundle:
+    """The transaction Bundle for the GP record: Observations, the Task, a Communication."""
+    source = f"{LOCAL_BASE}/mapping/{mapping_ref.replace('@', '|')}"
+    kept, dropped = allowed_items(context, feedback.items)
+    entries: list[JsonDict] = []
+    obs_ids = []
+    for item in kept:
+        oid = item_key(context.task_id, item)
+        obs_ids.append(oid)
+        obs = _observation(context, feedback, item, oid, source)
+        entries.append(_put(obs))
+    entries.append(_put(_task(context, state, obs_ids, source, feedback.occurred_at)))
+    text = message or summary(state, kept)
+    entries.append(_put(_communication(context, feedback, text, source)))
+    bundle: JsonDict = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid5(NAMESPACE, f"{context.task_id}|gp|{feedback.occurred_at}|{text}")),
+        "meta": {"tag": [{"system": f"{CS}mapping", "code": mapping_ref}]},
+        "type": "transaction",
+        "entry": entries,
+    }
+    return GpBundle(bundle, tuple(obs_ids), dropped, kept)
+
+
+def _task(
+    context: ReferralContext, state: TaskState, obs_ids: list[str], source: str, when: str
+) -> JsonDict:
+    task: JsonDict = {
+        "resourceType": "Task",
+        "id": context.task_id,
+        "meta": {"source": source},
+        "identifier": [{"system": ids.URI_IDENTIFIER, "value": f"urn:uuid:{context.task_id}"}],
+        "basedOn": [_by_identifier("ServiceRequest", *context.his_identifier)],
+        "status": state.status,
+    }
+    if state.reason is not None:
+        reason: JsonDict = {}
+        if state.reason.code:
+            reason = _concept(CLOSURE_REASON, state.reason.code)
+        if state.reason.text:
+            reason["text"] = state.reason.text
+        task["statusReason"] = reason
+    if state.business_status:
+        task["businessStatus"] = _concept(BUSINESS_STATUS_SYSTEM, state.business_status)
+    task["intent"] = "order"
+    task["code"] = _concept("http://hl7.org/fhir/CodeSystem/task-code", "fulfill")
+    if context.patient_identifier:
+        task["for"] = _by_identifier("Patient", *context.patient_identifier)
+    task["lastModified"] = when
+    task["owner"] = _by_identifier("Organization", *context.welfare)
+    if obs_ids:
+        task["output"] = [
+            {
+                "type": _concept(FEEDBACK_CATEGORY, "wor-feedback"),
+                "valueReference": {"reference": f"urn:uuid:{oid}"},
+            }
+            for oid in obs_ids
+        ]
+    return task
+
+
+def _communication(
+    context: ReferralContext, feedback: Feedback, text: str, source: str
+) -> JsonDict:
+    cid = str(
+        uuid.uuid5(NAMESPACE, f"{context.task_id}|communication|{feedback.occurred_at}|{text}")
+    )
+    comm: JsonDict = {
+        "resourceType": "Communication",
+        "id": cid,
+        "meta": {"source": source},
+        "basedOn": [_by_identifier("ServiceRequest", *context.his_identifier)],
+        "partOf": [{"reference": f"urn:uuid:{context.task_id}"}],
+        "status": "completed",
+        "category": [_concept(FEEDBACK_CATEGORY, "wor-feedback")],
+    }
+    if context.patient_identifier:
+        comm["subject"] = _by_identifier("Patient", *context.patient_identifier)
+    comm["sent"] = feedback.occurred_at
+    comm["recipient"] = [_by_identifier(*context.referrer[0])] if context.referrer else []
+    comm["sender"] = _by_identifier("Organization", *context.welfare)
+    comm["payload"] = [{"contentString": text}]
+    return comm
+
+
+def _put(resource: JsonDict) -> JsonDict:
+    rtype, rid = resource["resourceType"], resource["id"]
+    return {
+        "fullUrl": f"urn:uuid:{rid}",
+        "resource": resource,
+        "request": {"method": "PUT", "url": f"{rtype}/{rid}"},
+    }
