@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wor_bridge.core import fhir
@@ -95,7 +95,7 @@ def load_codesystem(path: Path) -> tuple[str, frozenset[str]]:
     return str(raw["url"]), frozenset(codes)
 
 
-Scope = Literal["referral:write", "task:read", "admin"]
+Scope = Literal["referral:write", "task:read", "task:update", "feedback:write", "admin"]
 
 
 class _Model(BaseModel):
@@ -138,6 +138,18 @@ class ClientSettings(_Model):
     scopes: tuple[Scope, ...]
     source_system: str | None = None
     on_behalf_of: str = ""
+    destination: str | None = None
+    """Set for a welfare-side client: the destination (organisation) it acts for."""
+
+
+class WebhookSettings(_Model):
+    """A welfare system without FHIR that posts signed JSON to ``/feedback/{id}``."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    secret: SecretStr
+    destination: str
+    mapping: str
+    replay_window_s: float = Field(default=300.0, gt=0)
 
 
 class Config(BaseSettings):
@@ -151,12 +163,14 @@ class Config(BaseSettings):
     max_body_bytes: int = 1_048_576
     output: dict[str, Any] = Field(default_factory=dict)
     gates: dict[str, Any] = Field(default_factory=dict)
+    feedback: dict[str, Any] = Field(default_factory=dict)
     destinations: list[dict[str, Any]] = Field(default_factory=list)
     routing: dict[str, Any] = Field(default_factory=dict)
     service: ServiceSettings = ServiceSettings()
     store: StoreSettings = StoreSettings()
     delivery: DeliverySettings = DeliverySettings()
     clients: tuple[ClientSettings, ...] = ()
+    webhooks: tuple[WebhookSettings, ...] = ()
 
     @classmethod
     def settings_customise_sources(
@@ -181,6 +195,7 @@ class AppConfig:
     delivery: DeliverySettings
     clients: tuple[ClientSettings, ...]
     path: Path
+    webhooks: tuple[WebhookSettings, ...] = ()
 
 
 def load_app(path: Path | None = None) -> AppConfig:
@@ -212,6 +227,7 @@ def load_app(path: Path | None = None) -> AppConfig:
     core_raw = {
         "output": cfg.output,
         "gates": cfg.gates,
+        "feedback": cfg.feedback,
         "destinations": cfg.destinations,
         "routing": cfg.routing,
         "max_body_bytes": cfg.max_body_bytes,
@@ -223,8 +239,27 @@ def load_app(path: Path | None = None) -> AppConfig:
     ids = [c.id for c in cfg.clients]
     if len(ids) != len(set(ids)):
         raise ConfigError(f"{path}: clients: every id must be unique")
+    _check_clients_and_webhooks(cfg, settings, mappings_dir, path)
     _log_configuration_facts(mappings)
-    return AppConfig(settings, cfg.service, cfg.store, cfg.delivery, cfg.clients, path)
+    return AppConfig(
+        settings, cfg.service, cfg.store, cfg.delivery, cfg.clients, path, cfg.webhooks
+    )
+
+
+def _check_clients_and_webhooks(
+    cfg: Config, settings: Settings, mappings_dir: Path, path: Path
+) -> None:
+    known = {d.id for d in settings.destinations}
+    for client in cfg.clients:
+        if client.destination is not None and client.destination not in known:
+            raise ConfigError(f"{path}: client {client.id}: unknown destination")
+    for hook in cfg.webhooks:
+        if hook.destination not in known:
+            raise ConfigError(f"{path}: webhook {hook.id}: unknown destination")
+        if not (mappings_dir / "feedback" / f"{hook.mapping}.json").is_file():
+            raise ConfigError(
+                f"{path}: webhook {hook.id}: no mapping file feedback/{hook.mapping}.json"
+            )
 
 
 def _log_configuration_facts(mappings: dict[str, MappingFile]) -> None:

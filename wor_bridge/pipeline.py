@@ -133,6 +133,8 @@ def accept_referral(
             responsible=responsible,
             client_id=caller.client_id,
             bundle=canonical_json(result.bundle),
+            service_request_id=result.ids.service_request,
+            deadline_at=deadline(result.bundle),
         ),
         now,
         audit=AuditEvent(
@@ -157,6 +159,23 @@ def accept_referral(
         duration_ms=round((time.monotonic() - started) * 1000, 1),
     )
     return Accepted(added.task_id, added.outbox_id, result.destination.id, added.created)
+
+
+def deadline(bundle: dict[str, Any]) -> dt.datetime | None:
+    """The first-contact deadline of a mapped referral (Task.restriction.period.end) in UTC.
+
+    A date without a time means the end of that day (Europe/Amsterdam is UTC+1/+2; the end of
+    the UTC day is a safe, slightly late bound).
+    """
+    task = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
+    end = ((task.get("restriction") or {}).get("period") or {}).get("end")
+    if not isinstance(end, str):
+        return None
+    if len(end) <= 10:
+        day = dt.date.fromisoformat(end)
+        return dt.datetime.combine(day, dt.time(23, 59, 59), tzinfo=dt.UTC)
+    moment = dt.datetime.fromisoformat(end)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _send(entry: OutboxEntry, settings: Settings, transport: Transport, clock: Clock) -> Outcome:

@@ -43,6 +43,50 @@ class NewReferral:
     responsible: str
     client_id: str
     bundle: bytes
+    service_request_id: str = ""
+    deadline_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """Another message for the outbox about a referral (feedback or an alert to the GP record)."""
+
+    idempotency_key: str
+    task_id: str
+    destination: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """The referral's Task as the bridge keeps it: progress reported by the welfare side."""
+
+    task_id: str
+    destination: str
+    source_system: str
+    patient_id: str
+    bundle: bytes
+    status: str
+    business_status: str | None
+    reason_code: str | None
+    reason_text: str | None
+    version: int
+    deadline_at: dt.datetime | None
+    first_contact_at: dt.datetime | None
+    alerted_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUpdate:
+    """A new Task state with what goes with it, stored in one transaction."""
+
+    status: str
+    business_status: str | None
+    reason_code: str | None
+    reason_text: str | None
+    first_contact: bool
+    item_keys: tuple[str, ...]
+    message: NewMessage | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,4 +222,41 @@ class OutboxStore(Protocol):
 
     def ping(self) -> None:
         """Raise if the store is unreachable."""
+        ...
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        """The Task of a referral, or None."""
+        ...
+
+    def task_for_request(self, service_request_id: str) -> str | None:
+        """The Task id of the referral whose ServiceRequest has this id."""
+        ...
+
+    def known_items(self, task_id: str) -> set[str]:
+        """Keys of the feedback items already recorded for a Task."""
+        ...
+
+    def save_task_update(
+        self,
+        task_id: str,
+        expected_version: int,
+        update: TaskUpdate,
+        *,
+        audit: AuditEvent,
+        now: dt.datetime,
+    ) -> int | None:
+        """Apply ``update`` if the Task is still at ``expected_version``: the new state, its
+        item keys, its outbox message and its audit record in one transaction. Returns the new
+        version, or None when another update came first."""
+        ...
+
+    def overdue_tasks(self, now: dt.datetime, limit: int) -> list[str]:
+        """Tasks past their first-contact deadline, without first contact, not finished, not
+        yet alerted."""
+        ...
+
+    def mark_alerted(
+        self, task_id: str, message: NewMessage | None, *, audit: AuditEvent, now: dt.datetime
+    ) -> bool:
+        """Record the deadline alert once (with its outbox message and audit); False if done."""
         ...

@@ -21,11 +21,16 @@ from wor_bridge.core.outbox import State
 from wor_bridge.ports import (
     Added,
     AuditEvent,
+    NewMessage,
     NewReferral,
     OutboxEntry,
     QueueStats,
     ReferralRecord,
+    TaskRecord,
+    TaskUpdate,
 )
+
+_ACTIVE = frozenset({"requested", "accepted", "in-progress", "on-hold"})
 
 
 def _ts(moment: dt.datetime) -> float:
@@ -83,6 +88,8 @@ class MemoryOutboxStore:
         self._by_key: dict[str, int] = {}
         self._audit: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
+        self._tasks: dict[str, TaskRecord] = {}
+        self._items: dict[str, str] = {}
 
     def close(self) -> None:
         """Nothing to release (kept for parity with ``SqliteOutboxStore``)."""
@@ -101,6 +108,24 @@ class MemoryOutboxStore:
                 return Added(row.task_id, row.id, created=False)
             # Like SQLite's INSERT OR IGNORE: a Task id stored before keeps its first referral.
             self._referrals.setdefault(referral.task_id, (referral, at))
+            self._tasks.setdefault(
+                referral.task_id,
+                TaskRecord(
+                    task_id=referral.task_id,
+                    destination=referral.destination,
+                    source_system=referral.source_system,
+                    patient_id=referral.patient_id,
+                    bundle=referral.bundle,
+                    status="requested",
+                    business_status=None,
+                    reason_code=None,
+                    reason_text=None,
+                    version=1,
+                    deadline_at=referral.deadline_at,
+                    first_contact_at=None,
+                    alerted_at=None,
+                ),
+            )
             row = _Row(
                 id=next(self._ids),
                 idempotency_key=referral.idempotency_key,
@@ -177,7 +202,8 @@ class MemoryOutboxStore:
             if stored is None or not rows:
                 return None
             referral, _ = stored
-            latest = max(rows, key=lambda row: row.id)
+            own = [row for row in rows if row.idempotency_key == referral.idempotency_key]
+            latest = own[0] if own else max(rows, key=lambda row: row.id)
             return ReferralRecord(
                 task_id=referral.task_id,
                 destination=referral.destination,
@@ -272,3 +298,106 @@ class MemoryOutboxStore:
 
     def ping(self) -> None:
         """Always reachable."""
+
+    def _insert_message(self, message: NewMessage, at: float) -> None:
+        """Like SQLite's INSERT OR IGNORE into the outbox (caller holds the lock)."""
+        if message.idempotency_key in self._by_key:
+            return
+        row = _Row(
+            id=next(self._ids),
+            idempotency_key=message.idempotency_key,
+            task_id=message.task_id,
+            destination=message.destination,
+            state="pending",
+            attempts=0,
+            created_at=at,
+            next_attempt_at=at,
+            payload=message.payload,
+        )
+        self._rows[row.id] = row
+        self._by_key[row.idempotency_key] = row.id
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        """The Task of a referral, or None."""
+        with self._lock:
+            return self._tasks.get(task_id)
+
+    def task_for_request(self, service_request_id: str) -> str | None:
+        """The Task id of the referral whose ServiceRequest has this id."""
+        with self._lock:
+            for referral, _ in self._referrals.values():
+                if service_request_id and referral.service_request_id == service_request_id:
+                    return referral.task_id
+            return None
+
+    def known_items(self, task_id: str) -> set[str]:
+        """Keys of the feedback items already recorded for a Task."""
+        with self._lock:
+            return {key for key, owner in self._items.items() if owner == task_id}
+
+    def save_task_update(
+        self,
+        task_id: str,
+        expected_version: int,
+        update: TaskUpdate,
+        *,
+        audit: AuditEvent,
+        now: dt.datetime,
+    ) -> int | None:
+        """New state, item keys, outbox message and audit at once (optimistic lock)."""
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.version != expected_version:
+                return None
+            at = _ts(now)
+            first = task.first_contact_at
+            if update.first_contact and first is None:
+                first = _dt(at)
+            self._tasks[task_id] = replace(
+                task,
+                status=update.status,
+                business_status=update.business_status,
+                reason_code=update.reason_code,
+                reason_text=update.reason_text,
+                version=task.version + 1,
+                first_contact_at=first,
+            )
+            for key in update.item_keys:
+                self._items.setdefault(key, task_id)
+            if update.message is not None:
+                self._insert_message(update.message, at)
+            self._append_audit(audit, at)
+            return expected_version + 1
+
+    def overdue_tasks(self, now: dt.datetime, limit: int) -> list[str]:
+        """Past the deadline, no first contact, not finished, not alerted."""
+        at = _ts(now)
+        with self._lock:
+            due = sorted(
+                (
+                    t
+                    for t in self._tasks.values()
+                    if t.deadline_at is not None
+                    and _ts(t.deadline_at) < at
+                    and t.first_contact_at is None
+                    and t.alerted_at is None
+                    and t.status in _ACTIVE
+                ),
+                key=lambda t: _ts(t.deadline_at) if t.deadline_at else 0.0,
+            )
+            return [t.task_id for t in due[: max(limit, 0)]]
+
+    def mark_alerted(
+        self, task_id: str, message: NewMessage | None, *, audit: AuditEvent, now: dt.datetime
+    ) -> bool:
+        """Alert once: flag, outbox message and audit at once."""
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.alerted_at is not None:
+                return False
+            at = _ts(now)
+            self._tasks[task_id] = replace(task, alerted_at=_dt(at))
+            if message is not None:
+                self._insert_message(message, at)
+            self._append_audit(audit, at)
+            return True

@@ -23,10 +23,13 @@ from wor_bridge.core.outbox import State
 from wor_bridge.ports import (
     Added,
     AuditEvent,
+    NewMessage,
     NewReferral,
     OutboxEntry,
     QueueStats,
     ReferralRecord,
+    TaskRecord,
+    TaskUpdate,
 )
 
 SCHEMA: Final = """
@@ -40,7 +43,21 @@ CREATE TABLE IF NOT EXISTS referral (
     responsible TEXT NOT NULL,
     client_id TEXT NOT NULL,
     received_at REAL NOT NULL,
-    bundle BLOB NOT NULL
+    bundle BLOB NOT NULL,
+    service_request_id TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'requested',
+    business_status TEXT,
+    reason_code TEXT,
+    reason_text TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    deadline_at REAL,
+    first_contact_at REAL,
+    alerted_at REAL
+);
+CREATE INDEX IF NOT EXISTS referral_request ON referral (service_request_id);
+CREATE TABLE IF NOT EXISTS feedback_item (
+    key TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL REFERENCES referral(task_id)
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -110,6 +127,21 @@ def _insert_audit(conn: sqlite3.Connection, event: AuditEvent, now: dt.datetime)
             event.object_type,
             event.object_id,
             event.detail,
+        ),
+    )
+
+
+def _insert_message(conn: sqlite3.Connection, message: NewMessage, now: dt.datetime) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO outbox (idempotency_key, task_id, destination, state, created_at,"
+        " next_attempt_at, payload) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+        (
+            message.idempotency_key,
+            message.task_id,
+            message.destination,
+            _ts(now),
+            _ts(now),
+            message.payload,
         ),
     )
 
@@ -185,8 +217,8 @@ class SqliteOutboxStore:
                 return Added(row["task_id"], row["id"], created=False)
             conn.execute(
                 "INSERT OR IGNORE INTO referral (task_id, idempotency_key, source_system,"
-                " destination, mapping, patient_id, responsible, client_id, received_at, bundle)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " destination, mapping, patient_id, responsible, client_id, received_at, bundle,"
+                " service_request_id, deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     referral.task_id,
                     referral.idempotency_key,
@@ -198,6 +230,8 @@ class SqliteOutboxStore:
                     referral.client_id,
                     _ts(now),
                     referral.bundle,
+                    referral.service_request_id,
+                    _ts(referral.deadline_at) if referral.deadline_at else None,
                 ),
             )
             cursor = conn.execute(
@@ -271,8 +305,8 @@ class SqliteOutboxStore:
             self._conn()
             .execute(
                 "SELECT r.task_id, r.destination, r.source_system, r.patient_id, r.bundle,"
-                " o.state, o.attempts FROM referral r JOIN outbox o ON o.task_id = r.task_id"
-                " WHERE r.task_id = ? ORDER BY o.id DESC LIMIT 1",
+                " o.state, o.attempts FROM referral r"
+                " JOIN outbox o ON o.idempotency_key = r.idempotency_key WHERE r.task_id = ?",
                 (task_id,),
             )
             .fetchone()
@@ -358,3 +392,115 @@ class SqliteOutboxStore:
     def ping(self) -> None:
         """Run a trivial query; raises sqlite3.Error when the store is unusable."""
         self._conn().execute("SELECT 1").fetchone()
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        """The Task of a referral, or None."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT task_id, destination, source_system, patient_id, bundle, status,"
+                " business_status, reason_code, reason_text, version, deadline_at,"
+                " first_contact_at, alerted_at FROM referral WHERE task_id = ?",
+                (task_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return TaskRecord(
+            task_id=row["task_id"],
+            destination=row["destination"],
+            source_system=row["source_system"],
+            patient_id=row["patient_id"],
+            bundle=bytes(row["bundle"]),
+            status=row["status"],
+            business_status=row["business_status"],
+            reason_code=row["reason_code"],
+            reason_text=row["reason_text"],
+            version=row["version"],
+            deadline_at=_dt(row["deadline_at"]),
+            first_contact_at=_dt(row["first_contact_at"]),
+            alerted_at=_dt(row["alerted_at"]),
+        )
+
+    def task_for_request(self, service_request_id: str) -> str | None:
+        """The Task id of the referral whose ServiceRequest has this id."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT task_id FROM referral WHERE service_request_id = ? AND service_request_id"
+                " != ''",
+                (service_request_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row["task_id"])
+
+    def known_items(self, task_id: str) -> set[str]:
+        """Keys of the feedback items already recorded for a Task."""
+        rows = self._conn().execute("SELECT key FROM feedback_item WHERE task_id = ?", (task_id,))
+        return {str(r["key"]) for r in rows.fetchall()}
+
+    def save_task_update(
+        self,
+        task_id: str,
+        expected_version: int,
+        update: TaskUpdate,
+        *,
+        audit: AuditEvent,
+        now: dt.datetime,
+    ) -> int | None:
+        """New state, item keys, outbox message and audit in one transaction (optimistic lock)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE referral SET status = ?, business_status = ?, reason_code = ?,"
+                " reason_text = ?, version = version + 1,"
+                " first_contact_at = CASE WHEN ? AND first_contact_at IS NULL THEN ?"
+                " ELSE first_contact_at END WHERE task_id = ? AND version = ?",
+                (
+                    update.status,
+                    update.business_status,
+                    update.reason_code,
+                    update.reason_text,
+                    int(update.first_contact),
+                    _ts(now),
+                    task_id,
+                    expected_version,
+                ),
+            )
+            if cursor.rowcount != 1:
+                return None
+            conn.executemany(
+                "INSERT OR IGNORE INTO feedback_item (key, task_id) VALUES (?, ?)",
+                [(key, task_id) for key in update.item_keys],
+            )
+            if update.message is not None:
+                _insert_message(conn, update.message, now)
+            _insert_audit(conn, audit, now)
+            return expected_version + 1
+
+    def overdue_tasks(self, now: dt.datetime, limit: int) -> list[str]:
+        """Past the deadline, no first contact, not finished, not alerted."""
+        rows = self._conn().execute(
+            "SELECT task_id FROM referral WHERE deadline_at IS NOT NULL AND deadline_at < ?"
+            " AND first_contact_at IS NULL AND alerted_at IS NULL AND status IN"
+            " ('requested', 'accepted', 'in-progress', 'on-hold') ORDER BY deadline_at LIMIT ?",
+            (_ts(now), limit),
+        )
+        return [str(r["task_id"]) for r in rows.fetchall()]
+
+    def mark_alerted(
+        self, task_id: str, message: NewMessage | None, *, audit: AuditEvent, now: dt.datetime
+    ) -> bool:
+        """Alert once: flag, outbox message and audit in one transaction."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE referral SET alerted_at = ? WHERE task_id = ? AND alerted_at IS NULL",
+                (_ts(now), task_id),
+            )
+            if cursor.rowcount != 1:
+                return False
+            if message is not None:
+                _insert_message(conn, message, now)
+            _insert_audit(conn, audit, now)
+            return True

@@ -387,3 +387,22 @@ def _put(resource: JsonDict) -> JsonDict:
         "resource": resource,
         "request": {"method": "PUT", "url": f"{rtype}/{rid}"},
     }
+
+
+def alert_bundle(context: ReferralContext, now: str, mapping_ref: str) -> JsonDict:
+    """A Communication to the referrer: the first-contact deadline passed without first contact."""
+    source = f"{LOCAL_BASE}/mapping/{mapping_ref.replace('@', '|')}"
+    text = (
+        "Welzijn op Recept: nog geen eerste contact gemeld; de termijn verliep op "
+        f"{context.first_contact_deadline or 'onbekend'}"
+    )
+    feedback = Feedback(task_id=context.task_id, occurred_at=now)
+    comm = _communication(context, feedback, text, source)
+    comm["priority"] = "urgent"
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid5(NAMESPACE, f"{context.task_id}|deadline-alert")),
+        "meta": {"tag": [{"system": f"{CS}mapping", "code": mapping_ref}]},
+        "type": "transaction",
+        "entry": [_put(comm)],
+    }

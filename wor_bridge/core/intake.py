@@ -54,7 +54,7 @@ def translate(
     ``source_system`` (the authenticated sender) overrides ``output.source_system`` in the ids.
     """
     checked = check(data, content_type, settings)
-    mapping = settings.mappings[checked.destination.mapping]
+    mapping = settings.mapping_for(checked.destination)
     output = settings.output
     if source_system is not None:
         output = output.model_copy(update={"source_system": source_system})

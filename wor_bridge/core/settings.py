@@ -119,7 +119,8 @@ class Destination(_Frozen):
     name: str
     identifier: IdentifierSetting
     endpoint: str | None = None
-    mapping: str
+    mapping: str | None = None
+    poll: bool = False
     delivery: Literal["transaction", "put"] = "transaction"
     auth: DestinationAuth = DestinationAuth()
     tls: ClientTls | None = None
@@ -156,6 +157,15 @@ class Routing(_Frozen):
         if self.catch_all:
             used.add(self.catch_all)
         return used
+
+
+class FeedbackSettings(_Frozen):
+    """The way back: where feedback goes and what it may carry."""
+
+    gp_record: str | None = None
+    note_max_chars: int = Field(default=500, ge=20, le=2000)
+    poll_interval_s: float = Field(default=900.0, ge=1.0)
+    deadline_check_interval_s: float = Field(default=60.0, ge=0.1)
 
 
 class OutputSettings(_Frozen):
@@ -221,6 +231,7 @@ class Settings(_Frozen):
 
     gates: GateSettings = GateSettings()
     output: OutputSettings = OutputSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     destinations: tuple[Destination, ...]
     routing: Routing
     mappings: dict[str, MappingFile]
@@ -235,13 +246,27 @@ class Settings(_Frozen):
         missing = sorted(self.routing.destination_ids() - known)
         if missing:
             raise ValueError(f"routing refers to unknown destinations: {missing}")
+        routed = self.routing.destination_ids()
         for dest in self.destinations:
+            if dest.mapping is None:
+                if dest.id in routed:
+                    raise ValueError(
+                        f"destination {dest.id}: routing sends referrals; needs a mapping"
+                    )
+                continue
             if dest.mapping not in self.mappings:
                 raise ValueError(f"destination {dest.id}: unknown mapping {dest.mapping!r}")
             if dest.delivery == "put" and self.mappings[dest.mapping].request != "PUT":
                 raise ValueError(
                     f"destination {dest.id}: delivery put needs a mapping with request PUT"
                 )
+        if self.feedback.gp_record is not None and self.feedback.gp_record not in known:
+            raise ValueError(f"feedback.gp_record: unknown destination {self.feedback.gp_record!r}")
+        self._check_codes()
+        return self
+
+    def _check_codes(self) -> None:
+        """Code translations and WoR markers use codes the local CodeSystems define."""
         for mapping in self.mappings.values():
             for tr in mapping.code_translations:
                 codes = self.codes.get(tr.target.system)
@@ -254,7 +279,10 @@ class Settings(_Frozen):
             codes = self.codes.get(marker.system)
             if codes is not None and marker.code not in codes:
                 raise ValueError(f"gates.wor_markers: {marker.code!r} is not in {marker.system}")
-        return self
+
+    def mapping_for(self, destination: Destination) -> MappingFile:
+        """The mapping of a destination that receives referrals (checked at load)."""
+        return self.mappings[destination.mapping or ""]
 
     def destination(self, destination_id: str) -> Destination:
         """The destination with this id (ids were checked at load)."""

@@ -1,0 +1,262 @@
+"""Use cases of the way back: apply welfare-side updates and feedback, raise deadline alerts.
+
+Whatever the channel (FHIR on the bridge, polling, signed webhook), it ends in ``apply_feedback``:
+the transition table decides, consent decides what travels, and the new Task state, the recorded
+items, the outbox message for the GP record and the audit record are stored in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from wor_bridge.core import feedback as fb
+from wor_bridge.core.fhir import canonical_json
+from wor_bridge.core.settings import Settings
+from wor_bridge.core.task import Reason, Refusal, Side, TaskState, transition
+from wor_bridge.pipeline import Caller
+from wor_bridge.ports import AuditEvent, Clock, NewMessage, OutboxStore, TaskRecord, TaskUpdate
+
+log = structlog.get_logger("wor_bridge.reporting")
+
+FEEDBACK_MAPPING: Final = "wor-feedback@1.0.0"
+"""Written into every GP-record Bundle (``meta.tag``/``meta.source``)."""
+FIRST_CONTACT_MILESTONES: Final = frozenset(
+    {"first-contact", "intake-done", "conversations", "activity-started", "closed", "follow-up"}
+)
+ITEM_CODES: Final = {
+    "activity-category": fb.ACTIVITY_CATEGORY,
+    "activity-role": fb.ACTIVITY_ROLE,
+    "closure-reason": fb.CLOSURE_REASON,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The update was taken (or was a repeat with no effect)."""
+
+    version: int
+    changed: bool
+    dropped: int = 0
+    state: TaskState | None = None
+
+
+def state_of(task: TaskRecord) -> TaskState:
+    """The Task's state as the transition table sees it."""
+    reason = None
+    if task.reason_code or task.reason_text:
+        reason = Reason(task.reason_code, task.reason_text)
+    return TaskState(task.status, task.business_status, reason)
+
+
+def _check_items(settings: Settings, items: tuple[fb.FeedbackItem, ...]) -> Refusal | None:
+    codes = settings.codes
+    for item in items:
+        if item.kind not in fb.ITEM_KINDS:
+            return Refusal(422, "code-invalid", "feedback item must be a feedback-item code")
+        if item.kind == "note" and len(str(item.value or "")) > settings.feedback.note_max_chars:
+            return Refusal(
+                422,
+                "too-long",
+                f"note must be at most {settings.feedback.note_max_chars} characters "
+                f"(got {len(str(item.value or ''))})",
+            )
+        if item.kind in fb.PG_DIMENSIONS or item.kind == "conversation-count":
+            top = 10 if item.kind in fb.PG_DIMENSIONS else 1000
+            if not isinstance(item.value, int) or isinstance(item.value, bool):
+                return Refusal(422, "invalid", f"{item.kind} must be an integer")
+            if not 0 <= item.value <= top:
+                return Refusal(422, "invalid", f"{item.kind} must be between 0 and {top}")
+        checks: list[tuple[str, object]] = []
+        if item.kind == "activity-started":
+            checks = [(fb.ACTIVITY_CATEGORY, item.category), (fb.ACTIVITY_ROLE, item.role)]
+        if item.kind == "closed":
+            checks = [(fb.CLOSURE_REASON, item.value)]
+        for system, code in checks:
+            if code is not None and str(code) not in codes.get(system, frozenset({str(code)})):
+                return Refusal(422, "code-invalid", f"{item.kind}: code not in {system}")
+    return None
+
+
+def apply_feedback(
+    store: OutboxStore,
+    settings: Settings,
+    clock: Clock,
+    feedback: fb.Feedback,
+    *,
+    side: Side,
+    caller: Caller,
+    destination: str | None = None,
+    expected_version: int | None = None,
+) -> Applied | Refusal:
+    """Apply one channel's update to the Task; refuse what the rules do not allow."""
+    for _attempt in range(3):
+        task = store.get_task(feedback.task_id)
+        if task is None:
+            return Refusal(404, "not-found", "no Task with this id")
+        if destination is not None and task.destination != destination:
+            return Refusal(403, "forbidden", "the Task is owned by another organisation")
+        if expected_version is not None and expected_version != task.version:
+            return Refusal(412, "conflict", f"the Task is at version {task.version}")
+        result = _apply_once(store, settings, clock, feedback, task, side=side, caller=caller)
+        if result is not None:
+            return result
+        if expected_version is not None:
+            return Refusal(412, "conflict", "the Task changed meanwhile")
+    return Refusal(409, "conflict", "concurrent updates; try again")
+
+
+def _apply_once(
+    store: OutboxStore,
+    settings: Settings,
+    clock: Clock,
+    feedback: fb.Feedback,
+    task: TaskRecord,
+    *,
+    side: Side,
+    caller: Caller,
+) -> Applied | Refusal | None:
+    current = state_of(task)
+    reason = None
+    if feedback.reason_code or feedback.reason_text:
+        reason = Reason(feedback.reason_code, feedback.reason_text)
+    new = transition(current, side, feedback.status, feedback.business_status, reason)
+    if isinstance(new, Refusal):
+        _audit_refusal(store, clock, task, caller, new)
+        return new
+    bad = _check_items(settings, feedback.items)
+    if bad is not None:
+        _audit_refusal(store, clock, task, caller, bad)
+        return bad
+    known = store.known_items(task.task_id)
+    fresh = tuple(i for i in feedback.items if fb.item_key(task.task_id, i) not in known)
+    if new == current and not fresh:
+        return Applied(task.version, changed=False, state=current)
+    first = any(i.kind == "first-contact" for i in fresh) or (
+        new.business_status in FIRST_CONTACT_MILESTONES or new.status == "completed"
+    )
+    message, dropped = _gp_message(settings, task, feedback, fresh, new)
+    now = clock.now()
+    version = store.save_task_update(
+        task.task_id,
+        task.version,
+        TaskUpdate(
+            status=new.status,
+            business_status=new.business_status,
+            reason_code=new.reason.code if new.reason else None,
+            reason_text=new.reason.text if new.reason else None,
+            first_contact=first,
+            item_keys=tuple(fb.item_key(task.task_id, i) for i in fresh),
+            message=message,
+        ),
+        audit=AuditEvent(
+            event="task_update",
+            action="U",
+            outcome="success",
+            user=caller.client_id,
+            responsible=task.destination if side == "welfare" else caller.on_behalf_of,
+            source_system=task.source_system,
+            patient_id=task.patient_id,
+            object_type="Task",
+            object_id=task.task_id,
+            detail=f"{current.status} -> {new.status}; {len(fresh)} item(s); {dropped} withheld",
+        ),
+        now=now,
+    )
+    if version is None:
+        return None
+    log.info(
+        "task_updated",
+        task_id=task.task_id,
+        side=side,
+        status=new.status,
+        business_status=new.business_status,
+        items=len(fresh),
+        withheld=dropped,
+        queued_for_gp=message is not None,
+    )
+    return Applied(version, changed=True, dropped=dropped, state=new)
+
+
+def _gp_message(
+    settings: Settings,
+    task: TaskRecord,
+    feedback: fb.Feedback,
+    fresh: tuple[fb.FeedbackItem, ...],
+    state: TaskState,
+) -> tuple[NewMessage | None, int]:
+    target = settings.feedback.gp_record
+    context = fb.context_from_bundle(task.task_id, json.loads(task.bundle), task.patient_id)
+    only_new = fb.Feedback(
+        task_id=feedback.task_id,
+        occurred_at=feedback.occurred_at,
+        status=feedback.status,
+        business_status=feedback.business_status,
+        reason_code=feedback.reason_code,
+        reason_text=feedback.reason_text,
+        items=fresh,
+        coach=feedback.coach,
+    )
+    gp = fb.to_gp_bundle(context, only_new, state, FEEDBACK_MAPPING)
+    if target is None:
+        return None, gp.dropped
+    payload = canonical_json(gp.bundle)
+    digest = hashlib.sha256(payload).hexdigest()[:32]
+    return NewMessage(f"gp|{task.task_id}|{digest}", task.task_id, target, payload), gp.dropped
+
+
+def _audit_refusal(
+    store: OutboxStore, clock: Clock, task: TaskRecord, caller: Caller, refusal: Refusal
+) -> None:
+    store.audit(
+        AuditEvent(
+            event="task_update",
+            action="U",
+            outcome="refused",
+            user=caller.client_id,
+            responsible=caller.on_behalf_of or task.destination,
+            source_system=task.source_system,
+            patient_id=task.patient_id,
+            object_type="Task",
+            object_id=task.task_id,
+            detail=f"{refusal.http_status} {refusal.code}",
+        ),
+        clock.now(),
+    )
+
+
+def check_deadlines(
+    store: OutboxStore, settings: Settings, clock: Clock, limit: int = 100
+) -> list[str]:
+    """Alert once for every Task past its first-contact deadline; returns their ids."""
+    alerted = []
+    now = clock.now()
+    for task_id in store.overdue_tasks(now, limit):
+        task = store.get_task(task_id)
+        if task is None:
+            continue
+        context = fb.context_from_bundle(task_id, json.loads(task.bundle), task.patient_id)
+        target = settings.feedback.gp_record
+        message = None
+        if target is not None:
+            bundle = fb.alert_bundle(context, now.isoformat(timespec="seconds"), FEEDBACK_MAPPING)
+            message = NewMessage(f"alert|{task_id}", task_id, target, canonical_json(bundle))
+        audit = AuditEvent(
+            event="first_contact_overdue",
+            action="E",
+            outcome="alerted" if target else "alerted-no-gp-record",
+            user="bridge",
+            responsible=task.destination,
+            source_system=task.source_system,
+            patient_id=task.patient_id,
+            object_type="Task",
+            object_id=task_id,
+        )
+        if store.mark_alerted(task_id, message, audit=audit, now=now):
+            log.warning("first_contact_overdue", task_id=task_id, destination=task.destination)
+            alerted.append(task_id)
+    return alerted
