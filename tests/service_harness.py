@@ -162,7 +162,8 @@ def write_config(
 ) -> Path:
     """A TOML config in ``tmp_path`` based on the shipped example; returns its path.
 
-    Every destination's endpoint is ``endpoint`` unless ``endpoints`` names another for its id,
+    Every destination's endpoint is ``endpoint`` unless ``endpoints`` names another for its id;
+    the GP record (``feedback.gp_record``) is only kept when ``endpoints`` names ``gp-record``.
     and ``destination`` is merged into every destination (e.g. short timeouts for a short
     lease). The store is ``tmp_path/store.sqlite``; retries and the dispatcher are quick.
     ``overrides`` are merged section by section (``service={"burst": 2}``); lists such as
@@ -171,6 +172,10 @@ def write_config(
     raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
     raw["mappings_dir"] = str(REPO / "mappings")
     chosen = endpoints or {}
+    if "gp-record" not in chosen:
+        # no GP record unless a test gives it one: feedback and deadline alerts then stay out
+        # of the outbox, so referral deliveries are all the receiver sees
+        raw.get("feedback", {}).pop("gp_record", None)
     raw["destinations"] = [
         {**d, "endpoint": chosen.get(d["id"], endpoint), **(destination or {})}
         for d in raw["destinations"]
@@ -201,14 +206,16 @@ def audit_rows(config: Path, event: str | None = None) -> list[dict[str, Any]]:
 
 
 def outbox_states(config: Path) -> list[tuple[Any, ...]]:
-    """(id, state, attempts, lease seconds left, last status, last error) per outbox entry.
+    """(id, state, attempts, lease seconds left, last status, last error) per referral delivery.
 
-    Ids, states and codes only (no payload): safe to show in a failure message.
+    Ids, states and codes only (no payload): safe to show in a failure message. Messages to the
+    GP record (feedback ``gp|...``, deadline alerts ``alert|...``) are left out.
     """
     now = time.time()
     with contextlib.closing(sqlite3.connect(store_path(config), timeout=10)) as conn:
         rows = conn.execute(
             "SELECT id, state, attempts, lease_until, last_status, last_error FROM outbox"
+            " WHERE idempotency_key NOT LIKE 'gp|%' AND idempotency_key NOT LIKE 'alert|%'"
             " ORDER BY id"
         ).fetchall()
     return [

@@ -19,6 +19,8 @@ def test_demo_delivers_every_accepted_referral_and_exits_zero() -> None:
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert "accepted 7 pushes (6 distinct referrals), refused 2, delivered 6 of 6" in out
     assert "already received; no second delivery" in out
+    assert "the way back went as designed" in out
+    assert "first-contact x1" in out
     assert "receiver welzijn-voorbeeld: 5 ServiceRequest(s), 5 Task(s), 0 Condition(s)" in out
     assert "Traceback" not in proc.stderr.decode()
     for value in PATIENT_VALUES:

@@ -101,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wor-bridge`` console script."""
     args = build_parser().parse_args(argv)
-    quiet = args.command in ("map", "validate", "demo")
-    logs.configure(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
+    quiet = args.command in ("map", "validate")
+    level = logging.WARNING if quiet else logging.INFO
+    if args.command == "demo":
+        level = logging.ERROR  # the demo prints its own summary; --verbose shows the log lines
+    logs.configure(logging.DEBUG if args.verbose else level)
     try:
         code: int = args.func(args)
     except ConfigError as err:

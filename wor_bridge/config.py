@@ -196,6 +196,7 @@ class AppConfig:
     clients: tuple[ClientSettings, ...]
     path: Path
     webhooks: tuple[WebhookSettings, ...] = ()
+    mappings_dir: Path = Path()
 
 
 def load_app(path: Path | None = None) -> AppConfig:
@@ -242,7 +243,14 @@ def load_app(path: Path | None = None) -> AppConfig:
     _check_clients_and_webhooks(cfg, settings, mappings_dir, path)
     _log_configuration_facts(mappings)
     return AppConfig(
-        settings, cfg.service, cfg.store, cfg.delivery, cfg.clients, path, cfg.webhooks
+        settings,
+        cfg.service,
+        cfg.store,
+        cfg.delivery,
+        cfg.clients,
+        path,
+        cfg.webhooks,
+        mappings_dir,
     )
 
 

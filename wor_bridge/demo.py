@@ -21,7 +21,7 @@ from typing import Any
 import requests
 import uvicorn
 
-from wor_bridge import bootstrap
+from wor_bridge import bootstrap, demo_welfare
 from wor_bridge.config import REPO_ROOT, load_app
 from wor_bridge.service.app import create_app
 from wor_bridge.testing import SimulatedFhirServer
@@ -68,6 +68,8 @@ def _write_config(folder: Path, endpoints: dict[str, str], port: int) -> Path:
     )
     text = text.replace("http://127.0.0.1:8090/fhir", endpoints["welzijn-voorbeeld"])
     text = text.replace("http://127.0.0.1:8091/fhir", endpoints["welzijn-rivierenland"])
+    text = text.replace("http://127.0.0.1:8092/fhir", endpoints["gp-record"])
+    text = text.replace("deadline_check_interval_s = 60.0", "deadline_check_interval_s = 3600.0")
     text = text.replace("port = 8080", f"port = {port}")
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{folder / "demo.sqlite"}"')
     text = text.replace("base_s = 2.0", "base_s = 0.2")
@@ -132,6 +134,8 @@ def _report(pushes: list[Push], attempts: dict[str, int], receivers: dict[str, A
         f"refused {len(pushes) - len(accepted)}, delivered {len(delivered)} of {len(unique)}"
     )
     for name, server in receivers.items():
+        if name == "gp-record":
+            continue
         print(
             f"receiver {name}: {len(server.resources('ServiceRequest'))} ServiceRequest(s), "
             f"{len(server.resources('Task'))} Task(s), "
@@ -146,15 +150,18 @@ def run(deadline_s: float = 30.0) -> int:
     receivers = {
         "welzijn-voorbeeld": SimulatedFhirServer().start(),
         "welzijn-rivierenland": SimulatedFhirServer().start(),
+        "gp-record": SimulatedFhirServer().start(),
     }
     receivers["welzijn-voorbeeld"].fail_next(503, times=1, retry_after="0")
     with tempfile.TemporaryDirectory(prefix="wor-bridge-demo-") as tmp:
         port = _free_port()
         path = _write_config(Path(tmp), {k: v.base_url for k, v in receivers.items()}, port)
         components = bootstrap.build(load_app(path))
+        app = create_app(components)
+        ok = way_back = False
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(components),
+                app,
                 host="127.0.0.1",
                 port=port,
                 log_level="warning",
@@ -175,10 +182,15 @@ def run(deadline_s: float = 30.0) -> int:
             _wait_delivered(base, pushes, deadline_s)
             attempts = {e.task_id: e.attempts for e in components.store.list_entries(None, 1000)}
             ok = _report(pushes, attempts, receivers)
+            tasks = {p.fixture: p.task_id for p in pushes if p.task_id}
+            way_back = demo_welfare.run(
+                base, components, app.state.dispatcher, receivers["gp-record"], tasks
+            )
         finally:
             server.should_exit = True
             thread.join(10)
             for receiver in receivers.values():
                 receiver.stop()
     print("\nall accepted referrals delivered" if ok else "\nNOT all referrals were delivered")
-    return 0 if ok else 1
+    print("the way back went as designed" if way_back else "the way back did NOT go as designed")
+    return 0 if ok and way_back else 1

@@ -33,6 +33,14 @@ IssueCode = Literal[
     "security",
     "too-costly",
     "exception",
+    "informational",
+    "not-found",
+    "conflict",
+    "forbidden",
+    "login",
+    "throttled",
+    "code-invalid",
+    "too-long",
 ]
 
 

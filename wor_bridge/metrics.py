@@ -51,6 +51,22 @@ class Metrics:
             ["destination", "result"],
             registry=self.registry,
         )
+        self.feedback = Counter(
+            "wor_bridge_feedback",
+            "Welfare-side updates by channel (fhir, webhook, poll) and outcome",
+            ["channel", "outcome"],
+            registry=self.registry,
+        )
+        self.feedback_withheld = Counter(
+            "wor_bridge_feedback_items_withheld",
+            "Feedback items not forwarded because the consent does not cover them",
+            registry=self.registry,
+        )
+        self.deadline_alerts = Counter(
+            "wor_bridge_first_contact_alerts",
+            "First-contact deadlines that passed without first contact (alerted once each)",
+            registry=self.registry,
+        )
         self.intake_seconds = Histogram(
             "wor_bridge_intake_seconds",
             "Time to map, gate and durably store a referral",

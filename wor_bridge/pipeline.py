@@ -7,7 +7,6 @@ carries the patient identifier, as NEN 7513 requires.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from wor_bridge.core.delivery import (
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.gates import Referral, identifiers_in
 from wor_bridge.core.intake import translate
-from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM, Settings
+from wor_bridge.core.settings import Settings
 from wor_bridge.errors import RefusedError, TransportError
 from wor_bridge.ports import (
     AuditEvent,
@@ -39,7 +38,6 @@ from wor_bridge.ports import (
     NewReferral,
     OutboxEntry,
     OutboxStore,
-    ReferralRecord,
     Transport,
 )
 
@@ -279,61 +277,3 @@ def outcome_name(outcome: Outcome) -> str:
     if isinstance(outcome, Rejected):
         return "rejected"
     return "retry"
-
-
-_DELIVERY_STATUS = {
-    "pending": ("requested", "queued"),
-    "delivered": ("requested", "delivered"),
-    "dead": ("failed", "delivery-failed"),
-}
-
-
-def task_view(record: ReferralRecord) -> dict[str, Any]:
-    """The bridge's current Task: the mapped Task with status/businessStatus from delivery."""
-    bundle = json.loads(record.bundle)
-    local = {
-        e["fullUrl"]: f"{e['resource']['resourceType']}/{e['fullUrl'].rsplit(':', 1)[-1]}"
-        for e in bundle["entry"]
-    }
-    task = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
-    task = _relative_references(task, local)
-    status, business = _DELIVERY_STATUS[record.state]
-    task = {**task, "id": record.task_id, "status": status}
-    task["businessStatus"] = {"coding": [{"system": BUSINESS_STATUS_SYSTEM, "code": business}]}
-    return dict(task)
-
-
-def _relative_references(node: Any, local: dict[str, str]) -> Any:
-    """Bundle-internal ``urn:uuid:`` references as ``Type/id`` (outside the Bundle)."""
-    if isinstance(node, dict):
-        return {
-            k: local.get(v, v) if k == "reference" else _relative_references(v, local)
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_relative_references(v, local) for v in node]
-    return node
-
-
-def read_task(
-    store: OutboxStore, clock: Clock, task_id: str, caller: Caller
-) -> dict[str, Any] | None:
-    """The Task for ``task_id`` (audited as a read of patient data), or None."""
-    record = store.get_referral(task_id)
-    if record is None:
-        return None
-    store.audit(
-        AuditEvent(
-            event="task_read",
-            action="R",
-            outcome="success",
-            user=caller.client_id,
-            responsible=caller.on_behalf_of,
-            source_system=record.source_system,
-            patient_id=record.patient_id,
-            object_type="Task",
-            object_id=task_id,
-        ),
-        clock.now(),
-    )
-    return task_view(record)

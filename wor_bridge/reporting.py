@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
 from wor_bridge.core import feedback as fb
 from wor_bridge.core.fhir import canonical_json
-from wor_bridge.core.settings import Settings
+from wor_bridge.core.outbox import State
+from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM, Settings
 from wor_bridge.core.task import Reason, Refusal, Side, TaskState, transition
 from wor_bridge.pipeline import Caller
 from wor_bridge.ports import AuditEvent, Clock, NewMessage, OutboxStore, TaskRecord, TaskUpdate
@@ -133,7 +134,9 @@ def _apply_once(
         _audit_refusal(store, clock, task, caller, bad)
         return bad
     known = store.known_items(task.task_id)
-    fresh = tuple(i for i in feedback.items if fb.item_key(task.task_id, i) not in known)
+    fresh = tuple(
+        i for i in dict.fromkeys(feedback.items) if fb.item_key(task.task_id, i) not in known
+    )
     if new == current and not fresh:
         return Applied(task.version, changed=False, state=current)
     first = any(i.kind == "first-contact" for i in fresh) or (
@@ -260,3 +263,77 @@ def check_deadlines(
             log.warning("first_contact_overdue", task_id=task_id, destination=task.destination)
             alerted.append(task_id)
     return alerted
+
+
+_DELIVERY_STATUS: Final = {
+    "pending": ("requested", "queued"),
+    "delivered": ("requested", "delivered"),
+    "dead": ("failed", "delivery-failed"),
+}
+
+
+def task_resource(task: TaskRecord, delivery: State) -> dict[str, Any]:
+    """The bridge's Task: delivery state until the welfare side reports, then its state.
+
+    ``meta.versionId`` is the version to send in ``If-Match`` when updating it.
+    """
+    bundle = json.loads(task.bundle)
+    local = {
+        e["fullUrl"]: f"{e['resource']['resourceType']}/{e['fullUrl'].rsplit(':', 1)[-1]}"
+        for e in bundle["entry"]
+    }
+    mapped = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
+    out: dict[str, Any] = _relative_references(mapped, local)
+    status, business = _DELIVERY_STATUS[delivery]
+    if task.status != "requested" or task.business_status:
+        status, business = task.status, task.business_status or business
+    out = {**out, "id": task.task_id, "status": status}
+    out["meta"] = {**out.get("meta", {}), "versionId": str(task.version)}
+    out["businessStatus"] = {"coding": [{"system": BUSINESS_STATUS_SYSTEM, "code": business}]}
+    if task.reason_code or task.reason_text:
+        reason: dict[str, Any] = {}
+        if task.reason_code:
+            reason["coding"] = [{"system": fb.CLOSURE_REASON, "code": task.reason_code}]
+        if task.reason_text:
+            reason["text"] = task.reason_text
+        out["statusReason"] = reason
+    return out
+
+
+def _relative_references(node: Any, local: dict[str, str]) -> Any:
+    """Bundle-internal ``urn:uuid:`` references as ``Type/id`` (outside the Bundle)."""
+    if isinstance(node, dict):
+        return {
+            k: local.get(v, v) if k == "reference" else _relative_references(v, local)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_relative_references(v, local) for v in node]
+    return node
+
+
+def read_task(
+    store: OutboxStore, clock: Clock, task_id: str, caller: Caller, destination: str | None = None
+) -> dict[str, Any] | Refusal:
+    """The Task for ``task_id`` (audited as a read of patient data)."""
+    task = store.get_task(task_id)
+    record = store.get_referral(task_id)
+    if task is None or record is None:
+        return Refusal(404, "not-found", "no Task with this id")
+    if destination is not None and task.destination != destination:
+        return Refusal(403, "forbidden", "the Task is owned by another organisation")
+    store.audit(
+        AuditEvent(
+            event="task_read",
+            action="R",
+            outcome="success",
+            user=caller.client_id,
+            responsible=caller.on_behalf_of,
+            source_system=task.source_system,
+            patient_id=task.patient_id,
+            object_type="Task",
+            object_id=task_id,
+        ),
+        clock.now(),
+    )
+    return task_resource(task, record.state)

@@ -53,11 +53,11 @@ ITEM_KINDS: Final = frozenset(
     }
 )
 DISPLAY: Final = {
-    "first-contact": "Eerste contact",
+    "first-contact": "Eerste contact (datum)",
     "intake-done": "Intake gedaan",
     "conversation-count": "Aantal gesprekken",
     "activity-started": "Activiteit gestart",
-    "closed": "Afgesloten",
+    "closed": "Afgesloten (reden)",
     "follow-up": "Nazorg / follow-up",
     "note": "Korte toelichting",
 }
@@ -233,15 +233,15 @@ def item_key(task_id: str, item: FeedbackItem) -> str:
 def allowed_items(
     context: ReferralContext, items: tuple[FeedbackItem, ...]
 ) -> tuple[tuple[FeedbackItem, ...], int]:
-    """The items consent lets travel, and how many were dropped."""
-    kept = []
-    for item in items:
+    """The items consent lets travel (each once), and how many were dropped."""
+    kept: list[FeedbackItem] = []
+    for item in dict.fromkeys(items):
         if not context.feedback_allowed:
             continue
         if item.kind in PG_DIMENSIONS and not context.pg_allowed:
             continue
         kept.append(item)
-    return tuple(kept), len(items) - len(kept)
+    return tuple(kept), len(set(items)) - len(kept)
 
 
 def _observation(
@@ -334,16 +334,20 @@ def _task(
         reason: JsonDict = {}
         if state.reason.code:
             reason = _concept(CLOSURE_REASON, state.reason.code)
-        if state.reason.text:
+        if state.reason.text and context.feedback_allowed:  # free text only under consent
             reason["text"] = state.reason.text
-        task["statusReason"] = reason
+        if reason:
+            task["statusReason"] = reason
     if state.business_status:
         task["businessStatus"] = _concept(BUSINESS_STATUS_SYSTEM, state.business_status)
     task["intent"] = "order"
     task["code"] = _concept("http://hl7.org/fhir/CodeSystem/task-code", "fulfill")
+    task["focus"] = _by_identifier("ServiceRequest", *context.his_identifier)
     if context.patient_identifier:
         task["for"] = _by_identifier("Patient", *context.patient_identifier)
     task["lastModified"] = when
+    if context.referrer:
+        task["requester"] = _by_identifier(*context.referrer[0])
     task["owner"] = _by_identifier("Organization", *context.welfare)
     if obs_ids:
         task["output"] = [

@@ -80,7 +80,7 @@ class Refusal:
     message: str
 
 
-def transition(
+def transition(  # noqa: PLR0911 - one answer per rule, in the order they are checked
     current: TaskState,
     side: Side,
     status: str | None,
@@ -92,15 +92,15 @@ def transition(
     ``status`` None keeps the current status (a milestone-only update).
     """
     target = current.status if status is None else status
-    if target not in STATUSES or target in ("ready", "received"):
+    if target not in STATUSES:
         return Refusal(422, "code-invalid", f"status must be one of {', '.join(STATUSES)}")
+    if reason is not None and not (reason.code or reason.text):
+        reason = None
+    if status is not None and target not in SETTABLE[side]:
+        return Refusal(422, "business-rule", f"the {side} side may not set status {target}")
+    if side == "gp" and business_status is not None:
+        return Refusal(422, "business-rule", "the gp side does not report milestones")
     if target != current.status:
-        if target not in SETTABLE[side]:
-            return Refusal(
-                422,
-                "business-rule",
-                f"the {side} side may not set status {target}",
-            )
         if target not in TRANSITIONS[current.status]:
             return Refusal(
                 409,

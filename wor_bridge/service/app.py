@@ -7,6 +7,7 @@ OperationOutcome, and no answer ever carries a stack trace.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,15 +20,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wor_bridge import pipeline
+from wor_bridge import pipeline, reporting
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.outcome import information, operation_outcome
+from wor_bridge.core.task import Refusal
 from wor_bridge.errors import InboundError, Issue, RefusedError
 from wor_bridge.metrics import Metrics
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.dispatcher import Dispatcher
+from wor_bridge.service.feedback_routes import FeedbackRoutes
 
 FHIR_JSON = "application/fhir+json"
 log = structlog.get_logger("wor_bridge.service")
@@ -111,49 +114,12 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     def caller(client: ClientSettings) -> pipeline.Caller:
         return pipeline.Caller(client.id, client.source_system, client.on_behalf_of)
 
-    async def intake(request: Request) -> Response:
-        client = authorise(request, "referral:write")
-        if isinstance(client, Denied):
-            return _denied(client)
-        body = await _read_body(request, config.core.max_body_bytes)
-        if body is None:
-            metrics.intake.labels("too_large").inc()
-            return _outcome(
-                413,
-                "too-costly",
-                f"must be at most {config.core.max_body_bytes} bytes",
-                "(body)",
-            )
-        started = time.perf_counter()
-        try:
-            accepted = await run_in_threadpool(
-                lambda: pipeline.accept_referral(
-                    store,
-                    config.core,
-                    components.clock,
-                    data=body,
-                    content_type=request.headers.get("content-type") or None,
-                    caller=caller(client),
-                )
-            )
-        except RefusedError as err:
-            metrics.intake.labels("refused").inc()
-            return FhirResponse(operation_outcome(err.issues), status_code=_refusal_status(err))
-        metrics.intake_seconds.observe(time.perf_counter() - started)
-        metrics.intake.labels("accepted" if accepted.created else "duplicate").inc()
-        if accepted.created and run_dispatcher:
-            dispatcher.wake()
-        location = f"/fhir/r4/Task/{accepted.task_id}"
-        message = (
-            "referral accepted and stored; delivery is queued"
-            if accepted.created
-            else "referral already received; no second delivery"
-        )
-        return FhirResponse(
-            information(message),
-            status_code=202,
-            headers={"Content-Location": location},
-        )
+    routes = FeedbackRoutes(components, metrics, authorise, FhirResponse, _outcome)
+    routes.add(app)
+
+    intake = _Intake(
+        components, metrics, auth, dispatcher, run_dispatcher=run_dispatcher, routes=routes
+    ).handle
 
     @app.post("/fhir/r4/ServiceRequest", status_code=202, tags=["intake"])
     async def post_service_request(request: Request) -> Response:
@@ -171,14 +137,100 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
         client = authorise(request, "task:read")
         if isinstance(client, Denied):
             return _denied(client)
-        task = pipeline.read_task(store, components.clock, task_id, caller(client))
-        if task is None:
-            return _outcome(404, "not-found", "no Task with this id", "Task.id")
-        return FhirResponse(task)
+        task = reporting.read_task(
+            store, components.clock, task_id, caller(client), client.destination
+        )
+        if isinstance(task, Refusal):
+            return _outcome(task.http_status, task.code, task.message, "Task.id")
+        return FhirResponse(task, headers={"ETag": f'W/"{task["meta"]["versionId"]}"'})
 
     _add_health_routes(app, components, dispatcher, run_dispatcher, authorise)
     _add_error_handlers(app)
     return app
+
+
+class _Intake:
+    """``POST /fhir/r4/ServiceRequest`` and ``POST /fhir/r4``."""
+
+    def __init__(
+        self,
+        components: Components,
+        metrics: Metrics,
+        auth: Authenticator,
+        dispatcher: Dispatcher,
+        *,
+        run_dispatcher: bool,
+        routes: FeedbackRoutes,
+    ) -> None:
+        self.c = components
+        self.metrics = metrics
+        self.auth = auth
+        self.dispatcher = dispatcher
+        self.run_dispatcher = run_dispatcher
+        self.routes = routes
+
+    async def welfare_bundle(self, request: Request, key: str | None) -> Response:
+        """A welfare client posts Tasks/Observations to the base."""
+        checked = self.auth.check(key, "feedback:write")
+        if isinstance(checked, Denied):
+            return _denied(checked)
+        data = await _read_body(request, self.c.config.core.max_body_bytes)
+        try:
+            bundle = json.loads(data) if data is not None else None
+        except (ValueError, RecursionError):
+            bundle = None
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            return _outcome(400, "structure", "must be a FHIR JSON Bundle", "(body)")
+        return await self.routes.post_bundle(checked, bundle)
+
+    async def handle(self, request: Request) -> Response:
+        """GP side: a referral; welfare side: a Bundle of feedback."""
+        key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        welfare = self.auth.client(key)
+        if welfare is not None and welfare.destination is not None:
+            return await self.welfare_bundle(request, key)
+        client = self.auth.check(key, "referral:write")
+        if isinstance(client, Denied):
+            return _denied(client)
+        body = await _read_body(request, self.c.config.core.max_body_bytes)
+        if body is None:
+            self.metrics.intake.labels("too_large").inc()
+            return _outcome(
+                413,
+                "too-costly",
+                f"must be at most {self.c.config.core.max_body_bytes} bytes",
+                "(body)",
+            )
+        started = time.perf_counter()
+        try:
+            accepted = await run_in_threadpool(
+                lambda: pipeline.accept_referral(
+                    self.c.store,
+                    self.c.config.core,
+                    self.c.clock,
+                    data=body,
+                    content_type=request.headers.get("content-type") or None,
+                    caller=pipeline.Caller(client.id, client.source_system, client.on_behalf_of),
+                )
+            )
+        except RefusedError as err:
+            self.metrics.intake.labels("refused").inc()
+            return FhirResponse(operation_outcome(err.issues), status_code=_refusal_status(err))
+        self.metrics.intake_seconds.observe(time.perf_counter() - started)
+        self.metrics.intake.labels("accepted" if accepted.created else "duplicate").inc()
+        if accepted.created and self.run_dispatcher:
+            self.dispatcher.wake()
+        location = f"/fhir/r4/Task/{accepted.task_id}"
+        message = (
+            "referral accepted and stored; delivery is queued"
+            if accepted.created
+            else "referral already received; no second delivery"
+        )
+        return FhirResponse(
+            information(message),
+            status_code=202,
+            headers={"Content-Location": location},
+        )
 
 
 def _add_health_routes(

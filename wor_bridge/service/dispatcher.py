@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import structlog
 
-from wor_bridge import pipeline
+from wor_bridge import pipeline, reporting
 from wor_bridge.bootstrap import Components
 from wor_bridge.metrics import Metrics
 
@@ -63,10 +64,23 @@ class Dispatcher:
                 self._metrics.delivery_attempts.labels(attempt.destination, result).inc()
         return attempts
 
+    def check_deadlines(self) -> list[str]:
+        """Alert once for each Task past its first-contact deadline."""
+        c = self._c
+        alerted = reporting.check_deadlines(c.store, c.config.core, c.clock)
+        if self._metrics is not None and alerted:
+            self._metrics.deadline_alerts.inc(len(alerted))
+        return alerted
+
     def _run(self) -> None:
         interval = self._c.config.service.dispatcher_interval_s
+        every = self._c.config.core.feedback.deadline_check_interval_s
+        last_check = 0.0
         while not self._stop.is_set():
             try:
+                if time.monotonic() - last_check >= every:
+                    last_check = time.monotonic()
+                    self.check_deadlines()
                 busy = bool(self.run_once())
             except Exception as err:  # noqa: BLE001 - keep the worker alive; log the type only
                 # no traceback: an exception's text may hold payload values
