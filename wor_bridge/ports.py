@@ -250,6 +250,14 @@ class OutboxStore(Protocol):
         version, or None when another update came first."""
         ...
 
+    def poll_cursor(self, destination: str) -> str | None:
+        """The ``_lastUpdated`` high-water mark of the last poll of a destination."""
+        ...
+
+    def set_poll_cursor(self, destination: str, cursor: str) -> None:
+        """Remember the high-water mark after a poll round."""
+        ...
+
     def overdue_tasks(self, now: dt.datetime, limit: int) -> list[str]:
         """Tasks past their first-contact deadline, without first contact, not finished, not
         yet alerted."""

@@ -24,6 +24,7 @@ from wor_bridge.ports import (
     NewMessage,
     NewReferral,
     OutboxEntry,
+    OutboxStore,
     QueueStats,
     ReferralRecord,
     TaskRecord,
@@ -89,6 +90,7 @@ class MemoryOutboxStore:
         self._audit: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._tasks: dict[str, TaskRecord] = {}
+        self._cursors: dict[str, str] = {}
         self._items: dict[str, str] = {}
 
     def close(self) -> None:
@@ -369,6 +371,16 @@ class MemoryOutboxStore:
             self._append_audit(audit, at)
             return expected_version + 1
 
+    def poll_cursor(self, destination: str) -> str | None:
+        """The high-water mark of the last poll of a destination."""
+        with self._lock:
+            return self._cursors.get(destination)
+
+    def set_poll_cursor(self, destination: str, cursor: str) -> None:
+        """Remember the high-water mark after a poll round."""
+        with self._lock:
+            self._cursors[destination] = cursor
+
     def overdue_tasks(self, now: dt.datetime, limit: int) -> list[str]:
         """Past the deadline, no first contact, not finished, not alerted."""
         at = _ts(now)
@@ -401,3 +413,8 @@ class MemoryOutboxStore:
                 self._insert_message(message, at)
             self._append_audit(audit, at)
             return True
+
+
+def _conforms(store: MemoryOutboxStore) -> OutboxStore:
+    """Lets mypy check that the class implements the port."""
+    return store

@@ -26,6 +26,7 @@ from wor_bridge.ports import (
     NewMessage,
     NewReferral,
     OutboxEntry,
+    OutboxStore,
     QueueStats,
     ReferralRecord,
     TaskRecord,
@@ -55,6 +56,10 @@ CREATE TABLE IF NOT EXISTS referral (
     alerted_at REAL
 );
 CREATE INDEX IF NOT EXISTS referral_request ON referral (service_request_id);
+CREATE TABLE IF NOT EXISTS poll_state (
+    destination TEXT PRIMARY KEY,
+    cursor TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS feedback_item (
     key TEXT PRIMARY KEY,
     task_id TEXT NOT NULL REFERENCES referral(task_id)
@@ -479,6 +484,24 @@ class SqliteOutboxStore:
             _insert_audit(conn, audit, now)
             return expected_version + 1
 
+    def poll_cursor(self, destination: str) -> str | None:
+        """The high-water mark of the last poll of a destination."""
+        row = (
+            self._conn()
+            .execute("SELECT cursor FROM poll_state WHERE destination = ?", (destination,))
+            .fetchone()
+        )
+        return None if row is None else str(row["cursor"])
+
+    def set_poll_cursor(self, destination: str, cursor: str) -> None:
+        """Remember the high-water mark after a poll round."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO poll_state (destination, cursor) VALUES (?, ?)"
+                " ON CONFLICT (destination) DO UPDATE SET cursor = excluded.cursor",
+                (destination, cursor),
+            )
+
     def overdue_tasks(self, now: dt.datetime, limit: int) -> list[str]:
         """Past the deadline, no first contact, not finished, not alerted."""
         rows = self._conn().execute(
@@ -504,3 +527,8 @@ class SqliteOutboxStore:
                 _insert_message(conn, message, now)
             _insert_audit(conn, audit, now)
             return True
+
+
+def _conforms(store: SqliteOutboxStore) -> OutboxStore:
+    """Lets mypy check that the class implements the port."""
+    return store
