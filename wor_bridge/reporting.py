@@ -15,6 +15,7 @@ from typing import Any, Final
 import structlog
 
 from wor_bridge.core import feedback as fb
+from wor_bridge.core import identifiers as ids
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.outbox import State
 from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM, Settings
@@ -272,10 +273,13 @@ _DELIVERY_STATUS: Final = {
 }
 
 
-def task_resource(task: TaskRecord, delivery: State) -> dict[str, Any]:
+def task_resource(
+    task: TaskRecord, delivery: State, item_keys: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The bridge's Task: delivery state until the welfare side reports, then its state.
 
-    ``meta.versionId`` is the version to send in ``If-Match`` when updating it.
+    ``meta.versionId`` is the version to send in ``If-Match`` when updating it; ``output``
+    refers (by identifier) to the feedback Observations sent to the GP record.
     """
     bundle = json.loads(task.bundle)
     local = {
@@ -297,6 +301,17 @@ def task_resource(task: TaskRecord, delivery: State) -> dict[str, Any]:
         if task.reason_text:
             reason["text"] = task.reason_text
         out["statusReason"] = reason
+    if item_keys:
+        out["output"] = [
+            {
+                "type": {"coding": [{"system": fb.FEEDBACK_CATEGORY, "code": "wor-feedback"}]},
+                "valueReference": {
+                    "type": "Observation",
+                    "identifier": {"system": ids.URI_IDENTIFIER, "value": f"urn:uuid:{key}"},
+                },
+            }
+            for key in sorted(item_keys)
+        ]
     return out
 
 
@@ -336,4 +351,4 @@ def read_task(
         ),
         clock.now(),
     )
-    return task_resource(task, record.state)
+    return task_resource(task, record.state, frozenset(store.known_items(task_id)))

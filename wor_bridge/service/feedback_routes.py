@@ -83,7 +83,9 @@ class FeedbackRoutes:
         record = self.c.store.get_referral(task_id)
         if task is None or record is None:
             return self.outcome(404, "not-found", "no Task with this id", "Task.id")
-        body = reporting.task_resource(task, record.state)
+        body = reporting.task_resource(
+            task, record.state, frozenset(self.c.store.known_items(task_id))
+        )
         return self.respond(body, headers={"ETag": f'W/"{task.version}"'})
 
     def apply(
@@ -133,7 +135,12 @@ class FeedbackRoutes:
             if task is None or record is None:
                 return self.outcome(404, "not-found", "no Task with this id", "Task.id")
             try:
-                data = jsonpatch.apply_patch(reporting.task_resource(task, record.state), data)
+                data = jsonpatch.apply_patch(
+                    reporting.task_resource(
+                        task, record.state, frozenset(self.c.store.known_items(task_id))
+                    ),
+                    data,
+                )
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError):
                 return self.outcome(422, "invalid", "must be a JSON Patch that applies", "(body)")
         if not isinstance(data, dict) or data.get("resourceType") != "Task":
