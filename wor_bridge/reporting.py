@@ -143,7 +143,17 @@ def _apply_once(
     first = any(i.kind == "first-contact" for i in fresh) or (
         new.business_status in FIRST_CONTACT_MILESTONES or new.status == "completed"
     )
-    message, dropped = _gp_message(settings, task, feedback, fresh, new)
+    if side == "gp":
+        # the GP side withdrew (or marked an error): the welfare side must hear of it
+        update = fb.welfare_task_update(json.loads(task.bundle), new, feedback.occurred_at)
+        payload = canonical_json(update)
+        digest = hashlib.sha256(payload).hexdigest()[:32]
+        message: NewMessage | None = NewMessage(
+            f"task|{task.task_id}|{digest}", task.task_id, task.destination, payload
+        )
+        dropped = 0
+    else:
+        message, dropped = _gp_message(settings, task, feedback, fresh, new)
     now = clock.now()
     version = store.save_task_update(
         task.task_id,
@@ -181,7 +191,7 @@ def _apply_once(
         business_status=new.business_status,
         items=len(fresh),
         withheld=dropped,
-        queued_for_gp=message is not None,
+        queued_to=message.destination if message else None,
     )
     return Applied(version, changed=True, dropped=dropped, state=new)
 

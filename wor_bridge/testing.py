@@ -4,8 +4,9 @@
 receives in memory with FHIR semantics close enough to prove exactly-once *effect*:
 
 - ``POST [base]`` with a transaction Bundle: entries with ``PUT Type/id`` create or update that
-  id; entries with ``POST Type`` and ``ifNoneExist: identifier=system|value`` create only when no
-  stored resource of that type has the identifier; answers a ``transaction-response`` Bundle;
+  id, ``PUT Type?identifier=system|value`` updates the resource with that identifier (conditional
+  update); entries with ``POST Type`` and ``ifNoneExist: identifier=system|value`` create only
+  when no stored resource of that type has the identifier; answers a ``transaction-response``;
 - ``PUT [base]/Type/id`` creates or updates; ``GET [base]/Type/id`` reads; ``GET [base]/Type``
   answers a searchset of everything of that type;
 - ``fail_next(status, times, retry_after)`` scripts failures for the next requests.
@@ -157,8 +158,21 @@ class _Server(ThreadingHTTPServer):
         request = entry.get("request") or {}
         resource = dict(entry.get("resource") or {})
         rtype = resource.get("resourceType", "")
+        url = str(request.get("url", ""))
+        if request.get("method") == "PUT" and "?" in url:  # conditional update by identifier
+            query = url.split("?", 1)[1]
+            with self.state.lock:
+                found = [
+                    rid
+                    for (t, rid), stored in self.state.resources.items()
+                    if t == rtype and _identifier_match(stored, query)
+                ]
+            rid = found[0] if found else str(uuid.uuid4())
+            resource["id"] = rid
+            status = self.put(rtype, rid, resource)
+            return {"response": {"status": f"{int(status)}", "location": f"{rtype}/{rid}"}}
         if request.get("method") == "PUT":
-            rid = str(request.get("url", "")).split("/")[-1]
+            rid = url.rsplit("/", maxsplit=1)[-1]
             resource["id"] = rid
             status = self.put(rtype, rid, resource)
             return {"response": {"status": f"{int(status)}", "location": f"{rtype}/{rid}"}}

@@ -410,3 +410,36 @@ def alert_bundle(context: ReferralContext, now: str, mapping_ref: str) -> JsonDi
         "type": "transaction",
         "entry": [_put(comm)],
     }
+
+
+def welfare_task_update(stored: JsonDict, state: TaskState, when: str) -> JsonDict:
+    """A transaction Bundle that updates the Task at the welfare side (a GP-side cancellation).
+
+    The Task is the one delivered (same id, or found by the bridge identifier with a conditional
+    update where the destination assigned its own ids), with the new status and reason.
+    """
+    entry = next(e for e in stored["entry"] if e["resource"]["resourceType"] == "Task")
+    task = {k: v for k, v in entry["resource"].items() if k != "businessStatus"}
+    task["status"] = state.status
+    if state.reason is not None and (state.reason.code or state.reason.text):
+        reason: JsonDict = {}
+        if state.reason.code:
+            reason = _concept(CLOSURE_REASON, state.reason.code)
+        if state.reason.text:
+            reason["text"] = state.reason.text
+        task["statusReason"] = reason
+    task["lastModified"] = when
+    identifier = task["identifier"][0]
+    if "id" in task:
+        request = {"method": "PUT", "url": f"Task/{task['id']}"}
+    else:
+        request = {
+            "method": "PUT",
+            "url": f"Task?identifier={identifier['system']}|{identifier['value']}",
+        }
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid5(NAMESPACE, f"{identifier['value']}|update|{state.status}|{when}")),
+        "type": "transaction",
+        "entry": [{"fullUrl": entry["fullUrl"], "resource": task, "request": request}],
+    }

@@ -1,0 +1,187 @@
+"""The way back's use cases on the in-memory store: who may do what, and what travels where."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+import wor_bridge
+from tests.cases import case_input
+from wor_bridge import pipeline, reporting
+from wor_bridge.adapters.clock import FixedClock
+from wor_bridge.adapters.memory_store import MemoryOutboxStore
+from wor_bridge.core import feedback as fb
+from wor_bridge.core import fhir
+from wor_bridge.core.settings import Settings
+from wor_bridge.core.task import Refusal
+
+WHEN = "2026-11-04T10:00:00+01:00"
+
+
+@pytest.fixture
+def world(settings: Settings) -> tuple[MemoryOutboxStore, FixedClock, str]:
+    """A store with the contained referral accepted, at a time before its deadline."""
+    store = MemoryOutboxStore()
+    clock = FixedClock(dt.datetime(2026, 11, 3, 9, 0, tzinfo=dt.UTC))
+    accepted = pipeline.accept_referral(
+        store,
+        settings,
+        clock,
+        data=case_input("accepted-contained"),
+        content_type=None,
+        caller=pipeline.Caller("his"),
+    )
+    return store, clock, accepted.task_id
+
+
+def _apply(
+    world: tuple[MemoryOutboxStore, FixedClock, str],
+    settings: Settings,
+    side: str = "welfare",
+    destination: str | None = "welzijn-voorbeeld",
+    **kw: object,
+) -> reporting.Applied | Refusal:
+    store, clock, task_id = world
+    feedback = fb.Feedback(task_id=task_id, occurred_at=WHEN, **kw)  # type: ignore[arg-type]
+    return reporting.apply_feedback(
+        store,
+        settings,
+        clock,
+        feedback,
+        side=side,  # type: ignore[arg-type]
+        caller=pipeline.Caller("test"),
+        destination=destination,
+    )
+
+
+def _messages(store: MemoryOutboxStore, prefix: str) -> list[dict[str, object]]:
+    return [
+        json.loads(e.payload)
+        for e in store.list_entries(None, 100)
+        if e.idempotency_key.startswith(prefix)
+    ]
+
+
+def test_gp_side_cancel_is_forwarded_to_the_welfare_destination(world, settings) -> None:
+    """A GP withdrawal updates the Task at the welfare side, through the outbox, as valid FHIR."""
+    result = _apply(
+        world, settings, side="gp", destination=None, status="cancelled", reason_code="gp-withdrew"
+    )
+    assert isinstance(result, reporting.Applied)
+    store, _, task_id = world
+    [update] = _messages(store, "task|")
+    assert fhir.validate(update, "Bundle") == []
+    task = update["entry"][0]["resource"]  # type: ignore[index]
+    assert (task["id"], task["status"]) == (task_id, "cancelled")
+    assert not _messages(store, "gp|")
+
+
+def test_welfare_update_goes_to_the_gp_record_only(world, settings) -> None:
+    """A welfare milestone reaches the GP record, not back to the welfare destination."""
+    result = _apply(
+        world,
+        settings,
+        status="in-progress",
+        business_status="first-contact",
+        items=(fb.FeedbackItem("first-contact", WHEN),),
+    )
+    assert isinstance(result, reporting.Applied)
+    store, _, _ = world
+    [bundle] = _messages(store, "gp|")
+    kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]  # type: ignore[index]
+    assert kinds == ["Observation", "Task", "Communication"]
+    assert not _messages(store, "task|")
+
+
+def test_another_organisation_cannot_touch_the_task(world, settings) -> None:
+    """A welfare client of another destination gets 403 and changes nothing."""
+    result = _apply(world, settings, destination="welzijn-rivierenland", status="accepted")
+    assert isinstance(result, Refusal)
+    assert result.http_status == 403
+    store, _, task_id = world
+    task = store.get_task(task_id)
+    assert task is not None
+    assert task.status == "requested"
+
+
+def test_stale_version_is_refused(world, settings) -> None:
+    """An update made against an old version is refused with 412."""
+    store, clock, task_id = world
+    result = reporting.apply_feedback(
+        store,
+        settings,
+        clock,
+        fb.Feedback(task_id=task_id, occurred_at=WHEN, status="accepted"),
+        side="welfare",
+        caller=pipeline.Caller("t"),
+        expected_version=7,
+    )
+    assert isinstance(result, Refusal)
+    assert result.http_status == 412
+
+
+def test_items_that_fail_the_code_lists_are_refused(world, settings) -> None:
+    """An activity category outside the CodeSystem or a PG score of 11 is refused with 422."""
+    bad_category = _apply(
+        world,
+        settings,
+        items=(fb.FeedbackItem("activity-started", WHEN, None, "paardrijden", "participant"),),
+    )
+    bad_score = _apply(world, settings, items=(fb.FeedbackItem("pg-zingeving", WHEN, 11),))
+    long_note = _apply(world, settings, items=(fb.FeedbackItem("note", WHEN, "x" * 501),))
+    for result in (bad_category, bad_score, long_note):
+        assert isinstance(result, Refusal)
+        assert result.http_status == 422
+
+
+def test_deadline_alert_is_raised_once(world, settings) -> None:
+    """Past the deadline without first contact: one alert message, and only one."""
+    store, clock, task_id = world
+    clock.set(dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
+    assert reporting.check_deadlines(store, settings, clock) == [task_id]
+    assert reporting.check_deadlines(store, settings, clock) == []
+    [alert] = _messages(store, "alert|")
+    assert fhir.validate(alert, "Bundle") == []
+    comm = alert["entry"][0]["resource"]  # type: ignore[index]
+    assert comm["priority"] == "urgent"
+    assert comm["recipient"][0]["identifier"]["value"] == "01000001"
+
+
+def test_first_contact_in_time_means_no_alert(world, settings) -> None:
+    """A first-contact milestone before the deadline prevents the alert."""
+    _apply(world, settings, status="in-progress", business_status="first-contact")
+    store, clock, _ = world
+    clock.set(dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
+    assert reporting.check_deadlines(store, settings, clock) == []
+
+
+def test_task_resource_shows_welfare_state_version_and_outputs(world, settings) -> None:
+    """GET Task shows the welfare status, the version for If-Match and output references."""
+    _apply(
+        world,
+        settings,
+        status="in-progress",
+        business_status="first-contact",
+        items=(fb.FeedbackItem("first-contact", WHEN),),
+    )
+    store, clock, task_id = world
+    task = reporting.read_task(store, clock, task_id, pipeline.Caller("t"))
+    assert isinstance(task, dict)
+    assert (task["status"], task["meta"]["versionId"]) == ("in-progress", "2")
+    assert task["businessStatus"]["coding"][0]["code"] == "first-contact"
+    assert len(task["output"]) == 1
+    assert fhir.validate(task, "Task") == []
+
+
+def test_no_gp_record_configured_applies_without_forwarding(world) -> None:
+    """Without feedback.gp_record the Task is updated but nothing is queued for a GP record."""
+    plain = wor_bridge.load_settings()
+    plain = plain.model_copy(
+        update={"feedback": plain.feedback.model_copy(update={"gp_record": None})}
+    )
+    result = _apply(world, plain, status="accepted")
+    assert isinstance(result, reporting.Applied)
+    store, _, _ = world
+    assert not _messages(store, "gp|")
