@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -62,6 +63,15 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         name = outcome_name(attempt.outcome)
         results[name] = results.get(name, 0) + 1
     _print({"attempts": len(attempts), "results": results})
+    return 0
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    """Poll the destinations with ``poll = true`` once (cron style) and print counts."""
+    from wor_bridge.poller import Poller  # noqa: PLC0415
+
+    rounds = Poller(bootstrap.load(args.config)).run_once()
+    _print([dataclasses.asdict(r) for r in rounds])
     return 0
 
 
@@ -135,6 +145,9 @@ def add_commands(sub: Any) -> None:
     deliver = with_config(sub.add_parser("deliver", help="deliver due outbox entries"))
     deliver.add_argument("--once", action="store_true", required=True, help="one round, then exit")
     deliver.set_defaults(func=cmd_deliver)
+    poll = with_config(sub.add_parser("poll", help="poll welfare FHIR servers for Task changes"))
+    poll.add_argument("--once", action="store_true", required=True, help="one round, then exit")
+    poll.set_defaults(func=cmd_poll)
     box = with_config(sub.add_parser("outbox", help="inspect and repair the outbox"))
     box.add_argument("--operator", default="operator", help="who acts (recorded in the audit)")
     # the same options are accepted after the action too (``outbox list --config FILE``)

@@ -50,7 +50,7 @@ def task_feedback(task_id: str, task: JsonDict, occurred_at: str) -> fb.Feedback
         )
     when = task.get("lastModified") if isinstance(task.get("lastModified"), str) else occurred_at
     items: list[fb.FeedbackItem] = []
-    if status in FINISHED and reason_code and status == "completed":
+    if status in FINISHED and reason_code:
         items.append(fb.FeedbackItem("closed", str(when), reason_code))
     return fb.Feedback(
         task_id=task_id,

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wor_bridge.connectors.fhir_feedback import FeedbackFormatError
 from wor_bridge.core import feedback as fb
+from wor_bridge.core.task import FINISHED
 from wor_bridge.errors import ConfigError
 
 SIGNATURE_HEADER = "x-wor-signature"
@@ -152,6 +153,8 @@ def parse(mapping: WebhookMapping, body: bytes) -> fb.Feedback:
         mapping.closure_reason, _get(data, f.closure_reason), str(f.closure_reason)
     )
     items = _items(mapping, data, when=when, milestone=milestone, status=status, closure=closure)
+    if milestone is None and status in FINISHED:
+        milestone = "closed"  # a finished trajectory is closed, whether or not the sender says so
     reason = _get(data, f.reason)
     coach = _get(data, f.coach)
     return fb.Feedback(
@@ -192,7 +195,7 @@ def _items(
         if category is None:
             raise FeedbackFormatError(str(f.activity_category), "must name the activity category")
         items.append(fb.FeedbackItem("activity-started", when, None, category, role))
-    if closure is not None and status in ("completed", None) and milestone in ("closed", None):
+    if closure is not None and milestone in ("closed", None):
         items.append(fb.FeedbackItem("closed", when, closure))
     count = _get(data, f.conversations)
     if count is not None:

@@ -28,6 +28,7 @@ from wor_bridge.core.outcome import information, operation_outcome
 from wor_bridge.core.task import Refusal
 from wor_bridge.errors import InboundError, Issue, RefusedError
 from wor_bridge.metrics import Metrics
+from wor_bridge.poller import Poller
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
@@ -90,13 +91,20 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     dispatcher = Dispatcher(components, metrics)
     run_dispatcher = config.service.dispatcher if start_dispatcher is None else start_dispatcher
 
+    polled = run_dispatcher and any(d.poll for d in config.core.destinations)
+    poller = Poller(components, metrics) if polled else None
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_dispatcher:
             dispatcher.start()
+        if poller is not None:
+            poller.start()
         log.info("service_started", dispatcher=run_dispatcher, clients=len(config.clients))
         yield
         dispatcher.stop()
+        if poller is not None:
+            poller.stop()
 
     app = FastAPI(
         title="wor_bridge",
@@ -114,7 +122,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     def caller(client: ClientSettings) -> pipeline.Caller:
         return pipeline.Caller(client.id, client.source_system, client.on_behalf_of)
 
-    routes = FeedbackRoutes(components, metrics, authorise, FhirResponse, _outcome)
+    routes = FeedbackRoutes(components, metrics, authorise, FhirResponse, _outcome, denied=_denied)
     routes.add(app)
 
     intake = _Intake(

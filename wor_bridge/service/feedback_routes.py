@@ -54,8 +54,11 @@ class FeedbackRoutes:
         authorise: Authorise,
         respond: Respond,
         outcome: Callable[..., Response],
+        *,
+        denied: Callable[[Denied], Response],
     ) -> None:
         self.c = components
+        self.denied = denied
         self.metrics = metrics
         self.authorise = authorise
         self.respond = respond
@@ -122,7 +125,7 @@ class FeedbackRoutes:
         """PUT or PATCH a Task: the welfare side reports status (or the GP side cancels)."""
         client = self.authorise(request, "task:update")
         if isinstance(client, Denied):
-            return self.outcome(client.status, client.code, client.message)
+            return self.denied(client)
         version = _version(request.headers.get("if-match"))
         if version is None:
             return self.outcome(428, "required", 'If-Match: W/"<versionId>" is required')
@@ -159,13 +162,16 @@ class FeedbackRoutes:
 
     def observations(
         self, client: ClientSettings, resources: list[tuple[str, dict[str, Any]]]
-    ) -> list[Issue]:
-        """Apply Observations (and Tasks) from a welfare client; one issue per resource."""
+    ) -> tuple[list[Issue], int]:
+        """Apply Observations (and Tasks) from a welfare client: one issue per resource, and the
+        HTTP status of the first refusal (200 when none)."""
         out: list[Issue] = []
+        status = 200
         for where, res in resources:
             issues = fhir.validate(res, where)
             if issues:
                 out += issues
+                status = 400 if status == 200 else status
                 continue
             try:
                 if res["resourceType"] == "Task":
@@ -180,11 +186,13 @@ class FeedbackRoutes:
                     )
             except fhir_feedback.FeedbackFormatError as err:
                 out.append(Issue("invalid", err.location, str(err).split(": ", 1)[-1]))
+                status = 422 if status == 200 else status
                 continue
             result = self.apply(feedback, client, "fhir")
             if isinstance(result, Refusal):
                 self.metrics.feedback.labels("fhir", "refused").inc()
-                out.append(Issue("business-rule", where, f"{result.http_status}: {result.message}"))
+                out.append(Issue(result.code, where, result.message))  # type: ignore[arg-type]
+                status = result.http_status if status == 200 else status
             else:
                 self.metrics.feedback.labels(
                     "fhir", "applied" if result.changed else "repeat"
@@ -192,19 +200,18 @@ class FeedbackRoutes:
                 self.metrics.feedback_withheld.inc(result.dropped)
                 note = "recorded" if result.changed else "already recorded"
                 out.append(Issue("informational", where, note, severity="information"))
-        return out
+        return out, status
 
     async def post_observation(self, request: Request) -> Response:
         """One feedback Observation (basedOn the ServiceRequest, or focus the Task)."""
         client = self.authorise(request, "feedback:write")
         if isinstance(client, Denied):
-            return self.outcome(client.status, client.code, client.message)
+            return self.denied(client)
         data = await self._json(request)
         if not isinstance(data, dict) or data.get("resourceType") != "Observation":
             return self.outcome(400, "not-supported", "must be an Observation", "resourceType")
-        issues = await run_in_threadpool(self.observations, client, [("Observation", data)])
-        status = 201 if all(i.severity == "information" for i in issues) else 422
-        return self.respond(operation_outcome(issues), status_code=status)
+        issues, status = await run_in_threadpool(self.observations, client, [("Observation", data)])
+        return self.respond(operation_outcome(issues), status_code=201 if status == 200 else status)
 
     async def post_bundle(self, client: ClientSettings, data: dict[str, Any]) -> Response:
         """A Bundle of Tasks and Observations from a welfare client (the intake's other half)."""
@@ -218,8 +225,7 @@ class FeedbackRoutes:
             where = unknown[0] if unknown else "Bundle.entry"
             return self.outcome(400, "not-supported", "must hold Tasks and Observations", where)
         entries.sort(key=lambda e: e[1]["resourceType"] != "Task")  # status first, then items
-        issues = await run_in_threadpool(self.observations, client, entries)
-        status = 200 if all(i.severity == "information" for i in issues) else 422
+        issues, status = await run_in_threadpool(self.observations, client, entries)
         return self.respond(operation_outcome(issues), status_code=status)
 
     async def post_webhook(self, connector: str, request: Request) -> Response:
