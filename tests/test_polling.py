@@ -368,6 +368,19 @@ def test_an_out_of_order_task_is_refused(
     assert store.poll_cursor(VOORBEELD) == STAMP_3
 
 
+def test_a_jump_between_two_polls_is_applied(
+    welfare: Welfare, poller: Poller, store: SqliteOutboxStore, task_id: str
+) -> None:
+    """requested -> (accepted ->) completed between two polls arrives as one jump: applied."""
+    done = welfare_task(store, task_id, "completed", STAMP_1, reason="completed-activity")
+    welfare.serve([done])
+    [result] = poller.run_once()
+    assert (result.applied, result.refused) == (1, 0)
+    task = store.get_task(task_id)
+    assert task is not None
+    assert task.status == "completed"
+
+
 def test_the_task_as_sent_is_no_update(
     welfare: Welfare, poller: Poller, store: SqliteOutboxStore, task_id: str
 ) -> None:

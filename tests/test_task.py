@@ -340,3 +340,16 @@ def test_any_update_sequence_keeps_the_invariants(
             assert result.reason.code or result.reason.text
         assert transition(result, *update) == result
         state = result
+
+
+def test_polling_may_jump_along_the_table_but_never_backwards() -> None:
+    """With jump (polling), requested -> completed is admitted; completed -> accepted never is."""
+    assert transition(TaskState(), "welfare", "completed", jump=True) == TaskState("completed")
+    assert isinstance(transition(TaskState(), "welfare", "completed"), Refusal)
+    done = TaskState("completed")
+    refused = transition(done, "welfare", "accepted", jump=True)
+    assert isinstance(refused, Refusal)
+    assert refused.http_status == 409
+    held = transition(TaskState(), "welfare", "on-hold", jump=True)
+    assert isinstance(held, Refusal)
+    assert held.code == "required"

@@ -241,6 +241,7 @@ class Poller:
             side="welfare",
             caller=Caller(f"poll:{destination.id}"),
             destination=destination.id,
+            jump=True,
         )
         if isinstance(result, Refusal):
             self._refused(

@@ -94,8 +94,12 @@ def apply_feedback(
     caller: Caller,
     destination: str | None = None,
     expected_version: int | None = None,
+    jump: bool = False,
 ) -> Applied | Refusal:
-    """Apply one channel's update to the Task; refuse what the rules do not allow."""
+    """Apply one channel's update to the Task; refuse what the rules do not allow.
+
+    ``jump`` (polling only) admits a status reachable in several steps of the table.
+    """
     for _attempt in range(3):
         task = store.get_task(feedback.task_id)
         if task is None:
@@ -104,7 +108,9 @@ def apply_feedback(
             return Refusal(403, "forbidden", "the Task is owned by another organisation")
         if expected_version is not None and expected_version != task.version:
             return Refusal(412, "conflict", f"the Task is at version {task.version}")
-        result = _apply_once(store, settings, clock, feedback, task, side=side, caller=caller)
+        result = _apply_once(
+            store, settings, clock, feedback, task, side=side, caller=caller, jump=jump
+        )
         if result is not None:
             return result
         if expected_version is not None:
@@ -121,12 +127,13 @@ def _apply_once(
     *,
     side: Side,
     caller: Caller,
+    jump: bool = False,
 ) -> Applied | Refusal | None:
     current = state_of(task)
     reason = None
     if feedback.reason_code or feedback.reason_text:
         reason = Reason(feedback.reason_code, feedback.reason_text)
-    new = transition(current, side, feedback.status, feedback.business_status, reason)
+    new = transition(current, side, feedback.status, feedback.business_status, reason, jump=jump)
     if isinstance(new, Refusal):
         _audit_refusal(store, clock, task, caller, new)
         return new

@@ -80,16 +80,36 @@ class Refusal:
     message: str
 
 
+def reachable(current: str, target: str, side: Side) -> bool:
+    """True when ``side`` could move ``current`` to ``target`` through the table in some steps.
+
+    Polling sees only the latest state: a Task that went requested -> accepted -> completed
+    between two polls arrives as one jump, which this admits (the push channels see every step).
+    """
+    seen, todo = {current}, [current]
+    while todo:
+        for nxt in TRANSITIONS[todo.pop()]:
+            if nxt in SETTABLE[side] and nxt not in seen:
+                if nxt == target:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+    return False
+
+
 def transition(  # noqa: PLR0911 - one answer per rule, in the order they are checked
     current: TaskState,
     side: Side,
     status: str | None,
     business_status: str | None = None,
     reason: Reason | None = None,
+    *,
+    jump: bool = False,
 ) -> TaskState | Refusal:
     """The state after an update by ``side``, or why it is refused.
 
-    ``status`` None keeps the current status (a milestone-only update).
+    ``status`` None keeps the current status (a milestone-only update). ``jump`` admits a target
+    that is reachable in several steps (for polling, which sees only the latest state).
     """
     target = current.status if status is None else status
     if target not in STATUSES:
@@ -101,7 +121,8 @@ def transition(  # noqa: PLR0911 - one answer per rule, in the order they are ch
     if side == "gp" and business_status is not None:
         return Refusal(422, "business-rule", "the gp side does not report milestones")
     if target != current.status:
-        if target not in TRANSITIONS[current.status]:
+        allowed = target in TRANSITIONS[current.status]
+        if not allowed and not (jump and reachable(current.status, target, side)):
             return Refusal(
                 409,
                 "conflict",
