@@ -1,4 +1,4 @@
-"""``wor-bridge`` command line: ``map``, ``validate``, ``serve``, ``deliver``, ``outbox``.
+"""``wor-bridge``: ``map``, ``validate``, ``demo``, ``serve``, ``deliver``, ``poll``, ``outbox``.
 
 Exit codes: 0 done, 2 the referral was refused (the OperationOutcome is on stdout), 1 internal or
 configuration error (a one-line message on stderr, no patient data).
@@ -80,7 +80,11 @@ def _cmd_demo(_args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the README's command reference)."""
-    parser = argparse.ArgumentParser(prog="wor-bridge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="wor-bridge",
+        description="Welzijn op Recept referrals from GP systems to welfare organisations "
+        "(FHIR R4): map, serve, deliver, poll, operate the outbox, demo.",
+    )
     parser.add_argument("--verbose", action="store_true", help="log debug lines to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     p_map = sub.add_parser("map", help="map a referral to the welfare transaction Bundle")

@@ -1,4 +1,4 @@
-"""Operator commands: ``serve``, ``deliver --once`` and ``outbox list|show|retry|replay``.
+"""Operator commands: ``serve``, ``deliver``, ``poll`` (``--once``) and ``outbox ...``.
 
 ``outbox show`` prints no patient data unless ``--reveal`` is given, and a reveal is audited.
 """
