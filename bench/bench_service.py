@@ -78,7 +78,7 @@ def write_config(directory: Path, receiver_url: str) -> Path:
         (r"(?m)^burst = [0-9]+", "burst = 10000"),
         (r'(?m)^endpoint = "http://127\.0\.0\.1:8090/fhir"', f'endpoint = "{receiver_url}"'),
         # no GP record: the bench measures referrals in and out, not feedback or deadline alerts
-        (r'(?m)^gp_record = .*$', "# gp_record: off for the bench"),
+        (r"(?m)^gp_record = .*$", "# gp_record: off for the bench"),
     )
     for pattern, value in replacements:
         text, count = re.subn(pattern, value, text, count=1)
