@@ -1,4 +1,5 @@
-"""The only module that imports FHIR models: ``fhir.resources.R4B`` (R4 4.0.1 compatible).
+"""The only module that imports FHIR models: ``fhir.resources.R4B`` (R4 4.0.1 compatible), and
+``fhir.resources.STU3`` for the Dutch platforms that speak STU3 (validation and element types).
 
 Everything else in wor_bridge works on plain FHIR JSON dicts and calls these functions to validate
 input, read XML, check output and serialise. Keeping the import here means a model upgrade (or a
@@ -7,6 +8,7 @@ switch of library) touches one file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 import typing
@@ -16,6 +18,7 @@ from functools import cache
 from typing import Any, Final, Literal
 
 from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.STU3 import get_fhir_model_class as _stu3_model_class
 from fhir_core import types as fhir_types
 from pydantic import ValidationError
 
@@ -275,3 +278,87 @@ def parse_and_serialize(data: bytes) -> bytes:
     model = _model(str(raw["resourceType"])).model_validate(raw)
     out: str = model.model_dump_json()
     return out.encode("utf-8")
+
+
+# --- STU3 (3.0.2), for Dutch platforms that speak it; see wor_bridge.core.stu3 -------------------
+
+
+@cache
+def _stu3_model(resource_type: str) -> Any:
+    """The STU3 model class for a resource or element type (unknown types raise ValueError)."""
+    try:
+        return _stu3_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError) as exc:
+        raise ValueError("unknown FHIR STU3 resource type") from exc
+
+
+def is_stu3_resource_type(name: str) -> bool:
+    """True when ``name`` is an STU3 resource type the models know."""
+    try:
+        model = _stu3_model(name)
+    except ValueError:
+        return False
+    return bool(getattr(model, "__resource_type__", None) == name)
+
+
+@cache
+def stu3_elements(type_name: str) -> dict[str, ElementInfo]:
+    """The elements of an STU3 resource, data type or backbone element by JSON name."""
+    fields = _stu3_model(type_name).model_fields
+    out: dict[str, ElementInfo] = {}
+    for name, field in fields.items():
+        alias = field.alias or name
+        if name == "fhir_comments" or alias.startswith("_") or name == "resource_type":
+            continue
+        out[alias] = _element_info(field.annotation)
+    return out
+
+
+def validate_stu3(resource: JsonDict, location: str) -> list[Issue]:
+    """Validate a FHIR JSON resource against the STU3 model; return issues (empty when valid).
+
+    The STU3 twin of ``validate``: same guards, same issue wording with ``STU3`` for ``R4``.
+    """
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not is_stu3_resource_type(resource_type):
+        return [
+            Issue("not-supported", location, "must be a FHIR STU3 resource (resourceType unknown)")
+        ]
+    nested = _stu3_nested_type_issues(resource, location)
+    if nested:
+        return nested
+    try:
+        _stu3_model(resource_type).model_validate(resource)
+    except ValidationError as exc:
+        return [_as_stu3(issue) for issue in issues_from_validation(exc, location)]
+    except Exception:  # noqa: BLE001 - fhir_core raises TypeError/KeyError on some junk; refuse
+        return [Issue("structure", location, "must be a FHIR STU3 resource (unreadable structure)")]
+    return []
+
+
+def _as_stu3(issue: Issue) -> Issue:
+    """Say ``FHIR STU3`` where the shared R4 wording says ``FHIR R4``."""
+    return dataclasses.replace(issue, diagnostics=issue.diagnostics.replace("FHIR R4", "FHIR STU3"))
+
+
+def _stu3_nested_type_issues(resource: JsonDict, location: str) -> list[Issue]:
+    """``_nested_type_issues`` for STU3: name contained/entry resources of unknown type."""
+    places: list[tuple[str, object]] = []
+    contained = resource.get("contained")
+    if isinstance(contained, list):
+        places += [(f"{location}.contained[{i}]", r) for i, r in enumerate(contained)]
+    entries = resource.get("entry") if resource.get("resourceType") == "Bundle" else None
+    if isinstance(entries, list):
+        for i, entry in enumerate(entries):
+            if isinstance(entry, dict) and "resource" in entry:
+                places.append((f"{location}.entry[{i}].resource", entry["resource"]))
+    issues = []
+    for where, res in places:
+        rtype = res.get("resourceType") if isinstance(res, dict) else None
+        if not isinstance(rtype, str) or not is_stu3_resource_type(rtype):
+            issues.append(
+                Issue("structure", where, "must be a FHIR STU3 resource with a known resourceType")
+            )
+        elif isinstance(res, dict):
+            issues += _stu3_nested_type_issues(res, where)
+    return issues[:MAX_ISSUES]
