@@ -513,13 +513,15 @@ class OutboxMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model)
     @rule(indexes=st.lists(st.integers(min_value=0, max_value=KEYS), max_size=4))
     def requeue(self, indexes: list[int]) -> None:
-        """Requeue some entries (and an unknown id): each existing one counts once."""
+        """Requeue some entries (and an unknown id): each finished one counts once."""
         chosen = {self.pick(i) for i in indexes}
-        assert self.store.requeue([*chosen, 10_000], self.now()) == len(chosen)
-        for entry_id in chosen:
+        finished = {i for i in chosen if self.model[i].state != "pending"}
+        assert self.store.requeue([*chosen, 10_000], self.now()) == len(finished)
+        for entry_id in finished:
             expected = self.model[entry_id]
             expected.state, expected.next_at = "pending", self.clock
             expected.owner = expected.lease_until = None
+            expected.attempts = 0
 
     @rule(seconds=st.integers(min_value=0, max_value=150))
     def advance(self, seconds: int) -> None:

@@ -64,8 +64,23 @@ def _messages(store: MemoryOutboxStore, prefix: str) -> list[dict[str, object]]:
     ]
 
 
+def _deliver_referral(world: tuple[MemoryOutboxStore, FixedClock, str]) -> None:
+    store, clock, _ = world
+    [entry] = store.claim_due("w", clock.now(), 60, 1)
+    assert store.record_attempt(
+        entry.id,
+        "w",
+        now=clock.now(),
+        state="delivered",
+        next_attempt_at=None,
+        status=200,
+        error=None,
+    )
+
+
 def test_gp_side_cancel_is_forwarded_to_the_welfare_destination(world, settings) -> None:
-    """A GP withdrawal updates the Task at the welfare side, through the outbox, as valid FHIR."""
+    """After delivery, a GP withdrawal updates the welfare side's Task through the outbox."""
+    _deliver_referral(world)
     result = _apply(
         world, settings, side="gp", destination=None, status="cancelled", reason_code="gp-withdrew"
     )
@@ -185,3 +200,74 @@ def test_no_gp_record_configured_applies_without_forwarding(world) -> None:
     assert isinstance(result, reporting.Applied)
     store, _, _ = world
     assert not _messages(store, "gp|")
+
+
+def test_withdrawal_before_delivery_never_sends_the_referral(world, settings) -> None:
+    """A GP withdrawal while the referral was never sent dead-letters it: no data, no cancel."""
+    result = _apply(
+        world, settings, side="gp", destination=None, status="cancelled", reason_code="gp-withdrew"
+    )
+    assert isinstance(result, reporting.Applied)
+    store, clock, _ = world
+    [referral] = store.list_entries(None, 10)
+    assert (referral.state, referral.last_error) == ("dead", "withdrawn before delivery")
+    assert not _messages(store, "task|")
+    assert store.claim_due("w", clock.now(), 60, 10) == []
+
+
+def test_messages_about_one_task_go_out_in_order(world, settings) -> None:
+    """While the referral waits for a retry after a timeout, the later cancel is not claimable."""
+    store, clock, _ = world
+    [entry] = store.claim_due("w", clock.now(), 60, 1)
+    later = clock.now() + dt.timedelta(minutes=10)
+    store.record_attempt(
+        entry.id,
+        "w",
+        now=clock.now(),
+        state="pending",
+        next_attempt_at=later,
+        status=None,
+        error="no response (timeout)",
+    )
+    _apply(
+        world, settings, side="gp", destination=None, status="cancelled", reason_code="gp-withdrew"
+    )
+    [cancel] = [e for e in store.list_entries(None, 10) if e.idempotency_key.startswith("task|")]
+    assert store.claim_due("w", clock.now(), 60, 10) == []  # the cancel waits for the referral
+    claimed = store.claim_due("w", later, 60, 10)
+    assert [e.id for e in claimed] == [entry.id]
+    assert cancel.id != entry.id
+
+
+def test_another_gp_system_cannot_touch_the_task(world, settings) -> None:
+    """A GP-side caller speaking for another source system gets 403 on update and read."""
+    store, clock, task_id = world
+    other = pipeline.Caller("his-2", source_system="his-other")
+    feedback = fb.Feedback(
+        task_id=task_id, occurred_at=WHEN, status="cancelled", reason_code="gp-withdrew"
+    )
+    result = reporting.apply_feedback(store, settings, clock, feedback, side="gp", caller=other)
+    assert isinstance(result, Refusal)
+    assert result.http_status == 403
+    read = reporting.read_task(store, clock, task_id, other)
+    assert isinstance(read, Refusal)
+    assert read.http_status == 403
+
+
+def test_repeated_completion_has_one_effect(world, settings) -> None:
+    """The same closure reported at two moments is one item: one Observation id, one message."""
+    closed = fb.FeedbackItem("closed", WHEN, "completed-activity")
+    later = fb.FeedbackItem("closed", "2026-11-05T09:00:00+01:00", "completed-activity")
+    assert isinstance(_apply(world, settings, status="in-progress"), reporting.Applied)
+    first = _apply(
+        world, settings, status="completed", reason_code="completed-activity", items=(closed,)
+    )
+    store, _, _ = world
+    sent = len(_messages(store, "gp|"))
+    again = _apply(
+        world, settings, status="completed", reason_code="completed-activity", items=(later,)
+    )
+    assert isinstance(first, reporting.Applied)
+    assert isinstance(again, reporting.Applied)
+    assert not again.changed
+    assert len(_messages(store, "gp|")) == sent

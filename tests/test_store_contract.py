@@ -124,16 +124,17 @@ def test_ids_are_distinct_and_increasing(store: OutboxStore) -> None:
     assert ids == sorted(set(ids))
 
 
-def test_same_task_two_destinations_keeps_first_referral(store: OutboxStore) -> None:
-    """A second key for a known Task id adds an entry; the referral row stays the first one."""
-    store.add_referral(referral(1, task="task-x", destination="welzijn-a"), T0)
+def test_same_task_routed_elsewhere_is_a_duplicate(store: OutboxStore) -> None:
+    """A known Task id re-pushed to another destination is a duplicate: no second delivery."""
+    first = store.add_referral(referral(1, task="task-x", destination="welzijn-a"), T0)
     second = store.add_referral(referral(2, task="task-x", destination="welzijn-b"), T0)
-    assert second.created
+    assert not second.created
+    assert (second.task_id, second.outbox_id) == ("task-x", first.outbox_id)
     record = store.get_referral("task-x")
     assert record is not None
     assert record.destination == "welzijn-a"
     assert record.patient_id == "urn:uuid:patient-1"
-    assert len(store.list_entries(None, 10)) == 2
+    assert len(store.list_entries(None, 10)) == 1
 
 
 def test_get_referral_reflects_latest_entry(store: OutboxStore) -> None:
@@ -317,7 +318,7 @@ def test_dead_entry_is_not_claimed(store: OutboxStore) -> None:
 
 
 def test_requeue_makes_dead_and_delivered_pending_and_due(store: OutboxStore) -> None:
-    """Requeue: pending, due now, attempts and payload kept; counts every existing id once."""
+    """Requeue: pending, due now, a fresh retry budget, payload kept; each id counts once."""
     dead = store.add_referral(referral(1), T0).outbox_id
     done = store.add_referral(referral(2), T0).outbox_id
     store.claim_due("w", T0, 60, 10)
@@ -327,17 +328,18 @@ def test_requeue_makes_dead_and_delivered_pending_and_due(store: OutboxStore) ->
     for entry_id in (dead, done):
         entry = store.get_entry(entry_id)
         assert entry is not None
-        assert (entry.state, entry.attempts, entry.next_attempt_at) == ("pending", 1, at(100))
+        assert (entry.state, entry.attempts, entry.next_attempt_at) == ("pending", 0, at(100))
+        assert entry.created_at == at(100)
     assert {e.id for e in store.claim_due("w", at(100), 60, 10)} == {dead, done}
 
 
-def test_requeue_clears_a_lease(store: OutboxStore) -> None:
-    """A requeued entry is claimable at once by another worker, and the old owner lost it."""
+def test_requeue_leaves_a_pending_leased_entry_alone(store: OutboxStore) -> None:
+    """Requeue never steals a live lease: a pending entry is not changed, its owner keeps it."""
     added = store.add_referral(referral(1), T0)
     store.claim_due("w1", T0, 600, 10)
-    assert store.requeue([added.outbox_id], at(1)) == 1
-    assert [e.id for e in store.claim_due("w2", at(1), 60, 10)] == [added.outbox_id]
-    assert not record(store, added.outbox_id, "w1", at(2), "delivered", status=200)
+    assert store.requeue([added.outbox_id], at(1)) == 0
+    assert store.claim_due("w2", at(1), 60, 10) == []
+    assert record(store, added.outbox_id, "w1", at(2), "delivered", status=200)
 
 
 def test_requeue_nothing(store: OutboxStore) -> None:

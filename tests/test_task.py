@@ -279,7 +279,7 @@ def test_status_change_clears_old_milestone_and_reason() -> None:
 @pytest.mark.parametrize("finished", sorted(FINISHED))
 def test_finished_task_refuses_new_milestones(finished: str) -> None:
     """A finished Task refuses a different milestone or reason with 409 naming its status."""
-    refusal = _refused(transition(_at(finished), "welfare", None, "follow-up"))
+    refusal = _refused(transition(_at(finished), "welfare", None, "waiting-list"))
     assert (refusal.http_status, refusal.code) == (409, "conflict")
     assert finished in refusal.message
     other = Reason(text="iets anders")
@@ -353,3 +353,12 @@ def test_polling_may_jump_along_the_table_but_never_backwards() -> None:
     held = transition(TaskState(), "welfare", "on-hold", jump=True)
     assert isinstance(held, Refusal)
     assert held.code == "required"
+
+
+def test_follow_up_may_follow_completion() -> None:
+    """The 3/6-month follow-up milestone is accepted on a completed Task, nothing else moves."""
+    done = TaskState("completed", "closed")
+    assert transition(done, "welfare", None, "follow-up") == TaskState("completed", "follow-up")
+    assert isinstance(
+        transition(TaskState("failed", None, REASON), "welfare", None, "follow-up"), Refusal
+    )

@@ -16,7 +16,8 @@ from wor_bridge.errors import ConfigError
 from wor_bridge.ports import Clock, OutboxStore, Transport
 
 MAX_RESOURCES = 8
-"""Resources in one referral Bundle: the most PUTs one ``put`` delivery makes."""
+"""Resources in one referral Bundle: the most PUTs one ``put`` delivery makes (feedback goes to
+the GP record as one transaction)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,8 @@ def build(config: AppConfig) -> Components:
         raise ConfigError(f"{config.path}: destinations without an endpoint: {missing}")
     for dest in config.core.destinations:
         requests = MAX_RESOURCES if dest.delivery == "put" else 1
+        if dest.auth.type == "oauth2":
+            requests = 2 * requests + 2  # a token fetch, and one refresh + retry after a 401
         worst_s = requests * (dest.connect_timeout_s + dest.read_timeout_s)
         if config.delivery.lease_s <= worst_s:
             raise ConfigError(

@@ -37,6 +37,14 @@ def _summary(entry: OutboxEntry) -> dict[str, Any]:
     }
 
 
+def _replayable(store: Any, entry_id: int) -> bool:
+    entry = store.get_entry(entry_id)
+    if entry is None or entry.idempotency_key.startswith(("gp|", "alert|", "task|")):
+        return False
+    task = store.get_task(entry.task_id)
+    return task is not None and task.status == "requested"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service with its dispatcher until interrupted."""
     import uvicorn  # noqa: PLC0415 - only the serve command needs the server
@@ -115,7 +123,14 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     else:  # replay
         since = dt.datetime.fromisoformat(args.since)
         since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
-        changed = store.requeue(store.entry_ids("delivered", since), now)
+        # only referral deliveries whose Task has not moved on: re-sending the original Bundle
+        # would set the welfare side's Task back to requested
+        ids = [
+            entry_id
+            for entry_id in store.entry_ids("delivered", since)
+            if _replayable(store, entry_id)
+        ]
+        changed = store.requeue(ids, now)
         detail = f"delivered since {since.isoformat()}"
     store.audit(
         AuditEvent(

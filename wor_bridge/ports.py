@@ -87,6 +87,9 @@ class TaskUpdate:
     first_contact: bool
     item_keys: tuple[str, ...]
     message: NewMessage | None
+    withdraw: bool = False
+    """GP-side withdrawal: if the referral itself is still pending and not leased, it is dead-
+    lettered (never sent) and ``message`` is dropped, since the receiver never heard of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +164,9 @@ class OutboxStore(Protocol):
     def add_referral(
         self, referral: NewReferral, now: dt.datetime, audit: AuditEvent | None = None
     ) -> Added:
-        """Store the referral and its outbox entry atomically (idempotent on the key).
+        """Store the referral and its outbox entry atomically (idempotent on the key and on the
+        Task id: a known referral routed elsewhere on a re-push is a duplicate, not a second
+        delivery).
 
         ``audit`` is appended in the same transaction, its outcome set to ``accepted`` or
         ``duplicate``, so no intake is ever stored without its audit record (or the reverse).
@@ -171,7 +176,11 @@ class OutboxStore(Protocol):
     def claim_due(
         self, owner: str, now: dt.datetime, lease_s: float, limit: int
     ) -> list[OutboxEntry]:
-        """Lease up to ``limit`` due pending entries to ``owner``; nobody else gets them."""
+        """Lease up to ``limit`` due pending entries to ``owner``; nobody else gets them.
+
+        Per Task and destination only the oldest pending entry is claimable, so messages about
+        one referral reach a receiver in the order they were made.
+        """
         ...
 
     def record_attempt(
@@ -205,7 +214,9 @@ class OutboxStore(Protocol):
         ...
 
     def requeue(self, entry_ids: list[int], now: dt.datetime) -> int:
-        """Make entries pending and due now (retry / replay); returns how many changed."""
+        """Make dead or delivered entries pending and due now, with a fresh retry budget
+        (attempts 0, age from now); pending entries are left alone (their lease stays).
+        Returns how many changed."""
         ...
 
     def entry_ids(self, state: State, since: dt.datetime | None = None) -> list[int]:

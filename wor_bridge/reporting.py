@@ -47,6 +47,16 @@ class Applied:
     state: TaskState | None = None
 
 
+def access(task: TaskRecord, caller: Caller, destination: str | None) -> Refusal | None:
+    """A welfare-side caller may touch only its destination's Tasks; a GP-side caller that
+    speaks for a source system only that system's."""
+    if destination is not None and task.destination != destination:
+        return Refusal(403, "forbidden", "the Task is owned by another organisation")
+    if destination is None and caller.source_system not in (None, task.source_system):
+        return Refusal(403, "forbidden", "the referral came from another GP system")
+    return None
+
+
 def state_of(task: TaskRecord) -> TaskState:
     """The Task's state as the transition table sees it."""
     reason = None
@@ -104,8 +114,9 @@ def apply_feedback(
         task = store.get_task(feedback.task_id)
         if task is None:
             return Refusal(404, "not-found", "no Task with this id")
-        if destination is not None and task.destination != destination:
-            return Refusal(403, "forbidden", "the Task is owned by another organisation")
+        denied = access(task, caller, destination)
+        if denied is not None:
+            return denied
         if expected_version is not None and expected_version != task.version:
             return Refusal(412, "conflict", f"the Task is at version {task.version}")
         result = _apply_once(
@@ -141,12 +152,12 @@ def _apply_once(
     if bad is not None:
         _audit_refusal(store, clock, task, caller, bad)
         return bad
+    context = fb.context_from_bundle(task.task_id, json.loads(task.bundle), task.patient_id)
+    kept, dropped = fb.allowed_items(context, feedback.items)
     known = store.known_items(task.task_id)
-    fresh = tuple(
-        i for i in dict.fromkeys(feedback.items) if fb.item_key(task.task_id, i) not in known
-    )
+    fresh = tuple(i for i in kept if fb.item_key(task.task_id, i) not in known)
     if new == current and not fresh:
-        return Applied(task.version, changed=False, state=current)
+        return Applied(task.version, changed=False, dropped=dropped, state=current)
     first = any(i.kind == "first-contact" for i in fresh) or (
         new.business_status in FIRST_CONTACT_MILESTONES or new.status == "completed"
     )
@@ -158,9 +169,8 @@ def _apply_once(
         message: NewMessage | None = NewMessage(
             f"task|{task.task_id}|{digest}", task.task_id, task.destination, payload
         )
-        dropped = 0
     else:
-        message, dropped = _gp_message(settings, task, feedback, fresh, new)
+        message = _gp_message(settings, context, feedback, fresh, new, earlier=tuple(sorted(known)))
     now = clock.now()
     version = store.save_task_update(
         task.task_id,
@@ -173,6 +183,7 @@ def _apply_once(
             first_contact=first,
             item_keys=tuple(fb.item_key(task.task_id, i) for i in fresh),
             message=message,
+            withdraw=side == "gp" and new.status in ("cancelled", "entered-in-error"),
         ),
         audit=AuditEvent(
             event="task_update",
@@ -205,13 +216,16 @@ def _apply_once(
 
 def _gp_message(
     settings: Settings,
-    task: TaskRecord,
+    context: fb.ReferralContext,
     feedback: fb.Feedback,
     fresh: tuple[fb.FeedbackItem, ...],
     state: TaskState,
-) -> tuple[NewMessage | None, int]:
+    *,
+    earlier: tuple[str, ...],
+) -> NewMessage | None:
+    """The GP-record message: the new items (already consent-filtered) and the Task."""
     target = settings.feedback.gp_record
-    context = fb.context_from_bundle(task.task_id, json.loads(task.bundle), task.patient_id)
+    task_id = context.task_id
     only_new = fb.Feedback(
         task_id=feedback.task_id,
         occurred_at=feedback.occurred_at,
@@ -222,12 +236,12 @@ def _gp_message(
         items=fresh,
         coach=feedback.coach,
     )
-    gp = fb.to_gp_bundle(context, only_new, state, FEEDBACK_MAPPING)
     if target is None:
-        return None, gp.dropped
+        return None
+    gp = fb.to_gp_bundle(context, only_new, state, FEEDBACK_MAPPING, earlier=earlier)
     payload = canonical_json(gp.bundle)
     digest = hashlib.sha256(payload).hexdigest()[:32]
-    return NewMessage(f"gp|{task.task_id}|{digest}", task.task_id, target, payload), gp.dropped
+    return NewMessage(f"gp|{task_id}|{digest}", task_id, target, payload)
 
 
 def _audit_refusal(
@@ -352,8 +366,9 @@ def read_task(
     record = store.get_referral(task_id)
     if task is None or record is None:
         return Refusal(404, "not-found", "no Task with this id")
-    if destination is not None and task.destination != destination:
-        return Refusal(403, "forbidden", "the Task is owned by another organisation")
+    denied = access(task, caller, destination)
+    if denied is not None:
+        return denied
     store.audit(
         AuditEvent(
             event="task_read",

@@ -103,6 +103,9 @@ class MemoryOutboxStore:
         at = _ts(now)
         with self._lock:
             known = self._by_key.get(referral.idempotency_key)
+            if known is None and referral.task_id in self._referrals:
+                first, _ = self._referrals[referral.task_id]
+                known = self._by_key.get(first.idempotency_key)
             if known is not None:
                 row = self._rows[known]
                 if audit is not None:
@@ -158,6 +161,13 @@ class MemoryOutboxStore:
                     if row.state == "pending"
                     and row.next_attempt_at <= at
                     and (row.lease_until is None or row.lease_until <= at)
+                    and not any(
+                        other.task_id == row.task_id
+                        and other.destination == row.destination
+                        and other.state == "pending"
+                        and other.id < row.id
+                        for other in self._rows.values()
+                    )
                 ),
                 key=lambda row: (row.next_attempt_at, row.id),
             )
@@ -234,16 +244,17 @@ class MemoryOutboxStore:
             return [row.entry() for row in chosen]
 
     def requeue(self, entry_ids: list[int], now: dt.datetime) -> int:
-        """Pending and due now, lease cleared; the idempotency key and payload stay the same."""
+        """Dead or delivered -> pending, due now, fresh retry budget; pending ones are left."""
         at = _ts(now)
         with self._lock:
             changed = 0
             for entry_id in set(entry_ids):
                 row = self._rows.get(entry_id)
-                if row is None:
+                if row is None or row.state == "pending":
                     continue
                 row.state = "pending"
-                row.next_attempt_at = at
+                row.next_attempt_at = row.created_at = at
+                row.attempts = 0
                 row.lease_owner = row.lease_until = None
                 changed += 1
             return changed
@@ -366,8 +377,17 @@ class MemoryOutboxStore:
             )
             for key in update.item_keys:
                 self._items.setdefault(key, task_id)
-            if update.message is not None:
-                self._insert_message(update.message, at)
+            message = update.message
+            if update.withdraw:
+                referral, _ = self._referrals[task_id]
+                row = self._rows[self._by_key[referral.idempotency_key]]
+                free = row.lease_until is None or row.lease_until <= at
+                definite = row.attempts == 0 or row.last_status is not None
+                if row.state == "pending" and free and definite:
+                    row.state, row.last_error = "dead", "withdrawn before delivery"
+                    message = None  # the welfare side never received it: nothing to cancel
+            if message is not None:
+                self._insert_message(message, at)
             self._append_audit(audit, at)
             return expected_version + 1
 

@@ -213,8 +213,10 @@ class SqliteOutboxStore:
         """Store referral + outbox entry (+ audit) in one transaction; a known key: the existing."""
         with self._write() as conn:
             row = conn.execute(
-                "SELECT o.id, o.task_id FROM outbox o WHERE o.idempotency_key = ?",
-                (referral.idempotency_key,),
+                "SELECT o.id, o.task_id FROM outbox o WHERE o.idempotency_key = ? UNION ALL"
+                " SELECT o.id, o.task_id FROM referral r JOIN outbox o"
+                " ON o.idempotency_key = r.idempotency_key WHERE r.task_id = ? LIMIT 1",
+                (referral.idempotency_key, referral.task_id),
             ).fetchone()
             if row is not None:
                 if audit is not None:
@@ -262,8 +264,10 @@ class SqliteOutboxStore:
         with self._write() as conn:
             rows = conn.execute(
                 f"UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("  # noqa: S608 - only constant column lists and ? placeholders are interpolated
-                " SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+                " SELECT id FROM outbox o WHERE state = 'pending' AND next_attempt_at <= ?"
                 " AND (lease_until IS NULL OR lease_until <= ?)"
+                " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.task_id = o.task_id"
+                " AND e.destination = o.destination AND e.state = 'pending' AND e.id < o.id)"
                 " ORDER BY next_attempt_at, id LIMIT ?)"
                 f" RETURNING {_ENTRY_COLUMNS}",
                 (owner, _ts(now) + lease_s, _ts(now), _ts(now), limit),
@@ -354,9 +358,10 @@ class SqliteOutboxStore:
         marks = ",".join("?" * len(entry_ids))
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_owner = NULL,"  # noqa: S608 - only constant column lists and ? placeholders are interpolated
-                f" lease_until = NULL WHERE id IN ({marks})",
-                (_ts(now), *entry_ids),
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, created_at = ?,"  # noqa: S608 - only constant column lists and ? placeholders are interpolated
+                " attempts = 0, lease_owner = NULL, lease_until = NULL"
+                f" WHERE state IN ('dead', 'delivered') AND id IN ({marks})",
+                (_ts(now), _ts(now), *entry_ids),
             )
             return cursor.rowcount
 
@@ -479,8 +484,21 @@ class SqliteOutboxStore:
                 "INSERT OR IGNORE INTO feedback_item (key, task_id) VALUES (?, ?)",
                 [(key, task_id) for key in update.item_keys],
             )
-            if update.message is not None:
-                _insert_message(conn, update.message, now)
+            message = update.message
+            if update.withdraw:
+                withdrawn = conn.execute(
+                    "UPDATE outbox SET state = 'dead', last_error = 'withdrawn before delivery'"
+                    " WHERE idempotency_key = (SELECT idempotency_key FROM referral"
+                    " WHERE task_id = ?) AND state = 'pending'"
+                    " AND (lease_until IS NULL OR lease_until <= ?)"
+                    # never sent, or every try got a definite answer (a timeout may have landed)
+                    " AND (attempts = 0 OR last_status IS NOT NULL)",
+                    (task_id, _ts(now)),
+                )
+                if withdrawn.rowcount == 1:
+                    message = None  # the welfare side never received it: nothing to cancel
+            if message is not None:
+                _insert_message(conn, message, now)
             _insert_audit(conn, audit, now)
             return expected_version + 1
 

@@ -98,14 +98,16 @@ def verify(
     """None when the signature and timestamp are good; otherwise why not (no secret in it)."""
     stamp = headers.get(TIMESTAMP_HEADER, "")
     given = headers.get(SIGNATURE_HEADER, "")
-    if not stamp.isascii() or not stamp.isdigit():
+    if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
         return f"{TIMESTAMP_HEADER} must be UNIX seconds"
+    if not given.isascii():
+        return f"{SIGNATURE_HEADER} does not match the body"
     if abs(now_s - int(stamp)) > window_s:
         return f"{TIMESTAMP_HEADER} is outside the replay window of {window_s:.0f} s"
     expected = (
         "sha256=" + hmac.new(secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     )
-    if not hmac.compare_digest(expected, given):
+    if not hmac.compare_digest(expected.encode(), given.encode()):
         return f"{SIGNATURE_HEADER} does not match the body"
     return None
 

@@ -122,16 +122,26 @@ class GpBundle:
     kept: tuple[FeedbackItem, ...] = field(default_factory=tuple)
 
 
+def _codes(provision: JsonDict) -> set[str]:
+    return {
+        coding["code"]
+        for concept in provision.get("code") or []
+        for coding in concept.get("coding") or []
+        if coding.get("system") == CONSENT_PERMISSION and isinstance(coding.get("code"), str)
+    }
+
+
 def _permissions(provision: Any) -> set[str]:
-    found: set[str] = set()
+    """Permissions a (nested) provision grants; a nested deny takes its codes away again."""
     if not isinstance(provision, dict) or provision.get("type", "permit") != "permit":
-        return found
-    for concept in provision.get("code") or []:
-        for coding in concept.get("coding") or []:
-            if coding.get("system") == CONSENT_PERMISSION and isinstance(coding.get("code"), str):
-                found.add(coding["code"])
-    for nested in provision.get("provision") or []:
-        found |= _permissions(nested)
+        return set()
+    found = _codes(provision)
+    nested = [p for p in provision.get("provision") or [] if isinstance(p, dict)]
+    for sub in nested:
+        found |= _permissions(sub)
+    for sub in nested:
+        if sub.get("type") == "deny":
+            found -= _codes(sub)
     return found
 
 
@@ -217,12 +227,16 @@ def _value(item: FeedbackItem) -> JsonDict:  # noqa: PLR0911 - one return per it
     return {"valueString": str(item.value or "")}
 
 
+ONCE_KINDS: Final = frozenset({"first-contact", "intake-done", "closed"})
+"""Facts that happen once per trajectory: their key leaves out when they were reported."""
+
+
 def item_key(task_id: str, item: FeedbackItem) -> str:
     """A stable id for an item: the same fact reported twice has the same id (idempotent)."""
     parts = (
         task_id,
         item.kind,
-        item.effective,
+        "" if item.kind in ONCE_KINDS else item.effective,
         str(item.value),
         str(item.category),
         str(item.role),
@@ -295,8 +309,12 @@ def to_gp_bundle(
     mapping_ref: str,
     *,
     message: str | None = None,
+    earlier: tuple[str, ...] = (),
 ) -> GpBundle:
-    """The transaction Bundle for the GP record: Observations, the Task, a Communication."""
+    """The transaction Bundle for the GP record: Observations, the Task, a Communication.
+
+    ``earlier`` are the ids of Observations sent before: the Task's ``output`` lists them too.
+    """
     source = f"{LOCAL_BASE}/mapping/{mapping_ref.replace('@', '|')}"
     kept, dropped = allowed_items(context, feedback.items)
     entries: list[JsonDict] = []
@@ -306,7 +324,8 @@ def to_gp_bundle(
         obs_ids.append(oid)
         obs = _observation(context, feedback, item, oid, source)
         entries.append(_put(obs))
-    entries.append(_put(_task(context, state, obs_ids, source, feedback.occurred_at)))
+    outputs = obs_ids + sorted(set(earlier) - set(obs_ids))
+    entries.append(_put(_task(context, state, outputs, source, feedback.occurred_at)))
     text = message or summary(state, kept)
     entries.append(_put(_communication(context, feedback, text, source)))
     bundle: JsonDict = {

@@ -137,23 +137,29 @@ def _put(out: dict[str, Any], name: str, value: Any, is_list: bool) -> None:
         out[name] = value
 
 
-def _convert(raw: str, kind: str) -> Any:
+def _convert(raw: str, kind: str) -> Any:  # noqa: PLR0911 - one exit per JSON kind and guard
     """JSON type of a primitive; a value that does not convert stays a string for validation."""
     if kind == "boolean":
         return {"true": True, "false": False}.get(raw, raw)
     if kind == "integer":
+        if len(raw) > 20:  # outside FHIR's 32-bit integer anyway; int() of huge text is slow
+            return raw
         try:
             return int(raw)
         except ValueError:
             return raw
     if kind == "decimal":
+        if len(raw) > 40:
+            return raw
         try:
             number = Decimal(raw)
         except InvalidOperation:
             return raw
-        return (
-            int(number) if number == number.to_integral_value() and "." not in raw else float(raw)
-        )
+        if not number.is_finite() or abs(number.adjusted()) > 30:
+            return raw  # no 1e1000000 expansions: the validator refuses the string instead
+        if "e" in raw.lower() or "." in raw or number != number.to_integral_value():
+            return float(number)
+        return int(number)
     return raw
 
 

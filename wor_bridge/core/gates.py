@@ -145,8 +145,15 @@ def _check_request(c: _Checker, sr: JsonDict, loc: str) -> tuple[str, str] | Non
         c.fail("business-rule", f"{loc}.status", "must be active (a referral to be carried out)")
     if sr.get("intent") not in ORDER_INTENTS:
         c.fail("business-rule", f"{loc}.intent", "must be order (not a proposal or plan)")
-    if not isinstance(sr.get("authoredOn"), str) or len(sr["authoredOn"]) < 10:
+    authored = sr.get("authoredOn")
+    if not isinstance(authored, str) or len(authored) < 10:
         c.fail("required", f"{loc}.authoredOn", "must be the referral date (at least YYYY-MM-DD)")
+    elif not _readable_moment(authored):
+        c.fail(
+            "invalid",
+            f"{loc}.authoredOn",
+            "must be a date-time this bridge can compute with (no leap second)",
+        )
     for i, ident in enumerate(sr.get("identifier") or []):
         system, value = ident.get("system"), ident.get("value")
         if isinstance(system, str) and isinstance(value, str) and system and value.strip():
@@ -159,6 +166,14 @@ def _check_request(c: _Checker, sr: JsonDict, loc: str) -> tuple[str, str] | Non
         "must carry the referral's identifier in the GP system (system and value)",
     )
     return None
+
+
+def _readable_moment(text: str) -> bool:
+    try:
+        dt.datetime.fromisoformat(text) if len(text) > 10 else dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_codes(c: _Checker, sr: JsonDict, loc: str) -> Coding | None:

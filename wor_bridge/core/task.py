@@ -36,6 +36,11 @@ SETTABLE: Final[dict[Side, frozenset[str]]] = {
     ),
 }
 
+_AFTER_CLOSURE: Final[dict[str, tuple[str, ...]]] = {
+    "completed": ("follow-up",),  # the 3- and 6-month follow-up comes after closure
+}
+_AFTER_CLOSURE_DEFAULT: Final[tuple[str, ...]] = ()
+
 # from -> the statuses it may move to (a status may always stay the same, with new milestones).
 TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     "requested": frozenset(
@@ -129,7 +134,12 @@ def transition(  # noqa: PLR0911 - one answer per rule, in the order they are ch
                 f"the Task is {current.status}; it cannot become {target}",
             )
     elif current.status in FINISHED and (
-        business_status not in (None, current.business_status)
+        business_status
+        not in (
+            None,
+            current.business_status,
+            *_AFTER_CLOSURE.get(current.status, _AFTER_CLOSURE_DEFAULT),
+        )
         or (reason is not None and reason != current.reason)
     ):
         return Refusal(409, "conflict", f"the Task is {current.status}; it is finished")

@@ -82,6 +82,33 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+class _CatchAll:
+    """Outermost-but-one ASGI layer: an unexpected error becomes a 500 OperationOutcome and one
+    log line with its type. Starlette's own handler would re-raise, and the server would print
+    the traceback (whose message may quote input) to stderr."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence; type only
+            log.error("request_failed", error=type(exc).__name__)  # noqa: TRY400 - no traceback
+            if scope.get("type") != "http" or started:
+                return
+            response = _outcome(500, "exception", "internal error")
+            await response(scope, receive, send)
+
+
 def create_app(components: Components, *, start_dispatcher: bool | None = None) -> FastAPI:
     """The ASGI app for ``components``; the dispatcher runs inside it unless disabled."""
     config = components.config
@@ -114,6 +141,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     )
     app.state.dispatcher = dispatcher
     app.state.metrics = metrics
+    app.add_middleware(_CatchAll)
 
     def authorise(request: Request, scope: str) -> ClientSettings | Denied:
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))

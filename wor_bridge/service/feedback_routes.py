@@ -44,6 +44,10 @@ def _version(header: str | None) -> int | None:
     return int(text) if text.isdigit() else -1
 
 
+def _may_update(client: ClientSettings) -> bool:
+    return "task:update" in client.scopes or "admin" in client.scopes
+
+
 class FeedbackRoutes:
     """Holds what the routes share; ``add`` registers them on the app."""
 
@@ -137,6 +141,10 @@ class FeedbackRoutes:
             record = self.c.store.get_referral(task_id)
             if task is None or record is None:
                 return self.outcome(404, "not-found", "no Task with this id", "Task.id")
+            caller = Caller(client.id, client.source_system, client.on_behalf_of)
+            denied = reporting.access(task, caller, client.destination)
+            if denied is not None:  # before the patch: a `test` op must not probe others' Tasks
+                return self.outcome(denied.http_status, denied.code, denied.message, "Task")
             try:
                 data = jsonpatch.apply_patch(
                     reporting.task_resource(
@@ -172,6 +180,10 @@ class FeedbackRoutes:
             if issues:
                 out += issues
                 status = 400 if status == 200 else status
+                continue
+            if res["resourceType"] == "Task" and not _may_update(client):
+                out.append(Issue("forbidden", where, "changing a Task needs the task:update scope"))
+                status = 403 if status == 200 else status
                 continue
             try:
                 if res["resourceType"] == "Task":
