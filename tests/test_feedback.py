@@ -13,7 +13,7 @@ import pytest
 
 from tests.cases import FIXTURES, PATIENT_VALUES, REPO
 from wor_bridge.core import feedback as fb
-from wor_bridge.core import fhir
+from wor_bridge.core import fhir, gp_record
 from wor_bridge.core.task import Reason, TaskState, transition
 
 Json = dict[str, Any]
@@ -229,9 +229,9 @@ def _state(case: Case) -> TaskState:
     return state
 
 
-def _gp(case: Case) -> fb.GpBundle:
+def _gp(case: Case) -> gp_record.GpBundle:
     context = _context(case.referral, bsn=case.bsn)
-    return fb.to_gp_bundle(context, case.feedback, _state(case), MAPPING)
+    return gp_record.to_gp_bundle(context, case.feedback, _state(case), MAPPING)
 
 
 def _entries(bundle: Json, rtype: str) -> list[Json]:
@@ -442,12 +442,16 @@ def test_pg_items_are_dropped_and_counted_without_pg_consent() -> None:
     """Without pg-scores consent the six PG items are dropped and counted; other items travel."""
     count = fb.FeedbackItem("conversation-count", "2026-12-01", 4)
     feedback = _feedback(CONTAINED, "2026-12-01T15:00:00+01:00", items=(*PG_ITEMS, count))
-    gp = fb.to_gp_bundle(_context(CONTAINED, bsn=True), feedback, TaskState("in-progress"), MAPPING)
+    gp = gp_record.to_gp_bundle(
+        _context(CONTAINED, bsn=True), feedback, TaskState("in-progress"), MAPPING
+    )
     assert gp.dropped == 6
     assert gp.kept == (count,)
     [obs] = _entries(gp.bundle, "Observation")
     assert obs["code"]["coding"][0]["code"] == "conversation-count"
-    with_pg = fb.to_gp_bundle(_context(POH, bsn=True), feedback, TaskState("in-progress"), MAPPING)
+    with_pg = gp_record.to_gp_bundle(
+        _context(POH, bsn=True), feedback, TaskState("in-progress"), MAPPING
+    )
     assert with_pg.dropped == 0
     assert len(_entries(with_pg.bundle, "Observation")) == 7
 
@@ -484,12 +488,13 @@ def test_same_item_in_a_later_update_keeps_its_observation_id() -> None:
     context = _context(CONTAINED, bsn=True)
     state = _state(case)
     assert (
-        fb.to_gp_bundle(context, later, state, MAPPING).observation_ids == _gp(case).observation_ids
+        gp_record.to_gp_bundle(context, later, state, MAPPING).observation_ids
+        == _gp(case).observation_ids
     )
     more = dataclasses.replace(
         later, items=(fb.FeedbackItem("conversation-count", "2026-11-27", 4),)
     )
-    assert fb.to_gp_bundle(context, more, state, MAPPING).observation_ids[0] not in (
+    assert gp_record.to_gp_bundle(context, more, state, MAPPING).observation_ids[0] not in (
         _gp(case).observation_ids
     )
 
@@ -498,7 +503,9 @@ def test_duplicate_items_in_one_feedback_give_one_observation() -> None:
     """The same item twice in one Feedback yields one Observation, so fullUrls stay unique."""
     item = fb.FeedbackItem("intake-done", "2026-11-13", True)
     feedback = _feedback(CONTAINED, "2026-11-13T12:00:00+01:00", items=(item, item))
-    gp = fb.to_gp_bundle(_context(CONTAINED, bsn=True), feedback, TaskState("in-progress"), MAPPING)
+    gp = gp_record.to_gp_bundle(
+        _context(CONTAINED, bsn=True), feedback, TaskState("in-progress"), MAPPING
+    )
     full_urls = [e["fullUrl"] for e in gp.bundle["entry"]]
     assert len(full_urls) == len(set(full_urls)), full_urls
 
@@ -508,7 +515,7 @@ def test_reason_without_code_or_text_gives_no_empty_status_reason() -> None:
     state = transition(TaskState("accepted"), "welfare", "in-progress", "first-contact", Reason())
     assert isinstance(state, TaskState)
     feedback = _feedback(CONTAINED, "2026-11-06T14:30:00+01:00", status="in-progress")
-    gp = fb.to_gp_bundle(_context(CONTAINED, bsn=True), feedback, state, MAPPING)
+    gp = gp_record.to_gp_bundle(_context(CONTAINED, bsn=True), feedback, state, MAPPING)
     assert _empty_elements(gp.bundle) == []
 
 
@@ -522,7 +529,7 @@ def test_communication_text_is_the_summary_without_free_text(name: str) -> None:
     gp = _gp(case)
     [payload] = _one(gp.bundle, "Communication")["payload"]
     text = payload["contentString"]
-    assert text == fb.summary(_state(case), gp.kept)
+    assert text == gp_record.summary(_state(case), gp.kept)
     assert text.startswith(f"Welzijn op Recept: status {_state(case).status}")
     assert NOTE not in text
     assert "wandelgroep" not in text
@@ -537,7 +544,7 @@ def test_summary_never_repeats_note_or_reason_text() -> None:
         fb.FeedbackItem("note", "2026-12-01", "CANARY notitie"),
         fb.FeedbackItem("conversation-count", "2026-12-01", 5),
     )
-    text = fb.summary(state, items)
+    text = gp_record.summary(state, items)
     assert "CANARY" not in text
     assert "aantal gesprekken" in text
 

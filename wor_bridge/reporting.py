@@ -15,6 +15,7 @@ from typing import Any, Final
 import structlog
 
 from wor_bridge.core import feedback as fb
+from wor_bridge.core import gp_record
 from wor_bridge.core import identifiers as ids
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.outbox import State
@@ -163,7 +164,7 @@ def _apply_once(
     )
     if side == "gp":
         # the GP side withdrew (or marked an error): the welfare side must hear of it
-        update = fb.welfare_task_update(json.loads(task.bundle), new, feedback.occurred_at)
+        update = gp_record.welfare_task_update(json.loads(task.bundle), new, feedback.occurred_at)
         payload = canonical_json(update)
         digest = hashlib.sha256(payload).hexdigest()[:32]
         message: NewMessage | None = NewMessage(
@@ -238,7 +239,7 @@ def _gp_message(
     )
     if target is None:
         return None
-    gp = fb.to_gp_bundle(context, only_new, state, FEEDBACK_MAPPING, earlier=earlier)
+    gp = gp_record.to_gp_bundle(context, only_new, state, FEEDBACK_MAPPING, earlier=earlier)
     payload = canonical_json(gp.bundle)
     digest = hashlib.sha256(payload).hexdigest()[:32]
     return NewMessage(f"gp|{task_id}|{digest}", task_id, target, payload)
@@ -278,7 +279,9 @@ def check_deadlines(
         target = settings.feedback.gp_record
         message = None
         if target is not None:
-            bundle = fb.alert_bundle(context, now.isoformat(timespec="seconds"), FEEDBACK_MAPPING)
+            bundle = gp_record.alert_bundle(
+                context, now.isoformat(timespec="seconds"), FEEDBACK_MAPPING
+            )
             message = NewMessage(f"alert|{task_id}", task_id, target, canonical_json(bundle))
         audit = AuditEvent(
             event="first_contact_overdue",
