@@ -30,19 +30,23 @@ MAX_ISSUES: Final = 100
 JsonDict = dict[str, Any]
 
 
+Version = Literal["R4", "STU3"]
+_LOOKUP: Final = {"R4": get_fhir_model_class, "STU3": _stu3_model_class}
+
+
 @cache
-def _model(resource_type: str) -> Any:
-    """The R4B model class for a resource type (KeyError-free: unknown types raise ValueError)."""
+def _model(resource_type: str, version: Version = "R4") -> Any:
+    """The model class for a resource or data type (unknown types raise ValueError)."""
     try:
-        return get_fhir_model_class(resource_type)
+        return _LOOKUP[version](resource_type)
     except (KeyError, ValueError, AttributeError) as exc:
-        raise ValueError("unknown FHIR resource type") from exc
+        raise ValueError(f"unknown FHIR {version} resource type") from exc
 
 
-def is_resource_type(name: str) -> bool:
-    """True when ``name`` is an R4 resource type the models know."""
+def is_resource_type(name: str, version: Version = "R4") -> bool:
+    """True when ``name`` is a resource type the models of ``version`` know."""
     try:
-        model = _model(name)
+        model = _model(name, version)
     except ValueError:
         return False
     return bool(getattr(model, "__resource_type__", None) == name)
@@ -55,30 +59,55 @@ def element_names(resource_type: str) -> frozenset[str]:
     return frozenset((f.alias or name) for name, f in fields.items() if name != "fhir_comments")
 
 
-def validate(resource: JsonDict, location: str) -> list[Issue]:
-    """Validate a FHIR JSON resource against the R4B model; return issues (empty when valid).
+def validate(resource: JsonDict, location: str, version: Version = "R4") -> list[Issue]:
+    """Validate a FHIR JSON resource against the models; return issues (empty when valid).
 
     ``location`` is the FHIRPath of the resource itself (e.g. ``Bundle``), used as the prefix of
     every issue's expression.
     """
     resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str) or not is_resource_type(resource_type):
+    if not isinstance(resource_type, str) or not is_resource_type(resource_type, version):
         return [
-            Issue("not-supported", location, "must be a FHIR R4 resource (resourceType unknown)")
+            Issue(
+                "not-supported",
+                location,
+                f"must be a FHIR {version} resource (resourceType unknown)",
+            )
         ]
-    nested = _nested_type_issues(resource, location)
+    nested = _nested_type_issues(resource, location, version)
     if nested:
         return nested
     try:
-        _model(resource_type).model_validate(resource)
+        _model(resource_type, version).model_validate(resource)
     except ValidationError as exc:
-        return issues_from_validation(exc, location)
+        issues = issues_from_validation(exc, location)
+        if version != "R4":
+            issues = [_relabel(i, version) for i in issues]
+        return issues
     except Exception:  # noqa: BLE001 - fhir_core raises TypeError/KeyError on some junk; refuse
-        return [Issue("structure", location, "must be a FHIR R4 resource (unreadable structure)")]
+        return [
+            Issue(
+                "structure",
+                location,
+                f"must be a FHIR {version} resource (unreadable structure)",
+            )
+        ]
     return []
 
 
-def _nested_type_issues(resource: JsonDict, location: str) -> list[Issue]:
+def validate_stu3(resource: JsonDict, location: str) -> list[Issue]:
+    """``validate`` against the STU3 models."""
+    return validate(resource, location, "STU3")
+
+
+def _relabel(issue: Issue, version: Version) -> Issue:
+    """Say ``FHIR STU3`` where the shared wording says ``FHIR R4``."""
+    return dataclasses.replace(
+        issue, diagnostics=issue.diagnostics.replace("FHIR R4", f"FHIR {version}")
+    )
+
+
+def _nested_type_issues(resource: JsonDict, location: str, version: Version) -> list[Issue]:
     """Check ``contained`` and ``Bundle.entry.resource`` types before the models see them.
 
     The models look the type up before validating and fail with a bare TypeError/KeyError on a
@@ -96,12 +125,16 @@ def _nested_type_issues(resource: JsonDict, location: str) -> list[Issue]:
     issues = []
     for where, res in places:
         rtype = res.get("resourceType") if isinstance(res, dict) else None
-        if not isinstance(rtype, str) or not is_resource_type(rtype):
+        if not isinstance(rtype, str) or not is_resource_type(rtype, version):
             issues.append(
-                Issue("structure", where, "must be a FHIR R4 resource with a known resourceType")
+                Issue(
+                    "structure",
+                    where,
+                    f"must be a FHIR {version} resource with a known resourceType",
+                )
             )
         elif isinstance(res, dict):
-            issues += _nested_type_issues(res, where)
+            issues += _nested_type_issues(res, where, version)
     return issues[:MAX_ISSUES]
 
 
@@ -151,9 +184,9 @@ def _element_info(annotation: Any) -> ElementInfo:  # noqa: PLR0911 - one return
 
 
 @cache
-def elements(type_name: str) -> dict[str, ElementInfo]:
+def elements(type_name: str, version: Version = "R4") -> dict[str, ElementInfo]:
     """The elements of a resource or data type by JSON name (for reading FHIR XML)."""
-    fields = _model(type_name).model_fields
+    fields = _model(type_name, version).model_fields
     out: dict[str, ElementInfo] = {}
     for name, field in fields.items():
         alias = field.alias or name
@@ -283,82 +316,11 @@ def parse_and_serialize(data: bytes) -> bytes:
 # --- STU3 (3.0.2), for Dutch platforms that speak it; see wor_bridge.core.stu3 -------------------
 
 
-@cache
-def _stu3_model(resource_type: str) -> Any:
-    """The STU3 model class for a resource or element type (unknown types raise ValueError)."""
-    try:
-        return _stu3_model_class(resource_type)
-    except (KeyError, ValueError, AttributeError) as exc:
-        raise ValueError("unknown FHIR STU3 resource type") from exc
-
-
 def is_stu3_resource_type(name: str) -> bool:
     """True when ``name`` is an STU3 resource type the models know."""
-    try:
-        model = _stu3_model(name)
-    except ValueError:
-        return False
-    return bool(getattr(model, "__resource_type__", None) == name)
+    return is_resource_type(name, "STU3")
 
 
-@cache
 def stu3_elements(type_name: str) -> dict[str, ElementInfo]:
     """The elements of an STU3 resource, data type or backbone element by JSON name."""
-    fields = _stu3_model(type_name).model_fields
-    out: dict[str, ElementInfo] = {}
-    for name, field in fields.items():
-        alias = field.alias or name
-        if name == "fhir_comments" or alias.startswith("_") or name == "resource_type":
-            continue
-        out[alias] = _element_info(field.annotation)
-    return out
-
-
-def validate_stu3(resource: JsonDict, location: str) -> list[Issue]:
-    """Validate a FHIR JSON resource against the STU3 model; return issues (empty when valid).
-
-    The STU3 twin of ``validate``: same guards, same issue wording with ``STU3`` for ``R4``.
-    """
-    resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str) or not is_stu3_resource_type(resource_type):
-        return [
-            Issue("not-supported", location, "must be a FHIR STU3 resource (resourceType unknown)")
-        ]
-    nested = _stu3_nested_type_issues(resource, location)
-    if nested:
-        return nested
-    try:
-        _stu3_model(resource_type).model_validate(resource)
-    except ValidationError as exc:
-        return [_as_stu3(issue) for issue in issues_from_validation(exc, location)]
-    except Exception:  # noqa: BLE001 - fhir_core raises TypeError/KeyError on some junk; refuse
-        return [Issue("structure", location, "must be a FHIR STU3 resource (unreadable structure)")]
-    return []
-
-
-def _as_stu3(issue: Issue) -> Issue:
-    """Say ``FHIR STU3`` where the shared R4 wording says ``FHIR R4``."""
-    return dataclasses.replace(issue, diagnostics=issue.diagnostics.replace("FHIR R4", "FHIR STU3"))
-
-
-def _stu3_nested_type_issues(resource: JsonDict, location: str) -> list[Issue]:
-    """``_nested_type_issues`` for STU3: name contained/entry resources of unknown type."""
-    places: list[tuple[str, object]] = []
-    contained = resource.get("contained")
-    if isinstance(contained, list):
-        places += [(f"{location}.contained[{i}]", r) for i, r in enumerate(contained)]
-    entries = resource.get("entry") if resource.get("resourceType") == "Bundle" else None
-    if isinstance(entries, list):
-        for i, entry in enumerate(entries):
-            if isinstance(entry, dict) and "resource" in entry:
-                places.append((f"{location}.entry[{i}].resource", entry["resource"]))
-    issues = []
-    for where, res in places:
-        rtype = res.get("resourceType") if isinstance(res, dict) else None
-        if not isinstance(rtype, str) or not is_stu3_resource_type(rtype):
-            issues.append(
-                Issue("structure", where, "must be a FHIR STU3 resource with a known resourceType")
-            )
-        elif isinstance(res, dict):
-            issues += _stu3_nested_type_issues(res, where)
-    return issues[:MAX_ISSUES]
+    return elements(type_name, "STU3")
