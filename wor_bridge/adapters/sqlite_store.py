@@ -19,18 +19,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, cast
 
+from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, ts
+from wor_bridge.adapters.sqlite_tasks import SqliteTaskTables
 from wor_bridge.core.outbox import State
 from wor_bridge.ports import (
     Added,
     AuditEvent,
-    NewMessage,
     NewReferral,
     OutboxEntry,
     OutboxStore,
     QueueStats,
     ReferralRecord,
-    TaskRecord,
-    TaskUpdate,
 )
 
 SCHEMA: Final = """
@@ -108,49 +107,6 @@ _ENTRY_COLUMNS: Final = (
 )
 
 
-def _ts(moment: dt.datetime) -> float:
-    return moment.timestamp()
-
-
-def _dt(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, tz=dt.UTC)
-
-
-def _insert_audit(conn: sqlite3.Connection, event: AuditEvent, now: dt.datetime) -> None:
-    conn.execute(
-        "INSERT INTO audit (at, event, action, outcome, user, responsible, source_system,"
-        " patient_id, object_type, object_id, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            _ts(now),
-            event.event,
-            event.action,
-            event.outcome,
-            event.user,
-            event.responsible,
-            event.source_system,
-            event.patient_id,
-            event.object_type,
-            event.object_id,
-            event.detail,
-        ),
-    )
-
-
-def _insert_message(conn: sqlite3.Connection, message: NewMessage, now: dt.datetime) -> None:
-    conn.execute(
-        "INSERT OR IGNORE INTO outbox (idempotency_key, task_id, destination, state, created_at,"
-        " next_attempt_at, payload) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-        (
-            message.idempotency_key,
-            message.task_id,
-            message.destination,
-            _ts(now),
-            _ts(now),
-            message.payload,
-        ),
-    )
-
-
 def _entry(row: sqlite3.Row) -> OutboxEntry:
     return OutboxEntry(
         id=row["id"],
@@ -159,16 +115,16 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
         destination=row["destination"],
         state=cast(State, row["state"]),
         attempts=row["attempts"],
-        created_at=cast(dt.datetime, _dt(row["created_at"])),
-        next_attempt_at=cast(dt.datetime, _dt(row["next_attempt_at"])),
-        delivered_at=_dt(row["delivered_at"]),
+        created_at=cast(dt.datetime, from_ts(row["created_at"])),
+        next_attempt_at=cast(dt.datetime, from_ts(row["next_attempt_at"])),
+        delivered_at=from_ts(row["delivered_at"]),
         last_status=row["last_status"],
         last_error=row["last_error"],
         payload=bytes(row["payload"]),
     )
 
 
-class SqliteOutboxStore:
+class SqliteOutboxStore(SqliteTaskTables):
     """``OutboxStore`` on one SQLite file; one connection per thread."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
@@ -220,7 +176,7 @@ class SqliteOutboxStore:
             ).fetchone()
             if row is not None:
                 if audit is not None:
-                    _insert_audit(conn, replace(audit, outcome="duplicate"), now)
+                    insert_audit(conn, replace(audit, outcome="duplicate"), now)
                 return Added(row["task_id"], row["id"], created=False)
             conn.execute(
                 "INSERT OR IGNORE INTO referral (task_id, idempotency_key, source_system,"
@@ -235,10 +191,10 @@ class SqliteOutboxStore:
                     referral.patient_id,
                     referral.responsible,
                     referral.client_id,
-                    _ts(now),
+                    ts(now),
                     referral.bundle,
                     referral.service_request_id,
-                    _ts(referral.deadline_at) if referral.deadline_at else None,
+                    ts(referral.deadline_at) if referral.deadline_at else None,
                 ),
             )
             cursor = conn.execute(
@@ -248,13 +204,13 @@ class SqliteOutboxStore:
                     referral.idempotency_key,
                     referral.task_id,
                     referral.destination,
-                    _ts(now),
-                    _ts(now),
+                    ts(now),
+                    ts(now),
                     referral.bundle,
                 ),
             )
             if audit is not None:
-                _insert_audit(conn, replace(audit, outcome="accepted"), now)
+                insert_audit(conn, replace(audit, outcome="accepted"), now)
             return Added(referral.task_id, int(cast(int, cursor.lastrowid)), created=True)
 
     def claim_due(
@@ -270,7 +226,7 @@ class SqliteOutboxStore:
                 " AND e.destination = o.destination AND e.state = 'pending' AND e.id < o.id)"
                 " ORDER BY next_attempt_at, id LIMIT ?)"
                 f" RETURNING {_ENTRY_COLUMNS}",
-                (owner, _ts(now) + lease_s, _ts(now), _ts(now), limit),
+                (owner, ts(now) + lease_s, ts(now), ts(now), limit),
             ).fetchall()
         return sorted((_entry(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
 
@@ -295,9 +251,9 @@ class SqliteOutboxStore:
                 " WHERE id = ? AND lease_owner = ? AND state = 'pending'",
                 (
                     state,
-                    _ts(next_attempt_at or now),
+                    ts(next_attempt_at or now),
                     state,
-                    _ts(now),
+                    ts(now),
                     status,
                     error,
                     entry_id,
@@ -305,7 +261,7 @@ class SqliteOutboxStore:
                 ),
             )
             if audit is not None:
-                _insert_audit(conn, audit, now)
+                insert_audit(conn, audit, now)
             return cursor.rowcount == 1
 
     def get_referral(self, task_id: str) -> ReferralRecord | None:
@@ -361,13 +317,13 @@ class SqliteOutboxStore:
                 "UPDATE outbox SET state = 'pending', next_attempt_at = ?, created_at = ?,"  # noqa: S608 - only constant column lists and ? placeholders are interpolated
                 " attempts = 0, lease_owner = NULL, lease_until = NULL"
                 f" WHERE state IN ('dead', 'delivered') AND id IN ({marks})",
-                (_ts(now), _ts(now), *entry_ids),
+                (ts(now), ts(now), *entry_ids),
             )
             return cursor.rowcount
 
     def entry_ids(self, state: State, since: dt.datetime | None = None) -> list[int]:
         """Ids in ``state``, created at or after ``since``."""
-        floor = _ts(since) if since is not None else 0.0
+        floor = ts(since) if since is not None else 0.0
         rows = (
             self._conn()
             .execute(
@@ -381,7 +337,7 @@ class SqliteOutboxStore:
     def audit(self, event: AuditEvent, now: dt.datetime) -> None:
         """Append one audit record (its own transaction)."""
         with self._write() as conn:
-            _insert_audit(conn, event, now)
+            insert_audit(conn, event, now)
 
     def audit_records(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest audit records (for operators and tests)."""
@@ -396,155 +352,12 @@ class SqliteOutboxStore:
             counts[row["state"]] = row["n"]
         oldest = conn.execute("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
         first = oldest.fetchone()[0]
-        age = max(0.0, _ts(now) - first) if first is not None else 0.0
+        age = max(0.0, ts(now) - first) if first is not None else 0.0
         return QueueStats(counts["pending"], counts["dead"], counts["delivered"], age)
 
     def ping(self) -> None:
         """Run a trivial query; raises sqlite3.Error when the store is unusable."""
         self._conn().execute("SELECT 1").fetchone()
-
-    def get_task(self, task_id: str) -> TaskRecord | None:
-        """The Task of a referral, or None."""
-        row = (
-            self._conn()
-            .execute(
-                "SELECT task_id, destination, source_system, patient_id, bundle, status,"
-                " business_status, reason_code, reason_text, version, deadline_at,"
-                " first_contact_at, alerted_at FROM referral WHERE task_id = ?",
-                (task_id,),
-            )
-            .fetchone()
-        )
-        if row is None:
-            return None
-        return TaskRecord(
-            task_id=row["task_id"],
-            destination=row["destination"],
-            source_system=row["source_system"],
-            patient_id=row["patient_id"],
-            bundle=bytes(row["bundle"]),
-            status=row["status"],
-            business_status=row["business_status"],
-            reason_code=row["reason_code"],
-            reason_text=row["reason_text"],
-            version=row["version"],
-            deadline_at=_dt(row["deadline_at"]),
-            first_contact_at=_dt(row["first_contact_at"]),
-            alerted_at=_dt(row["alerted_at"]),
-        )
-
-    def task_for_request(self, service_request_id: str) -> str | None:
-        """The Task id of the referral whose ServiceRequest has this id."""
-        row = (
-            self._conn()
-            .execute(
-                "SELECT task_id FROM referral WHERE service_request_id = ? AND service_request_id"
-                " != ''",
-                (service_request_id,),
-            )
-            .fetchone()
-        )
-        return None if row is None else str(row["task_id"])
-
-    def known_items(self, task_id: str) -> set[str]:
-        """Keys of the feedback items already recorded for a Task."""
-        rows = self._conn().execute("SELECT key FROM feedback_item WHERE task_id = ?", (task_id,))
-        return {str(r["key"]) for r in rows.fetchall()}
-
-    def save_task_update(
-        self,
-        task_id: str,
-        expected_version: int,
-        update: TaskUpdate,
-        *,
-        audit: AuditEvent,
-        now: dt.datetime,
-    ) -> int | None:
-        """New state, item keys, outbox message and audit in one transaction (optimistic lock)."""
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE referral SET status = ?, business_status = ?, reason_code = ?,"
-                " reason_text = ?, version = version + 1,"
-                " first_contact_at = CASE WHEN ? AND first_contact_at IS NULL THEN ?"
-                " ELSE first_contact_at END WHERE task_id = ? AND version = ?",
-                (
-                    update.status,
-                    update.business_status,
-                    update.reason_code,
-                    update.reason_text,
-                    int(update.first_contact),
-                    _ts(now),
-                    task_id,
-                    expected_version,
-                ),
-            )
-            if cursor.rowcount != 1:
-                return None
-            conn.executemany(
-                "INSERT OR IGNORE INTO feedback_item (key, task_id) VALUES (?, ?)",
-                [(key, task_id) for key in update.item_keys],
-            )
-            message = update.message
-            if update.withdraw:
-                withdrawn = conn.execute(
-                    "UPDATE outbox SET state = 'dead', last_error = 'withdrawn before delivery'"
-                    " WHERE idempotency_key = (SELECT idempotency_key FROM referral"
-                    " WHERE task_id = ?) AND state = 'pending'"
-                    " AND (lease_until IS NULL OR lease_until <= ?)"
-                    # never sent, or every try got a definite answer (a timeout may have landed)
-                    " AND (attempts = 0 OR last_status IS NOT NULL)",
-                    (task_id, _ts(now)),
-                )
-                if withdrawn.rowcount == 1:
-                    message = None  # the welfare side never received it: nothing to cancel
-            if message is not None:
-                _insert_message(conn, message, now)
-            _insert_audit(conn, audit, now)
-            return expected_version + 1
-
-    def poll_cursor(self, destination: str) -> str | None:
-        """The high-water mark of the last poll of a destination."""
-        row = (
-            self._conn()
-            .execute("SELECT cursor FROM poll_state WHERE destination = ?", (destination,))
-            .fetchone()
-        )
-        return None if row is None else str(row["cursor"])
-
-    def set_poll_cursor(self, destination: str, cursor: str) -> None:
-        """Remember the high-water mark after a poll round."""
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO poll_state (destination, cursor) VALUES (?, ?)"
-                " ON CONFLICT (destination) DO UPDATE SET cursor = excluded.cursor",
-                (destination, cursor),
-            )
-
-    def overdue_tasks(self, now: dt.datetime, limit: int) -> list[str]:
-        """Past the deadline, no first contact, not finished, not alerted."""
-        rows = self._conn().execute(
-            "SELECT task_id FROM referral WHERE deadline_at IS NOT NULL AND deadline_at < ?"
-            " AND first_contact_at IS NULL AND alerted_at IS NULL AND status IN"
-            " ('requested', 'accepted', 'in-progress', 'on-hold') ORDER BY deadline_at LIMIT ?",
-            (_ts(now), limit),
-        )
-        return [str(r["task_id"]) for r in rows.fetchall()]
-
-    def mark_alerted(
-        self, task_id: str, message: NewMessage | None, *, audit: AuditEvent, now: dt.datetime
-    ) -> bool:
-        """Alert once: flag, outbox message and audit in one transaction."""
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE referral SET alerted_at = ? WHERE task_id = ? AND alerted_at IS NULL",
-                (_ts(now), task_id),
-            )
-            if cursor.rowcount != 1:
-                return False
-            if message is not None:
-                _insert_message(conn, message, now)
-            _insert_audit(conn, audit, now)
-            return True
 
 
 def _conforms(store: SqliteOutboxStore) -> OutboxStore:
