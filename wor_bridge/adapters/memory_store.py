@@ -131,22 +131,18 @@ class MemoryOutboxStore:
                     alerted_at=None,
                 ),
             )
-            row = _Row(
-                id=next(self._ids),
-                idempotency_key=referral.idempotency_key,
-                task_id=referral.task_id,
-                destination=referral.destination,
-                state="pending",
-                attempts=0,
-                created_at=at,
-                next_attempt_at=at,
-                payload=referral.bundle,
+            entry_id = self._insert_message(
+                NewMessage(
+                    referral.idempotency_key,
+                    referral.task_id,
+                    referral.destination,
+                    referral.bundle,
+                ),
+                at,
             )
-            self._rows[row.id] = row
-            self._by_key[row.idempotency_key] = row.id
             if audit is not None:
                 self._append_audit(replace(audit, outcome="accepted"), at)
-            return Added(referral.task_id, row.id, created=True)
+            return Added(referral.task_id, entry_id, created=True)
 
     def claim_due(
         self, owner: str, now: dt.datetime, lease_s: float, limit: int
@@ -312,10 +308,10 @@ class MemoryOutboxStore:
     def ping(self) -> None:
         """Always reachable."""
 
-    def _insert_message(self, message: NewMessage, at: float) -> None:
-        """Like SQLite's INSERT OR IGNORE into the outbox (caller holds the lock)."""
+    def _insert_message(self, message: NewMessage, at: float) -> int:
+        """Like SQLite's INSERT OR IGNORE into the outbox (caller holds the lock); the entry id."""
         if message.idempotency_key in self._by_key:
-            return
+            return self._by_key[message.idempotency_key]
         row = _Row(
             id=next(self._ids),
             idempotency_key=message.idempotency_key,
@@ -329,6 +325,7 @@ class MemoryOutboxStore:
         )
         self._rows[row.id] = row
         self._by_key[row.idempotency_key] = row.id
+        return row.id
 
     def get_task(self, task_id: str) -> TaskRecord | None:
         """The Task of a referral, or None."""

@@ -37,8 +37,9 @@ def insert_audit(conn: sqlite3.Connection, event: AuditEvent, now: dt.datetime) 
     )
 
 
-def insert_message(conn: sqlite3.Connection, message: NewMessage, now: dt.datetime) -> None:
-    conn.execute(
+def insert_message(conn: sqlite3.Connection, message: NewMessage, now: dt.datetime) -> int | None:
+    """Queue a message (INSERT OR IGNORE on its key); the new entry's id, None if it existed."""
+    cursor = conn.execute(
         "INSERT OR IGNORE INTO outbox (idempotency_key, task_id, destination, state, created_at,"
         " next_attempt_at, payload) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
         (
@@ -50,3 +51,4 @@ def insert_message(conn: sqlite3.Connection, message: NewMessage, now: dt.dateti
             message.payload,
         ),
     )
+    return cursor.lastrowid if cursor.rowcount == 1 else None

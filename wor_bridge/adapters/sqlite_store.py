@@ -19,12 +19,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, cast
 
-from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, ts
+from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, insert_message, ts
 from wor_bridge.adapters.sqlite_tasks import SqliteTaskTables
 from wor_bridge.core.outbox import State
 from wor_bridge.ports import (
     Added,
     AuditEvent,
+    NewMessage,
     NewReferral,
     OutboxEntry,
     OutboxStore,
@@ -197,21 +198,19 @@ class SqliteOutboxStore(SqliteTaskTables):
                     ts(referral.deadline_at) if referral.deadline_at else None,
                 ),
             )
-            cursor = conn.execute(
-                "INSERT INTO outbox (idempotency_key, task_id, destination, state, created_at,"
-                " next_attempt_at, payload) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                (
+            entry_id = insert_message(
+                conn,
+                NewMessage(
                     referral.idempotency_key,
                     referral.task_id,
                     referral.destination,
-                    ts(now),
-                    ts(now),
                     referral.bundle,
                 ),
+                now,
             )
             if audit is not None:
                 insert_audit(conn, replace(audit, outcome="accepted"), now)
-            return Added(referral.task_id, int(cast(int, cursor.lastrowid)), created=True)
+            return Added(referral.task_id, int(cast(int, entry_id)), created=True)
 
     def claim_due(
         self, owner: str, now: dt.datetime, lease_s: float, limit: int
