@@ -38,8 +38,8 @@ def _task(case: str) -> Json:
     return notified_pull.notification_task(
         _bundle(case),
         task_id=TASK_ID,
-        receiver_agb=RECEIVER_AGB,
-        sender_agb=SENDER_AGB,
+        receiver=RECEIVER_AGB,
+        sender=SENDER_AGB,
         base_url=BASE_URL,
     )
 
@@ -212,11 +212,11 @@ def test_pullable_references_are_relative_and_served(case: str) -> None:
 def test_notification_task_refuses_malformed_arguments() -> None:
     """A non-uuid task id, a non-AGB code or a relative base URL raise ValueError."""
     bundle = _bundle("accepted-contained")
-    good = {"task_id": TASK_ID, "receiver_agb": RECEIVER_AGB, "sender_agb": SENDER_AGB}
+    good = {"task_id": TASK_ID, "receiver": RECEIVER_AGB, "sender": SENDER_AGB}
     with pytest.raises(ValueError):
         notified_pull.notification_task(bundle, **{**good, "task_id": "x"}, base_url=BASE_URL)
     with pytest.raises(ValueError):
-        notified_pull.notification_task(bundle, **{**good, "receiver_agb": "1"}, base_url=BASE_URL)
+        notified_pull.notification_task(bundle, **{**good, "receiver": "1"}, base_url=BASE_URL)
     with pytest.raises(ValueError):
         notified_pull.notification_task(bundle, **good, base_url="bridge.example.org")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wor_bridge.core import fhir
@@ -95,11 +95,36 @@ def load_codesystem(path: Path) -> tuple[str, frozenset[str]]:
     return str(raw["url"]), frozenset(codes)
 
 
-Scope = Literal["referral:write", "task:read", "task:update", "feedback:write", "admin"]
+Scope = Literal[
+    "referral:write", "task:read", "task:update", "feedback:write", "referral:pull", "admin"
+]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServiceTls(_Model):
+    """HTTPS for the service, optionally with client certificates (mutual TLS).
+
+    Paths are relative to the TOML file. With ``client_ca_file`` set, a client certificate issued
+    by that CA is asked for (required when ``require_client_cert``); its SHA-256 fingerprint maps it
+    to the client whose ``cert_sha256`` it matches.
+    """
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    require_client_cert: bool = True
+
+    @model_validator(mode="after")
+    def _ca_for_clients(self) -> ServiceTls:
+        if self.require_client_cert and self.client_ca_file is None:
+            raise ValueError(
+                "service.tls: require_client_cert needs client_ca_file "
+                "(or set require_client_cert = false for HTTPS without client certificates)"
+            )
+        return self
 
 
 class ServiceSettings(_Model):
@@ -107,6 +132,7 @@ class ServiceSettings(_Model):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    tls: ServiceTls | None = None
     rate_per_s: float = Field(default=10.0, gt=0)
     burst: int = Field(default=20, ge=1)
     dispatcher: bool = True
@@ -131,10 +157,17 @@ class DeliverySettings(_Model):
 
 
 class ClientSettings(_Model):
-    """A caller of the service: its key (stored as SHA-256 hex, never in clear) and scopes."""
+    """A caller of the service: its key (stored as SHA-256 hex, never in clear) and scopes.
+
+    A notified-pull receiver (scope ``referral:pull``) authenticates at ``/oauth/token`` with its
+    key as client secret, or with a private-key JWT checked against ``jwt_public_key_file`` (PEM,
+    relative to the TOML file). ``cert_sha256`` binds the client to its TLS client certificate.
+    """
 
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    jwt_public_key_file: str | None = None
+    cert_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     scopes: tuple[Scope, ...]
     source_system: str | None = None
     on_behalf_of: str = ""
@@ -164,6 +197,7 @@ class Config(BaseSettings):
     output: dict[str, Any] = Field(default_factory=dict)
     gates: dict[str, Any] = Field(default_factory=dict)
     feedback: dict[str, Any] = Field(default_factory=dict)
+    pull: dict[str, Any] = Field(default_factory=dict)
     destinations: list[dict[str, Any]] = Field(default_factory=list)
     routing: dict[str, Any] = Field(default_factory=dict)
     service: ServiceSettings = ServiceSettings()
@@ -229,6 +263,7 @@ def load_app(path: Path | None = None) -> AppConfig:
         "output": cfg.output,
         "gates": cfg.gates,
         "feedback": cfg.feedback,
+        "pull": cfg.pull,
         "destinations": cfg.destinations,
         "routing": cfg.routing,
         "max_body_bytes": cfg.max_body_bytes,

@@ -21,7 +21,7 @@ from typing import Any
 import requests
 import uvicorn
 
-from wor_bridge import bootstrap, demo_welfare
+from wor_bridge import bootstrap, demo_pull, demo_welfare
 from wor_bridge.config import REPO_ROOT, load_app
 from wor_bridge.service.app import create_app
 from wor_bridge.testing import SimulatedFhirServer
@@ -69,6 +69,11 @@ def _write_config(folder: Path, endpoints: dict[str, str], port: int) -> Path:
     text = text.replace("http://127.0.0.1:8090/fhir", endpoints["welzijn-voorbeeld"])
     text = text.replace("http://127.0.0.1:8091/fhir", endpoints["welzijn-rivierenland"])
     text = text.replace("http://127.0.0.1:8092/fhir", endpoints["gp-record"])
+    text = text.replace("http://127.0.0.1:8093/fhir", endpoints["welzijn-viplive"])
+    text = text.replace("http://127.0.0.1:8094/fhir", endpoints["welzijn-zorgdomein"])
+    text = text.replace(
+        'base_url = "http://127.0.0.1:8080"', f'base_url = "http://127.0.0.1:{port}"'
+    )
     text = text.replace("deadline_check_interval_s = 60.0", "deadline_check_interval_s = 3600.0")
     text = text.replace("port = 8080", f"port = {port}")
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{folder / "demo.sqlite"}"')
@@ -134,7 +139,7 @@ def _report(pushes: list[Push], attempts: dict[str, int], receivers: dict[str, A
         f"refused {len(pushes) - len(accepted)}, delivered {len(delivered)} of {len(unique)}"
     )
     for name, server in receivers.items():
-        if name == "gp-record":
+        if name in ("gp-record", "welzijn-zorgdomein"):
             continue
         print(
             f"receiver {name}: {len(server.resources('ServiceRequest'))} ServiceRequest(s), "
@@ -151,14 +156,19 @@ def run(deadline_s: float = 30.0) -> int:
         "welzijn-voorbeeld": SimulatedFhirServer().start(),
         "welzijn-rivierenland": SimulatedFhirServer().start(),
         "gp-record": SimulatedFhirServer().start(),
+        "welzijn-zorgdomein": SimulatedFhirServer().start(),
     }
+    pull_receiver = demo_pull.NotifiedPullReceiver()
     receivers["welzijn-voorbeeld"].fail_next(503, times=1, retry_after="0")
     with tempfile.TemporaryDirectory(prefix="wor-bridge-demo-") as tmp:
         port = _free_port()
-        path = _write_config(Path(tmp), {k: v.base_url for k, v in receivers.items()}, port)
+        endpoints = {k: v.base_url for k, v in receivers.items()}
+        path = _write_config(
+            Path(tmp), {**endpoints, "welzijn-viplive": pull_receiver.base_url}, port
+        )
         components = bootstrap.build(load_app(path))
         app = create_app(components)
-        ok = way_back = False
+        ok = way_back = dutch = False
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -174,6 +184,7 @@ def run(deadline_s: float = 30.0) -> int:
             while not server.started:
                 time.sleep(0.05)
             base = f"http://127.0.0.1:{port}"
+            pull_receiver.start(base)
             print(
                 f"service on {base}; welfare endpoints: "
                 + json.dumps({k: v.base_url for k, v in receivers.items()})
@@ -186,11 +197,14 @@ def run(deadline_s: float = 30.0) -> int:
             way_back = demo_welfare.run(
                 base, components, app.state.dispatcher, receivers["gp-record"], tasks
             )
+            dutch = demo_pull.run(base, components, pull_receiver, receivers["welzijn-zorgdomein"])
         finally:
             server.should_exit = True
             thread.join(10)
+            pull_receiver.stop()
             for receiver in receivers.values():
                 receiver.stop()
     print("\nall accepted referrals delivered" if ok else "\nNOT all referrals were delivered")
     print("the way back went as designed" if way_back else "the way back did NOT go as designed")
-    return 0 if ok and way_back else 1
+    print("notified pull and STU3 went as designed" if dutch else "the STU3 flows did NOT go right")
+    return 0 if ok and way_back and dutch else 1

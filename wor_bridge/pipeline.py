@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from wor_bridge import faults
-from wor_bridge.connectors import fhir_r4
+from wor_bridge.connectors import outbound
 from wor_bridge.core import identifiers as ids
 from wor_bridge.core import outbox
 from wor_bridge.core.delivery import (
@@ -180,7 +180,13 @@ def _send(entry: OutboxEntry, settings: Settings, transport: Transport, clock: C
     """Send an entry's requests in order; the first answer that is not 2xx decides."""
     try:
         destination = settings.destination(entry.destination)
-        requests = fhir_r4.render(entry.payload, destination, entry.idempotency_key)
+        requests = outbound.render(
+            entry.payload,
+            destination,
+            entry.idempotency_key,
+            settings,
+            created_at=entry.created_at.isoformat(timespec="seconds"),
+        )
     except (StopIteration, ValueError, KeyError) as err:
         # unknown destination, no endpoint, unreadable payload: backed off, then a dead letter
         return RetryLater(f"cannot send ({type(err).__name__})")

@@ -9,6 +9,11 @@ receives in memory with FHIR semantics close enough to prove exactly-once *effec
   when no stored resource of that type has the identifier; answers a ``transaction-response``;
 - ``PUT [base]/Type/id`` creates or updates; ``GET [base]/Type/id`` reads; ``GET [base]/Type``
   answers a searchset of everything of that type;
+- ``POST [base]/Type`` creates (only once per identifier with ``If-None-Exist``) and ``PUT
+  [base]/Type?identifier=system|value`` updates conditionally: the STU3 REST calls of notified
+  pull and ZorgDomein-style delivery (any FHIR version: the server does not validate);
+- ``on_write(rtype, resource)`` is called after each stored write (the demo's receivers react);
+- ``authorizations()`` lists the ``Authorization`` header of each write (None when absent);
 - ``fail_next(status, times, retry_after)`` scripts failures for the next requests.
 
 It stores patient data in memory only and never prints it.
@@ -19,7 +24,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -33,6 +38,7 @@ class _State:
     resources: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     versions: dict[tuple[str, str], int] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)
     failures: list[tuple[int, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -79,6 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         with state.lock:
             state.requests.append((self.command, urlsplit(self.path).path))
+            state.authorizations.append(self.headers.get("Authorization"))
             if not state.failures:
                 return False
             status, retry_after = state.failures.pop(0)
@@ -86,11 +93,17 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def do_POST(self) -> None:
-        """Transaction Bundle at the base."""
+        """Transaction Bundle at the base, or create at ``[base]/Type``."""
         body = self._body()
         if self._scripted_failure():
             return
-        if self._path() or not isinstance(body, dict) or body.get("type") != "transaction":
+        parts = self._path()
+        if len(parts) == 1 and isinstance(body, dict) and body.get("resourceType") == parts[0]:
+            request = {"method": "POST", "ifNoneExist": self.headers.get("If-None-Exist") or ""}
+            answer = self.server.apply_entry({"request": request, "resource": body})["response"]
+            self._reply(int(answer["status"][:3]), None, {"Location": answer["location"]})
+            return
+        if parts or not isinstance(body, dict) or body.get("type") != "transaction":
             self._reply(HTTPStatus.BAD_REQUEST, _outcome("invalid"))
             return
         responses = [self.server.apply_entry(entry) for entry in body.get("entry") or []]
@@ -105,6 +118,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self._scripted_failure():
             return
         parts = self._path()
+        query = urlsplit(self.path).query
+        if len(parts) == 1 and query and isinstance(body, dict):
+            request = {"method": "PUT", "url": f"{parts[0]}?{query}"}
+            answer = self.server.apply_entry({"request": request, "resource": body})["response"]
+            self._reply(int(answer["status"][:3]), None, {"Location": answer["location"]})
+            return
         if len(parts) != 2 or not isinstance(body, dict) or body.get("id") != parts[1]:
             self._reply(HTTPStatus.BAD_REQUEST, _outcome("invalid"))
             return
@@ -141,10 +160,16 @@ def _outcome(code: str) -> dict[str, Any]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], base_path: str) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        base_path: str,
+        on_write: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         super().__init__(address, _Handler)
         self.base_path = base_path.rstrip("/")
         self.state = _State()
+        self.on_write = on_write
 
     def put(self, rtype: str, rid: str, resource: dict[str, Any]) -> int:
         with self.state.lock:
@@ -152,6 +177,8 @@ class _Server(ThreadingHTTPServer):
             created = key not in self.state.resources
             self.state.resources[key] = resource
             self.state.versions[key] = self.state.versions.get(key, 0) + 1
+        if self.on_write is not None:
+            self.on_write(rtype, resource)
         return HTTPStatus.CREATED if created else HTTPStatus.OK
 
     def apply_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
@@ -190,8 +217,13 @@ class _Server(ThreadingHTTPServer):
 class SimulatedFhirServer:
     """A FHIR R4 welfare endpoint on 127.0.0.1 that remembers what it received."""
 
-    def __init__(self, base_path: str = "/fhir", port: int = 0) -> None:
-        self._server = _Server(("127.0.0.1", port), base_path)
+    def __init__(
+        self,
+        base_path: str = "/fhir",
+        port: int = 0,
+        on_write: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self._server = _Server(("127.0.0.1", port), base_path, on_write)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -224,6 +256,11 @@ class SimulatedFhirServer:
         """(method, path) of every write request received, failures included."""
         with self._server.state.lock:
             return list(self._server.state.requests)
+
+    def authorizations(self) -> list[str | None]:
+        """The ``Authorization`` header of every write request received (None when absent)."""
+        with self._server.state.lock:
+            return list(self._server.state.authorizations)
 
 
 @contextmanager

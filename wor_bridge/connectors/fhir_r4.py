@@ -23,7 +23,7 @@ def render(payload: bytes, destination: Destination, idempotency_key: str) -> li
     if not destination.endpoint:
         raise ValueError(f"destination {destination.id} has no endpoint")
     base = destination.endpoint.rstrip("/")
-    headers = (*HEADERS, ("X-Request-Id", _request_id(idempotency_key)))
+    headers = (*HEADERS, ("X-Request-Id", request_id(idempotency_key)))
     if destination.delivery == "transaction":
         return [HttpRequest("POST", base, payload, headers)]
     bundle = json.loads(payload)
@@ -36,6 +36,6 @@ def render(payload: bytes, destination: Destination, idempotency_key: str) -> li
     return requests
 
 
-def _request_id(idempotency_key: str) -> str:
+def request_id(idempotency_key: str) -> str:
     """A stable, opaque request id for the receiver's logs (no business data in clear)."""
     return hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from wor_bridge.core.fhir import JsonDict
-from wor_bridge.core.identifiers import SNOMED, URI_IDENTIFIER
+from wor_bridge.core.identifiers import AGB, SNOMED, URA, URI_IDENTIFIER, normalize_system
 from wor_bridge.core.stu3 import to_stu3
 
 AGB_OID: Final = "urn:oid:2.16.840.1.113883.2.4.6.1"
@@ -154,20 +154,44 @@ def agb_identifier(agb: str) -> JsonDict:
     return {"system": AGB_OID, "value": agb}
 
 
+def practice_identifier(referral_bundle_r4: JsonDict) -> JsonDict:
+    """The sending practice's AGB (else URA): the Organization of the requesting PractitionerRole.
+
+    Raises ValueError when the referral names no such Organization.
+    """
+    entries = referral_entries(referral_bundle_r4)
+    role = _first(entries, "PractitionerRole")
+    org_ref = (role.resource.get("organization") or {}).get("reference")
+    for entry in entries:
+        if entry.resource["resourceType"] != "Organization" or org_ref not in (
+            entry.full_url,
+            f"Organization/{entry.id}",
+        ):
+            continue
+        for system in (AGB, URA):
+            for ident in entry.resource.get("identifier") or []:
+                if normalize_system(str(ident.get("system", ""))) == system and ident.get("value"):
+                    return {"system": system, "value": str(ident["value"])}
+    raise ValueError("the referral names no practice Organization with an AGB or URA")
+
+
 def notification_task(
     referral_bundle_r4: JsonDict,
     *,
     task_id: str,
-    receiver_agb: str,
-    sender_agb: str,
+    receiver: JsonDict | str,
+    sender: JsonDict | str,
     base_url: str,
 ) -> JsonDict:
     """The STU3 notification Task for a referral: identifiers and pull references, no personal data.
 
-    ``task_id`` is the bridge's Task uuid; ``base_url`` the bridge's public https base (the STU3
+    ``task_id`` is the bridge's Task uuid; ``receiver`` and ``sender`` are Identifiers (or AGB
+    codes, written in OID form); ``base_url`` the bridge's public https base (the STU3
     endpoint lives under ``{base_url}/fhir/stu3``). Raises ValueError on a malformed argument or a
     Bundle without a ServiceRequest and Patient.
     """
+    receiver_id = agb_identifier(receiver) if isinstance(receiver, str) else dict(receiver)
+    sender_id = agb_identifier(sender) if isinstance(sender, str) else dict(sender)
     task_uuid = str(uuid.UUID(task_id))
     base = base_url.rstrip("/")
     if not base.startswith(("https://", "http://")):
@@ -196,10 +220,10 @@ def notification_task(
     if isinstance(authored, str):
         task["authoredOn"] = authored
     task["requester"] = {
-        "agent": {"identifier": agb_identifier(sender_agb)},
-        "onBehalfOf": {"identifier": agb_identifier(sender_agb)},
+        "agent": {"identifier": sender_id},
+        "onBehalfOf": {"identifier": sender_id},
     }
-    task["owner"] = {"identifier": agb_identifier(receiver_agb)}
+    task["owner"] = {"identifier": receiver_id}
     period = _access_period(referral_bundle_r4)
     if period:
         task["restriction"] = {"period": period}
@@ -210,6 +234,29 @@ def notification_task(
         }
         for e in entries
     ]
+    return task
+
+
+def withdrawn_task(
+    task_id: str, receiver: JsonDict, status: str, reason: JsonDict | None
+) -> JsonDict:
+    """The STU3 Task that tells the receiver a notified referral ended at the GP side: the same
+    identifier, the new status (and reason), the owner, and no pull references any more."""
+    task_uuid = str(uuid.UUID(task_id))
+    task: JsonDict = {
+        "resourceType": "Task",
+        "identifier": [{"system": URI_IDENTIFIER, "value": f"urn:uuid:{task_uuid}"}],
+        "status": status,
+        "intent": "order",
+        "code": {
+            "coding": [
+                {"system": SNOMED, "code": PATIENT_REFERRAL[0], "display": PATIENT_REFERRAL[1]}
+            ]
+        },
+        "owner": {"identifier": dict(receiver)},
+    }
+    if reason:
+        task["statusReason"] = reason
     return task
 
 

@@ -35,6 +35,14 @@ PRACTICE_IDENTIFYING_SYSTEMS: Final = frozenset({AGB, URA})
 ICPC_SYSTEMS: Final = frozenset({ICPC_1_NL, ICPC_2})
 
 
+_URI_TO_OID: Final[dict[str, str]] = {uri: f"urn:oid:{oid}" for oid, uri in _OIDS.items()}
+
+
+def oid_form(system: str) -> str:
+    """The ``urn:oid:`` form of a known system (what some STU3 partners expect); else unchanged."""
+    return _URI_TO_OID.get(normalize_system(system), system.strip())
+
+
 def normalize_system(system: str) -> str:
     """Return the URI form of a known identifier/code system (``urn:oid:`` or bare OID accepted).
 

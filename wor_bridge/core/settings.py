@@ -118,6 +118,11 @@ class Destination(_Frozen):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     name: str
     identifier: IdentifierSetting
+    type: Literal["fhir-r4", "notified-pull-stu3", "zorgdomein-stu3"] = "fhir-r4"
+    """``fhir-r4``: the transaction Bundle (or PUTs); ``notified-pull-stu3``: an STU3 notification
+    Task without personal data, the receiver pulls; ``zorgdomein-stu3``: an STU3 document Bundle."""
+    identifier_form: Literal["uri", "oid"] = "uri"
+    """How STU3 messages write known Dutch identifier systems (VIPLive: AGB as ``urn:oid:``)."""
     endpoint: str | None = None
     mapping: str | None = None
     poll: bool = False
@@ -166,6 +171,18 @@ class FeedbackSettings(_Frozen):
     note_max_chars: int = Field(default=500, ge=20, le=2000)
     poll_interval_s: float = Field(default=900.0, ge=1.0)
     deadline_check_interval_s: float = Field(default=60.0, ge=0.1)
+
+
+class PullSettings(_Frozen):
+    """Notified pull: where receivers pull from and how long an access token lives."""
+
+    base_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://[^\s/]+(/\S*)?$")
+    """The bridge's public base URL: notification Tasks reference ``{base_url}/fhir/stu3/...``
+    and the token endpoint is ``{base_url}/oauth/token`` (the private-key JWT audience)."""
+    token_ttl_s: int = Field(default=300, ge=1, le=3600)
+    token_key: SecretStr | None = None
+    """HS256 key of the access tokens (set it when several bridge processes share receivers);
+    without it each process draws a random key and its tokens end with it."""
 
 
 class OutputSettings(_Frozen):
@@ -232,6 +249,7 @@ class Settings(_Frozen):
     gates: GateSettings = GateSettings()
     output: OutputSettings = OutputSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    pull: PullSettings = PullSettings()
     destinations: tuple[Destination, ...]
     routing: Routing
     mappings: dict[str, MappingFile]

@@ -32,6 +32,7 @@ from wor_bridge.poller import Poller
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
+from wor_bridge.service.stu3_routes import Stu3Routes
 
 FHIR_JSON = "application/fhir+json"
 log = structlog.get_logger("wor_bridge.service")
@@ -152,6 +153,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
 
     routes = FeedbackRoutes(components, metrics, authorise, FhirResponse, _outcome, denied=_denied)
     routes.add(app)
+    Stu3Routes(components, auth, routes).add(app)
 
     intake = _Intake(
         components, metrics, auth, dispatcher, run_dispatcher=run_dispatcher, routes=routes

@@ -51,7 +51,7 @@ class Authenticator:
         digest = hash_key(key)
         found = None
         for client in self._clients:
-            if hmac.compare_digest(client.key_sha256, digest):
+            if client.key_sha256 and hmac.compare_digest(client.key_sha256, digest):
                 found = client
         return found
 

@@ -114,7 +114,7 @@ class FeedbackRoutes:
             expected_version=expected_version,
         )
 
-    async def _json(self, request: Request) -> Any:
+    async def read_json(self, request: Request) -> Any:
         body = await request.body()
         if len(body) > self.c.config.core.max_body_bytes:
             return None
@@ -133,7 +133,7 @@ class FeedbackRoutes:
         version = _version(request.headers.get("if-match"))
         if version is None:
             return self.outcome(428, "required", 'If-Match: W/"<versionId>" is required')
-        data = await self._json(request)
+        data = await self.read_json(request)
         if data is None:
             return self.outcome(400, "structure", "must be a JSON body", "(body)")
         if patch:
@@ -219,7 +219,7 @@ class FeedbackRoutes:
         client = self.authorise(request, "feedback:write")
         if isinstance(client, Denied):
             return self.denied(client)
-        data = await self._json(request)
+        data = await self.read_json(request)
         if not isinstance(data, dict) or data.get("resourceType") != "Observation":
             return self.outcome(400, "not-supported", "must be an Observation", "resourceType")
         issues, status = await run_in_threadpool(self.observations, client, [("Observation", data)])
@@ -265,7 +265,6 @@ class FeedbackRoutes:
             return self.outcome(422, "invalid", str(err).split(": ", 1)[-1], err.location)
         client = ClientSettings(
             id=f"webhook-{hook.id}",
-            key_sha256="0" * 64,
             scopes=("feedback:write",),
             destination=hook.destination,
         )

@@ -1,0 +1,253 @@
+"""The demo's Dutch part: notified pull (VIPLive-style) and a ZorgDomein-style document.
+
+``NotifiedPullReceiver`` is a welfare platform on loopback (a ``SimulatedFhirServer`` that stores
+what it is sent). When a notification Task arrives it does what a receiver does: asks the
+bridge's ``/oauth/token`` for a token bound to that Task, pulls every resource the notification
+lists, accepts the Task (STU3 ``PUT``), reports the first contact (STU3 Observation) and
+completes the Task. Afterwards the same receiver is refused: the referral is closed.
+
+A second referral is withdrawn by the GP before the receiver acts on its notification: the bridge
+sends the cancellation, and the receiver's token request is refused. A third goes to a
+ZorgDomein-style endpoint as an STU3 document Bundle with the destination's bearer token.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from wor_bridge.bootstrap import Components
+from wor_bridge.config import REPO_ROOT
+from wor_bridge.testing import SimulatedFhirServer
+
+FIXTURES = REPO_ROOT / "fixtures" / "referral"
+HIS_KEY = "example-his-key"
+PULL_CLIENT = ("viplive-receiver", "example-pull-secret")
+ZORGDOMEIN_TOKEN = "example-zorgdomein-token"  # noqa: S105 - the example config's
+STU3_JSON = "application/fhir+json; fhirVersion=3.0"
+FEEDBACK_ITEM = "https://wor-bridge.nl/fhir/CodeSystem/feedback-item"
+CLOSURE = "https://wor-bridge.nl/fhir/CodeSystem/closure-reason"
+TIMEOUT = (3.05, 30)
+
+
+@dataclass
+class PullStory:
+    """What the receiver did for one notification: (step, HTTP status) in order."""
+
+    task_id: str
+    steps: list[tuple[str, int]] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class NotifiedPullReceiver:
+    """A notified-pull welfare platform: receives notifications, pulls, reports back."""
+
+    def __init__(self) -> None:
+        self.server = SimulatedFhirServer(on_write=self._on_write)
+        self.bridge = ""
+        self.auto = True
+        self.stories: dict[str, PullStory] = {}
+        self._work: queue.Queue[str | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._run, daemon=True, name="pull-receiver")
+
+    @property
+    def base_url(self) -> str:
+        """Where the bridge sends notifications (the destination endpoint)."""
+        return self.server.base_url
+
+    def start(self, bridge: str) -> NotifiedPullReceiver:
+        """Serve on loopback and act on notifications against ``bridge``."""
+        self.bridge = bridge
+        self.server.start()
+        self._worker.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the worker and the server."""
+        self._work.put(None)
+        self._worker.join(10)
+        self.server.stop()
+
+    def _on_write(self, rtype: str, resource: dict[str, Any]) -> None:
+        if rtype != "Task" or resource.get("status") != "requested":
+            return
+        task_id = str(resource["identifier"][0]["value"]).removeprefix("urn:uuid:")
+        self.stories.setdefault(task_id, PullStory(task_id))
+        if self.auto:
+            self._work.put(task_id)
+
+    def _run(self) -> None:
+        while (task_id := self._work.get()) is not None:
+            self.handle(task_id)
+
+    def token(self, task_id: str) -> requests.Response:
+        """Client credentials (secret, HTTP Basic) for one Task."""
+        return requests.post(
+            f"{self.bridge}/oauth/token",
+            data={"grant_type": "client_credentials", "resource": f"urn:uuid:{task_id}"},
+            auth=PULL_CLIENT,
+            timeout=TIMEOUT,
+        )
+
+    def handle(self, task_id: str) -> PullStory:
+        """Token, pull, accept, first contact, complete; then show that access has ended."""
+        story = self.stories.setdefault(task_id, PullStory(task_id))
+        try:
+            self._story(story)
+        finally:
+            story.done.set()
+        return story
+
+    def _story(self, story: PullStory) -> None:
+        answer = self.token(story.task_id)
+        story.steps.append(("token for this Task", answer.status_code))
+        if answer.status_code != 200:
+            return
+        headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        notification = next(
+            t
+            for t in self.server.resources("Task")
+            if t["identifier"][0]["value"] == f"urn:uuid:{story.task_id}"
+        )
+        for item in notification.get("input") or []:
+            url = item["valueReference"]["reference"]
+            read = requests.get(url, headers=headers, timeout=TIMEOUT)
+            kind = url.rsplit("/", 2)[-2]
+            story.steps.append((f"pull {kind}", read.status_code))
+        task_url = f"{self.bridge}/fhir/stu3/Task/{story.task_id}"
+        task = requests.get(task_url, headers=headers, timeout=TIMEOUT).json()
+        request_ref = task["focus"]["reference"]
+        put = {**headers, "Content-Type": STU3_JSON}
+        accepted = requests.put(
+            task_url, json={**task, "status": "accepted"}, headers=put, timeout=TIMEOUT
+        )
+        story.steps.append(("PUT Task accepted", accepted.status_code))
+        first_contact = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": FEEDBACK_ITEM, "code": "first-contact"}]},
+            "basedOn": [{"reference": request_ref}],
+            "effectiveDateTime": "2026-11-04T10:00:00+01:00",
+        }
+        posted = requests.post(
+            f"{self.bridge}/fhir/stu3/Observation",
+            json=first_contact,
+            headers=put,
+            timeout=TIMEOUT,
+        )
+        story.steps.append(("POST Observation first contact", posted.status_code))
+        completed = {
+            **task,
+            "status": "completed",
+            "statusReason": {"coding": [{"system": CLOSURE, "code": "completed-conversations"}]},
+        }
+        done = requests.put(task_url, json=completed, headers=put, timeout=TIMEOUT)
+        story.steps.append(("PUT Task completed", done.status_code))
+        again = requests.get(task_url, headers=headers, timeout=TIMEOUT)
+        story.steps.append(("pull after completion (refused)", again.status_code))
+
+
+def _wait(check: Callable[[], bool], deadline_s: float) -> bool:
+    end = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def push(bridge: str, district: str, number: int) -> str:
+    """Push the contained example referral for a patient in ``district`` (a new HIS id)."""
+    body = (FIXTURES / "accepted-contained" / "input.json").read_bytes()
+    body = body.replace(b'"Utrecht"', f'"{district}"'.encode())
+    body = body.replace(b"VW-2026-0001", f"VW-2026-{number:04d}".encode())
+    response = requests.post(
+        f"{bridge}/fhir/r4/ServiceRequest",
+        data=body,
+        headers={"Authorization": f"Bearer {HIS_KEY}", "Content-Type": "application/fhir+json"},
+        timeout=TIMEOUT,
+    )
+    response.raise_for_status()
+    return str(response.headers["Content-Location"]).rsplit("/", 1)[-1]
+
+
+def withdraw(bridge: str, task_id: str) -> int:
+    """The GP withdraws the referral: ``PUT`` the R4 Task cancelled (with If-Match)."""
+    url = f"{bridge}/fhir/r4/Task/{task_id}"
+    headers = {"Authorization": f"Bearer {HIS_KEY}"}
+    current = requests.get(url, headers=headers, timeout=TIMEOUT)
+    body = {
+        "resourceType": "Task",
+        "id": task_id,
+        "status": "cancelled",
+        "intent": "order",
+        "statusReason": {"coding": [{"system": CLOSURE, "code": "gp-withdrew"}]},
+    }
+    headers["If-Match"] = current.headers.get("ETag", "")
+    return requests.put(url, json=body, headers=headers, timeout=TIMEOUT).status_code
+
+
+def _cancelled_at(receiver: NotifiedPullReceiver, task_id: str) -> bool:
+    return any(
+        t["identifier"][0]["value"] == f"urn:uuid:{task_id}" and t["status"] == "cancelled"
+        for t in receiver.server.resources("Task")
+    )
+
+
+def run(
+    bridge: str,
+    components: Components,
+    receiver: NotifiedPullReceiver,
+    zorgdomein: SimulatedFhirServer,
+) -> bool:
+    """Run the Dutch flows against the bridge at ``bridge`` and print them; True if right."""
+    pulled_id = push(bridge, "Culemborg", 9001)
+    pulled_done = _wait(lambda: pulled_id in receiver.stories, 30)
+    pulled = receiver.stories.get(pulled_id, PullStory(pulled_id))
+    pulled_done = pulled_done and pulled.done.wait(30)
+    receiver.auto = False  # the next notification waits: the GP withdraws it first
+    withdrawn = push(bridge, "Culemborg", 9002)
+    notified = _wait(lambda: withdrawn in receiver.stories, 30)
+    cancel_status = withdraw(bridge, withdrawn)
+    cancelled = notified and _wait(lambda: _cancelled_at(receiver, withdrawn), 30)
+    late = receiver.token(withdrawn)
+    document_id = push(bridge, "Buren", 9003)
+    delivered = _wait(lambda: bool(zorgdomein.resources("Bundle")), 30)
+    print("\nwor-bridge demo: notified pull (STU3) and a ZorgDomein-style document")
+    print(f"\nreferral {pulled_id[:8]} -> notified-pull receiver at {receiver.base_url}")
+    for step, status in pulled.steps:
+        print(f"    {step:44} HTTP {status}")
+    task = components.store.get_task(pulled_id)
+    print(f"    bridge Task now {task.status if task else '?'}")
+    print(f"\nreferral {withdrawn[:8]}: notified, then withdrawn by the GP (HTTP {cancel_status})")
+    print(f"    cancellation reached the receiver: {cancelled}")
+    print(f"    receiver's token request afterwards: HTTP {late.status_code}")
+    documents = [b for b in zorgdomein.resources("Bundle") if b.get("type") == "document"]
+    first = {d["entry"][0]["resource"]["resourceType"] for d in documents}
+    bearer = {a for a in zorgdomein.authorizations() if a} == {f"Bearer {ZORGDOMEIN_TOKEN}"}
+    print(f"\nreferral {document_id[:8]} -> ZorgDomein-style endpoint {zorgdomein.base_url}")
+    print(f"    {len(documents)} STU3 document Bundle(s), first entry {sorted(first)}")
+    print(f"    bearer token sent: {bearer}; delivered: {delivered}")
+    statuses = [status for _, status in pulled.steps]
+    story_ok = (
+        bool(statuses)
+        and all(status in (200, 201) for status in statuses[:-1])
+        and statuses[-1] == 403
+    )
+    return (
+        pulled_done
+        and story_ok
+        and task is not None
+        and task.status == "completed"
+        and cancelled
+        and late.status_code == 400
+        and len(documents) == 1
+        and first == {"Composition"}
+        and bearer
+    )
