@@ -68,6 +68,7 @@ def world(tmp_path: Path, httpserver: HTTPServer) -> World:
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{tmp_path / "s.sqlite"}"')
     text = text.replace('base_url = "http://127.0.0.1:8080"', f'base_url = "{BASE_URL}"')
     text = text.replace("http://127.0.0.1:8093/fhir", httpserver.url_for("/fhir"))
+    text = text.replace("http://127.0.0.1:8094/fhir", httpserver.url_for("/fhir"))
     text += (
         '\n[[clients]]\nid = "viplive-jwt"\njwt_public_key_file = "receiver.pem"\n'
         'scopes = ["referral:pull", "task:update"]\ndestination = "welzijn-viplive"\n'
@@ -255,3 +256,33 @@ def test_stu3_status_update_and_feedback_reach_the_task(world: World) -> None:
     current = world.call("GET", f"/fhir/stu3/Task/{task_id}", headers=_bearer(token)).json()
     assert current["status"] == "accepted"
     assert current.get("output")
+
+
+def test_zorgdomein_document_with_bearer_and_status_put_back(world: World) -> None:
+    """A ZorgDomein-style destination gets one STU3 document Bundle with its bearer token, and
+    its API key PUTs the STU3 Task (the id from the document) at the bridge."""
+    task_id = _push(world, "Buren")
+    world.receiver.expect_request("/fhir/Bundle", method="POST").respond_with_json(
+        {"resourceType": "Bundle"}, status=201
+    )
+    attempts = Dispatcher(world.components).run_once()
+    assert [a.destination for a in attempts] == ["welzijn-zorgdomein"]
+    request, _ = world.receiver.log[0]
+    assert request.headers["Authorization"] == "Bearer example-zorgdomein-token"
+    assert request.headers["Content-Type"].endswith("fhirVersion=3.0")
+    document = json.loads(request.get_data())
+    assert fhir.validate_stu3(document, "Bundle") == []
+    assert document["type"] == "document"
+    assert document["entry"][0]["resource"]["resourceType"] == "Composition"
+    task = next(e["resource"] for e in document["entry"] if e["resource"]["resourceType"] == "Task")
+    assert task["id"] == task_id
+    key = {"Authorization": "Bearer example-zorgdomein-key"}
+    put = world.call(
+        "PUT", f"/fhir/stu3/Task/{task_id}", json={**task, "status": "accepted"}, headers=key
+    )
+    assert put.status_code == 200, put.text
+    assert put.json()["status"] == "accepted"
+    other = _push(world, number=2)  # a notified-pull referral: not this platform's
+    refused = world.call("PUT", f"/fhir/stu3/Task/{other}", json={**task, "id": other}, headers=key)
+    assert refused.status_code == 403
+    assert refused.json()["resourceType"] == "OperationOutcome"

@@ -262,7 +262,7 @@ def test_document_sections_author_identifier_and_date() -> None:
         for section in composition["section"]
         for ref in section["entry"]
     ]
-    assert section_types == ["ReferralRequest", "Consent"]
+    assert section_types == ["ReferralRequest", "Consent", "Task"]
     author = composition["author"][0]
     assert by_url[author["reference"]]["resourceType"] == "Practitioner"
     role = author["extension"][0]["valueReference"]["reference"]

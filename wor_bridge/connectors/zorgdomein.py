@@ -3,7 +3,8 @@
 Pure functions over FHIR JSON dicts, no I/O. DOMAIN.md section 7: ZorgDomein-style platforms speak
 FHIR STU3 and exchange documents as ``document`` Bundles with the Composition first. The
 Composition is a LOINC 57133-1 "Referral note" about the Patient, with sections that reference the
-ReferralRequest and the Consent; the remaining entries are the referral's resources converted
+ReferralRequest, the Consent and the Task (whose id the receiver uses to ``PUT`` status updates at
+the bridge's STU3 endpoint); the remaining entries are the referral's resources converted
 with ``wor_bridge.core.stu3.to_stu3`` (the same set ``notified_pull.pullable`` serves), each under
 its ``fullUrl`` from the R4 Bundle (``urn:uuid:<id>`` when the entry had none).
 
@@ -41,6 +42,9 @@ def document_bundle(referral_bundle_r4: JsonDict, *, bundle_id: str, now: str) -
     """
     doc_uuid = uuid.UUID(bundle_id)
     entries = referral_entries(referral_bundle_r4)
+    task = _task_entry(referral_bundle_r4)
+    if task is not None:
+        entries.append(task)
     targets = reference_targets(entries, lambda e: e.full_url)
     composition_id = str(uuid.uuid5(doc_uuid, "Composition"))
     composition = _composition(entries, composition_id, now)
@@ -80,6 +84,9 @@ def _composition(entries: list[Entry], composition_id: str, now: str) -> JsonDic
     consents = [{"reference": e.full_url} for e in entries if _is(e, "Consent")]
     if consents:
         sections.append({"title": "Toestemming", "entry": consents})
+    tasks = [{"reference": e.full_url} for e in entries if _is(e, "Task")]
+    if tasks:  # the receiver PUTs this Task (by its id) at the bridge's STU3 endpoint
+        sections.append({"title": "Opdracht", "entry": tasks})
     return {
         "resourceType": "Composition",
         "id": composition_id,
@@ -94,6 +101,22 @@ def _composition(entries: list[Entry], composition_id: str, now: str) -> JsonDic
         "title": TITLE,
         "section": sections,
     }
+
+
+def _task_entry(bundle: JsonDict) -> Entry | None:
+    """The referral's Task (the bridge's id), which the receiver updates with status changes."""
+    for raw in bundle.get("entry") or []:
+        resource = raw.get("resource") if isinstance(raw, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "Task":
+            rid = str(resource.get("id") or str(raw["fullUrl"]).removeprefix("urn:uuid:"))
+            full_url = str(raw.get("fullUrl") or f"urn:uuid:{rid}")
+            body = {
+                "resourceType": "Task",
+                "id": rid,
+                **{k: v for k, v in resource.items() if k not in ("resourceType", "id")},
+            }
+            return Entry(full_url=full_url, stu3_type="Task", id=rid, resource=body)
+    return None
 
 
 def _is(entry: Entry, rtype: str) -> bool:

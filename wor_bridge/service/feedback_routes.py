@@ -37,7 +37,8 @@ Authorise = Callable[[Request, str], ClientSettings | Denied]
 Respond = Callable[..., Response]
 
 
-def _version(header: str | None) -> int | None:
+def if_match_version(header: str | None) -> int | None:
+    """The version of ``If-Match: W/"<n>"`` (-1 when malformed, None when absent)."""
     if header is None:
         return None
     text = header.strip().removeprefix("W/").strip('"')
@@ -130,7 +131,7 @@ class FeedbackRoutes:
         client = self.authorise(request, "task:update")
         if isinstance(client, Denied):
             return self.denied(client)
-        version = _version(request.headers.get("if-match"))
+        version = if_match_version(request.headers.get("if-match"))
         if version is None:
             return self.outcome(428, "required", 'If-Match: W/"<versionId>" is required')
         data = await self.read_json(request)

@@ -1,34 +1,26 @@
-"""Notified pull on the bridge: the token endpoint and the read/update STU3 endpoint.
+"""Notified pull on the bridge: the read/update STU3 endpoint (the token endpoint is in
+``oauth_routes``).
 
-- ``POST /oauth/token``: client credentials (secret or private-key JWT) plus ``resource`` (RFC
-  8707), the Task the token is for: ``urn:uuid:<task id>`` (the notification Task's identifier) or
-  ``{base_url}/fhir/stu3/Task/<task id>``. Only a ``referral:pull`` client of the Task's
-  destination gets one, only while the Task allows access. Refusals follow RFC 6749 section 5.2
-  (``error``, ``error_description``): that is what OAuth client libraries read.
-- ``GET /fhir/stu3/{type}/{id}``: with that token, exactly the referral's pullable resources and
-  its Task, while the Task is ``requested``, ``received``, ``accepted``, ``ready``, ``in-progress``
-  or ``on-hold``; never after it ended (rejected, cancelled, entered-in-error, but also completed or
-  failed: nothing more to pull once the work is done).
+- ``GET /fhir/stu3/{type}/{id}``: with a token from ``/oauth/token``, exactly the referral's
+  pullable resources and its Task, while the Task is open (``pull_context.PULL_ALLOWED``); never
+  after it ended (rejected, cancelled, entered-in-error, but also completed or failed: nothing
+  more to pull once the work is done).
 - ``PUT /fhir/stu3/Task/{id}`` and ``POST /fhir/stu3/Observation``: the receiver's status and
   feedback, converted to R4 and applied as any welfare channel; a pull token works for its own
-  Task only, and a welfare client's API key (``task:update`` / ``feedback:write``) works as on R4.
+  Task only, and a welfare client's API key (``task:update`` / ``feedback:write``) works as on R4
+  (the ZorgDomein-style platforms PUT the Task this way).
 
-Every token request and every pull, served or refused, is an audit record with the client.
-Refusals on ``/fhir/stu3`` are OperationOutcomes; none echoes a presented value.
+Every pull, served or refused, is an audit record with the client. Refusals are
+OperationOutcomes; none echoes a presented value.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import urllib.parse
-import uuid
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.bootstrap import Components
@@ -39,24 +31,16 @@ from wor_bridge.core.fhir import JsonDict, canonical_json
 from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.task import Refusal
 from wor_bridge.errors import Issue
-from wor_bridge.ports import AuditEvent, TaskRecord
+from wor_bridge.ports import TaskRecord
 from wor_bridge.reporting import task_resource
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
-from wor_bridge.service.feedback_routes import FeedbackRoutes
+from wor_bridge.service.feedback_routes import FeedbackRoutes, if_match_version
+from wor_bridge.service.oauth_routes import TokenEndpoint
+from wor_bridge.service.pull_context import PULL_ALLOWED, PullContext
 from wor_bridge.service.tls import client_cert_sha256
-from wor_bridge.service.tokens import (
-    JWT_BEARER,
-    Grant,
-    TokenProblem,
-    TokenService,
-    load_public_keys,
-)
+from wor_bridge.service.tokens import Grant, TokenProblem
 
 STU3_JSON: Final = "application/fhir+json; fhirVersion=3.0"
-PULL_ALLOWED: Final = frozenset(
-    {"requested", "received", "accepted", "ready", "in-progress", "on-hold"}
-)
-_FORM_LIMIT: Final = 16_384
 
 
 class Stu3Response(Response):
@@ -69,46 +53,11 @@ class Stu3Response(Response):
         return canonical_json(content)
 
 
-def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
-    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="wor-bridge"'
-    return JSONResponse(
-        {"error": error, "error_description": description}, status_code=status, headers=headers
-    )
-
-
 def _outcome(status: int, code: Any, message: str, where: str = "(request)") -> Stu3Response:
     response = Stu3Response(operation_outcome([Issue(code, where, message)]), status_code=status)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="wor-bridge"'
     return response
-
-
-def _form(body: bytes) -> dict[str, str] | None:
-    """A form body with each parameter once (RFC 6749: parameters must not repeat)."""
-    try:
-        pairs = urllib.parse.parse_qsl(body.decode("ascii"), strict_parsing=bool(body))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    form: dict[str, str] = {}
-    for key, value in pairs:
-        if key in form:
-            return None
-        form[key] = value
-    return form
-
-
-def _basic(header: str | None) -> tuple[str, str] | None:
-    if not header or header[:6].lower() != "basic ":
-        return None
-    try:
-        user, _, secret = (
-            base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
-        )
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(secret)
 
 
 class Stu3Routes:
@@ -120,136 +69,8 @@ class Stu3Routes:
         self.c = components
         self.auth = auth
         self.feedback = feedback
-        config = components.config
-        pull = config.core.pull
-        key = pull.token_key.get_secret_value().encode() if pull.token_key else None
-        self.tokens = TokenService(key, pull.base_url, pull.token_ttl_s)
-        self.clients = {c.id: c for c in config.clients}
-        self.public_keys = load_public_keys(config.clients, config.path.parent)
-
-    def _now(self) -> float:
-        return self.c.clock.now().timestamp()
-
-    def _audit(
-        self,
-        event: str,
-        outcome: str,
-        user: str,
-        task: TaskRecord | None,
-        detail: str,
-        *,
-        action: str = "R",
-        object_ref: tuple[str, str] | None = None,
-    ) -> None:
-        kind, oid = object_ref or ("Task", task.task_id if task else "")
-        self.c.store.audit(
-            AuditEvent(
-                event=event,
-                action=action,
-                outcome=outcome,
-                user=user,
-                responsible=task.destination if task else "",
-                source_system=task.source_system if task else "",
-                patient_id=task.patient_id if task else "",
-                object_type=kind,
-                object_id=oid,
-                detail=detail,
-            ),
-            self.c.clock.now(),
-        )
-
-    # --- POST /oauth/token --------------------------------------------------------------------
-
-    def _client(self, request: Request, form: dict[str, str]) -> ClientSettings | str:
-        """The authenticated client, or why not (never which part of the credentials failed)."""
-        if "client_assertion" in form or "client_assertion_type" in form:
-            if form.get("client_assertion_type") != JWT_BEARER:
-                return "client_assertion_type must be jwt-bearer"
-            assertion = form.get("client_assertion", "")
-            client = self.clients.get(self.tokens.assertion_issuer(assertion) or "")
-            pem = self.public_keys.get(client.id) if client else None
-            if client is None or pem is None:
-                return "unknown client or no key configured for it"
-            problem = self.tokens.verify_assertion(assertion, client.id, pem, self._now())
-            return problem.message if problem else client
-        basic = _basic(request.headers.get("authorization"))
-        client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret", ""))
-        client = self.clients.get(client_id)
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        if client is None or not client.key_sha256 or not secret:
-            return "unknown client or wrong secret"
-        if not hmac.compare_digest(client.key_sha256, digest):
-            return "unknown client or wrong secret"
-        return client
-
-    def _task_of(self, resource: str) -> str | None:
-        text = resource.strip()
-        prefix = f"{self.tokens.audience}/Task/"
-        if text.startswith("urn:uuid:"):
-            text = text[9:]
-        elif text.startswith(prefix):
-            text = text[len(prefix) :]
-        else:
-            return None
-        try:
-            return str(uuid.UUID(text))
-        except ValueError:
-            return None
-
-    async def token(self, request: Request) -> Response:  # noqa: PLR0911 - one answer per refusal
-        """Client credentials for one Task; refusals per RFC 6749 and audited."""
-        body = await request.body()
-        form = _form(body) if len(body) <= _FORM_LIMIT else None
-        if form is None:
-            self._audit("pull_token", "refused", "(unknown)", None, "malformed request")
-            return _oauth_error(400, "invalid_request", "must be a form, each parameter once")
-        if form.get("grant_type") != "client_credentials":
-            self._audit("pull_token", "refused", "(unknown)", None, "grant type")
-            return _oauth_error(400, "unsupported_grant_type", "grant_type client_credentials")
-        client = self._client(request, form)
-        if isinstance(client, str):
-            self._audit("pull_token", "refused", "(unknown)", None, client)
-            return _oauth_error(401, "invalid_client", client)
-        cert = client_cert_sha256(request.scope)
-        if client.cert_sha256 and (
-            cert is None or not hmac.compare_digest(cert, client.cert_sha256)
-        ):
-            self._audit("pull_token", "refused", client.id, None, "client certificate")
-            return _oauth_error(
-                401, "invalid_client", "the client certificate is not this client's"
-            )
-        if "referral:pull" not in client.scopes or client.destination is None:
-            self._audit("pull_token", "refused", client.id, None, "no referral:pull scope")
-            return _oauth_error(400, "unauthorized_client", "the client may not pull referrals")
-        task_id = self._task_of(form.get("resource", ""))
-        task = self.c.store.get_task(task_id) if task_id else None
-        if task is None or task.destination != client.destination or not self._pulled(task):
-            self._audit("pull_token", "refused", client.id, None, "no such Task for this client")
-            return _oauth_error(
-                400, "invalid_target", "resource must name a Task notified to this client"
-            )
-        if task.status not in PULL_ALLOWED:
-            self._audit("pull_token", "refused", client.id, task, f"Task {task.status}")
-            return _oauth_error(400, "invalid_grant", f"access ended: the Task is {task.status}")
-        token = self.tokens.issue(client.id, task.task_id, cert, self._now())
-        self._audit("pull_token", "issued", client.id, task, "token issued", action="E")
-        return JSONResponse(
-            {
-                "access_token": token,
-                "token_type": "Bearer",
-                "expires_in": self.tokens.ttl_s,
-                "scope": f"task/{task.task_id}",
-            },
-            headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
-        )
-
-    def _pulled(self, task: TaskRecord) -> bool:
-        destination = next(
-            (d for d in self.c.config.core.destinations if d.id == task.destination), None
-        )
-        return destination is not None and destination.type == "notified-pull-stu3"
-
-    # --- the STU3 endpoint --------------------------------------------------------------------
+        self.ctx = PullContext(components)
+        self.tokens = self.ctx.tokens
 
     def _grant(self, request: Request) -> tuple[Grant, ClientSettings] | Response:
         """The grant of a pull token (with the client it was issued to), or the refusal."""
@@ -257,18 +78,19 @@ class Stu3Routes:
         if not presented:
             return _outcome(401, "login", "a bearer token from /oauth/token is required")
         cert = client_cert_sha256(request.scope)
-        grant = self.tokens.verify(presented, cert, self._now())
-        client = self.clients.get(grant.client_id) if isinstance(grant, Grant) else None
+        grant = self.tokens.verify(presented, cert, self.ctx.now())
+        client = self.ctx.clients.get(grant.client_id) if isinstance(grant, Grant) else None
         if isinstance(grant, TokenProblem) or client is None:
             message = grant.message if isinstance(grant, TokenProblem) else "unknown client"
             code = "expired" if isinstance(grant, TokenProblem) and grant.expired else "login"
-            self._audit("referral_pull", "refused", "(unknown)", None, message)
+            self.ctx.audit("referral_pull", "refused", "(unknown)", None, message)
             return _outcome(401, code, message)
-        if client.cert_sha256 and (
-            cert is None or not hmac.compare_digest(cert, client.cert_sha256)
-        ):
-            self._audit("referral_pull", "refused", client.id, None, "client certificate")
+        if not self.ctx.cert_ok(client, cert):
+            self.ctx.audit("referral_pull", "refused", client.id, None, "client certificate")
             return _outcome(403, "forbidden", "the client certificate is not this client's")
+        if "referral:pull" not in client.scopes:  # the configuration changed since
+            self.ctx.audit("referral_pull", "refused", client.id, None, "no referral:pull scope")
+            return _outcome(403, "forbidden", "the client may not pull referrals")
         return grant, client
 
     def _served(self, task: TaskRecord) -> dict[str, JsonDict]:
@@ -297,11 +119,11 @@ class Stu3Routes:
         grant, client = granted
         task = self.c.store.get_task(grant.task_id)
         if task is None or task.destination != client.destination:
-            self._audit("referral_pull", "refused", client.id, None, "Task gone")
+            self.ctx.audit("referral_pull", "refused", client.id, None, "Task gone")
             return _outcome(403, "forbidden", "the token's Task is not available")
         where = (rtype, rid)
         if task.status not in PULL_ALLOWED:
-            self._audit(
+            self.ctx.audit(
                 "referral_pull", "refused", client.id, task, f"Task {task.status}", object_ref=where
             )
             return _outcome(
@@ -309,11 +131,11 @@ class Stu3Routes:
             )
         resource = self._served(task).get(f"{rtype}/{rid}")
         if resource is None:
-            self._audit(
+            self.ctx.audit(
                 "referral_pull", "refused", client.id, task, "not this Task's", object_ref=where
             )
             return _outcome(403, "forbidden", "not a resource of the Task this token is for")
-        self._audit("referral_pull", "served", client.id, task, "read", object_ref=where)
+        self.ctx.audit("referral_pull", "served", client.id, task, "read", object_ref=where)
         return Stu3Response(resource)
 
     def _writer(self, request: Request, scope: str) -> tuple[ClientSettings, str | None] | Response:
@@ -358,11 +180,7 @@ class Stu3Routes:
             return data
         if data.get("id") not in (None, task_id):
             return _outcome(400, "invalid", "must carry the id of the URL", "Task.id")
-        header = request.headers.get("if-match")
-        version = None
-        if header is not None:
-            text = header.strip().removeprefix("W/").strip('"')
-            version = int(text) if text.isdigit() else -1
+        version = if_match_version(request.headers.get("if-match"))
         try:
             feedback = fhir_feedback.task_feedback(
                 task_id, data, self.c.clock.now().isoformat(timespec="seconds")
@@ -402,12 +220,8 @@ class Stu3Routes:
         return Stu3Response(operation_outcome(issues), status_code=201 if status == 200 else status)
 
     def add(self, app: FastAPI) -> None:
-        """Register the routes."""
-
-        @app.post("/oauth/token", tags=["notified pull"])
-        async def token(request: Request) -> Response:
-            """OAuth2 client credentials for one Task (``resource``); secret or private-key JWT."""
-            return await self.token(request)
+        """Register the routes (and the token endpoint)."""
+        TokenEndpoint(self.ctx).add(app)
 
         @app.put("/fhir/stu3/Task/{task_id}", tags=["notified pull"])
         async def put_task(task_id: str, request: Request) -> Response:

@@ -1,0 +1,159 @@
+"""``POST /oauth/token``: OAuth2 client credentials for one Task (notified pull).
+
+The receiver authenticates with its secret (HTTP Basic or form) or a private-key JWT, names the
+Task in ``resource`` (RFC 8707): ``urn:uuid:<task id>`` (the notification Task's identifier) or
+``{base_url}/fhir/stu3/Task/<task id>``. Only a ``referral:pull`` client of the Task's destination
+gets a token, only while the Task is open, and with the client certificate it is bound to when the
+client has one configured. Refusals follow RFC 6749 section 5.2 (``error``,
+``error_description``): that is what OAuth client libraries read. Every answer is audited.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import urllib.parse
+import uuid
+from typing import Final
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from wor_bridge.config import ClientSettings
+from wor_bridge.service.pull_context import PULL_ALLOWED, PullContext
+from wor_bridge.service.tls import client_cert_sha256
+from wor_bridge.service.tokens import JWT_BEARER
+
+_FORM_LIMIT: Final = 16_384
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="wor-bridge"'
+    return JSONResponse(
+        {"error": error, "error_description": description}, status_code=status, headers=headers
+    )
+
+
+def _form(body: bytes) -> dict[str, str] | None:
+    """A form body with each parameter once (RFC 6749: parameters must not repeat)."""
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode("ascii"), strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:
+            return None
+        form[key] = value
+    return form
+
+
+def _basic(header: str | None) -> tuple[str, str] | None:
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        user, _, secret = (
+            base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
+        )
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(secret)
+
+
+class TokenEndpoint:
+    """The token endpoint over a ``PullContext``."""
+
+    def __init__(self, ctx: PullContext) -> None:
+        self.ctx = ctx
+
+    def _client(self, request: Request, form: dict[str, str]) -> ClientSettings | str:
+        """The authenticated client, or why not (never which part of the credentials failed)."""
+        if "client_assertion" in form or "client_assertion_type" in form:
+            if form.get("client_assertion_type") != JWT_BEARER:
+                return "client_assertion_type must be jwt-bearer"
+            assertion = form.get("client_assertion", "")
+            client = self.ctx.clients.get(self.ctx.tokens.assertion_issuer(assertion) or "")
+            pem = self.ctx.public_keys.get(client.id) if client else None
+            if client is None or pem is None:
+                return "unknown client or no key configured for it"
+            problem = self.ctx.tokens.verify_assertion(assertion, client.id, pem, self.ctx.now())
+            return problem.message if problem else client
+        basic = _basic(request.headers.get("authorization"))
+        client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret", ""))
+        client = self.ctx.clients.get(client_id)
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        if client is None or not client.key_sha256 or not secret:
+            return "unknown client or wrong secret"
+        if not hmac.compare_digest(client.key_sha256, digest):
+            return "unknown client or wrong secret"
+        return client
+
+    def _task_of(self, resource: str) -> str | None:
+        text = resource.strip()
+        prefix = f"{self.ctx.tokens.audience}/Task/"
+        if text.startswith("urn:uuid:"):
+            text = text[9:]
+        elif text.startswith(prefix):
+            text = text[len(prefix) :]
+        else:
+            return None
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            return None
+
+    async def token(self, request: Request) -> Response:  # noqa: PLR0911 - one answer per refusal
+        """Client credentials for one Task; refusals per RFC 6749 and audited."""
+        body = await request.body()
+        form = _form(body) if len(body) <= _FORM_LIMIT else None
+        if form is None:
+            self.ctx.audit("pull_token", "refused", "(unknown)", None, "malformed request")
+            return _oauth_error(400, "invalid_request", "must be a form, each parameter once")
+        if form.get("grant_type") != "client_credentials":
+            self.ctx.audit("pull_token", "refused", "(unknown)", None, "grant type")
+            return _oauth_error(400, "unsupported_grant_type", "grant_type client_credentials")
+        client = self._client(request, form)
+        if isinstance(client, str):
+            self.ctx.audit("pull_token", "refused", "(unknown)", None, client)
+            return _oauth_error(401, "invalid_client", client)
+        cert = client_cert_sha256(request.scope)
+        if not self.ctx.cert_ok(client, cert):
+            self.ctx.audit("pull_token", "refused", client.id, None, "client certificate")
+            return _oauth_error(
+                401, "invalid_client", "the client certificate is not this client's"
+            )
+        if "referral:pull" not in client.scopes or client.destination is None:
+            self.ctx.audit("pull_token", "refused", client.id, None, "no referral:pull scope")
+            return _oauth_error(400, "unauthorized_client", "the client may not pull referrals")
+        task_id = self._task_of(form.get("resource", ""))
+        task = self.ctx.c.store.get_task(task_id) if task_id else None
+        if task is None or task.destination != client.destination or not self.ctx.pulled(task):
+            self.ctx.audit("pull_token", "refused", client.id, None, "no such Task for this client")
+            return _oauth_error(
+                400, "invalid_target", "resource must name a Task notified to this client"
+            )
+        if task.status not in PULL_ALLOWED:
+            self.ctx.audit("pull_token", "refused", client.id, task, f"Task {task.status}")
+            return _oauth_error(400, "invalid_grant", f"access ended: the Task is {task.status}")
+        token = self.ctx.tokens.issue(client.id, task.task_id, cert, self.ctx.now())
+        self.ctx.audit("pull_token", "issued", client.id, task, "token issued", action="E")
+        return JSONResponse(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": self.ctx.tokens.ttl_s,
+                "scope": f"task/{task.task_id}",
+            },
+            headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        )
+
+    def add(self, app: FastAPI) -> None:
+        """Register the route."""
+
+        @app.post("/oauth/token", tags=["notified pull"])
+        async def token(request: Request) -> Response:
+            """OAuth2 client credentials for one Task (``resource``); secret or private-key JWT."""
+            return await self.token(request)
