@@ -150,6 +150,9 @@ def test_token_reads_exactly_its_referral(world: World) -> None:
     referral = world.call("GET", f"/fhir/stu3/{focus}", headers=_bearer(token))
     assert referral.status_code == 200
     assert referral.json()["resourceType"] == "ReferralRequest"
+    for served in (task.json(), referral.json()):
+        assert fhir.validate_stu3(served, served["resourceType"]) == []
+    assert _audit(world, "pull_token") == [("issued", "viplive-receiver")]
     other = world.call("GET", f"/fhir/stu3/Task/{second}", headers=_bearer(token))
     assert other.status_code == 403
     assert other.json()["resourceType"] == "OperationOutcome"
