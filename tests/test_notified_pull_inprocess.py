@@ -289,3 +289,14 @@ def test_zorgdomein_document_with_bearer_and_status_put_back(world: World) -> No
     refused = world.call("PUT", f"/fhir/stu3/Task/{other}", json={**task, "id": other}, headers=key)
     assert refused.status_code == 403
     assert refused.json()["resourceType"] == "OperationOutcome"
+
+
+def test_token_guessing_is_rate_limited_per_client(world: World) -> None:
+    """Wrong secrets for a known client hit its rate limit (429, Retry-After), audited."""
+    task_id = _push(world)
+    answers = [_token(world, task_id, client_secret=f"guess-{n}") for n in range(30)]
+    codes = {a.status_code for a in answers}
+    assert codes == {401, 429}
+    limited = next(a for a in answers if a.status_code == 429)
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert ("refused", "unverified:viplive-receiver") in _audit(world, "pull_token")

@@ -62,8 +62,15 @@ class Authenticator:
             return Denied(401, "login", "a valid API key or bearer token is required")
         if scope not in client.scopes and "admin" not in client.scopes:
             return Denied(403, "forbidden", f"the client lacks the scope {scope}")
-        with self._lock:
-            wait = self._buckets[client.id].take(time.monotonic())
+        wait = self.take(client.id)
         if wait > 0:
             return Denied(429, "throttled", "too many requests; retry later", wait)
         return client
+
+    def take(self, client_id: str) -> float:
+        """Take one request from the client's bucket: 0 to go ahead, else seconds to wait."""
+        bucket = self._buckets.get(client_id)
+        if bucket is None:
+            return 0.0
+        with self._lock:
+            return bucket.take(time.monotonic())

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from typing import Final
 
 from fastapi import FastAPI, Request
@@ -66,8 +67,18 @@ def _basic(header: str | None) -> tuple[str, str] | None:
 class TokenEndpoint:
     """The token endpoint over a ``PullContext``."""
 
-    def __init__(self, ctx: PullContext) -> None:
+    def __init__(self, ctx: PullContext, throttle: Callable[[str], float]) -> None:
         self.ctx = ctx
+        self.throttle = throttle
+
+    def _claimed(self, request: Request, form: dict[str, str]) -> str | None:
+        """The configured client the request claims to be (not yet verified), if any."""
+        if "client_assertion" in form:
+            claimed = self.ctx.tokens.assertion_issuer(form["client_assertion"])
+        else:
+            basic = _basic(request.headers.get("authorization"))
+            claimed = basic[0] if basic else form.get("client_id")
+        return claimed if claimed in self.ctx.clients else None
 
     def _client(self, request: Request, form: dict[str, str]) -> ClientSettings | str:
         """The authenticated client, or why not (never which part of the credentials failed)."""
@@ -115,9 +126,17 @@ class TokenEndpoint:
         if form.get("grant_type") != "client_credentials":
             self.ctx.audit("pull_token", "refused", "(unknown)", None, "grant type")
             return _oauth_error(400, "unsupported_grant_type", "grant_type client_credentials")
+        claimed = self._claimed(request, form)
+        wait = self.throttle(claimed) if claimed else 0.0
+        if wait > 0:  # per client, before the credentials are checked: no guessing at speed
+            self.ctx.audit("pull_token", "refused", f"unverified:{claimed}", None, "rate limit")
+            response = _oauth_error(429, "invalid_request", "too many token requests; retry later")
+            response.headers["Retry-After"] = str(max(1, round(wait)))
+            return response
         client = self._client(request, form)
         if isinstance(client, str):
-            self.ctx.audit("pull_token", "refused", "(unknown)", None, client)
+            user = f"unverified:{claimed}" if claimed else "(unknown)"
+            self.ctx.audit("pull_token", "refused", user, None, client)
             return _oauth_error(401, "invalid_client", client)
         cert = client_cert_sha256(request.scope)
         if not self.ctx.cert_ok(client, cert):

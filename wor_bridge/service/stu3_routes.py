@@ -221,7 +221,7 @@ class Stu3Routes:
 
     def add(self, app: FastAPI) -> None:
         """Register the routes (and the token endpoint)."""
-        TokenEndpoint(self.ctx).add(app)
+        TokenEndpoint(self.ctx, self.auth.take).add(app)
 
         @app.put("/fhir/stu3/Task/{task_id}", tags=["notified pull"])
         async def put_task(task_id: str, request: Request) -> Response:
