@@ -2,9 +2,10 @@
 
 - ``write_config`` writes a temporary TOML configuration (absolute mappings_dir, a store in the
   temp dir, every destination pointed at the simulated receiver, quick retries);
-- ``ServiceProcess`` starts the service on a free loopback port, waits for ``/healthz``, stops it
-  with SIGTERM or SIGKILL and keeps everything it wrote (stdout and the JSON logs on stderr) out
-  of the test output, for assertions;
+- ``ServiceProcess`` starts the service on a free loopback port (or a port chosen beforehand),
+  waits for ``/healthz`` (over HTTPS with a client certificate when the service serves mutual
+  TLS), stops it with SIGTERM or SIGKILL and keeps everything it wrote (stdout and the JSON logs
+  on stderr) out of the test output, for assertions;
 - ``run_cli`` runs the ``wor-bridge`` CLI with the same configuration and environment;
 - ``receiver`` is a context manager around ``SimulatedFhirServer``.
 
@@ -257,11 +258,32 @@ class ServiceProcess:
     """``python -m wor_bridge.cli serve --config ...`` on a free port; restartable.
 
     ``stderr_lines`` and ``stdout_lines`` accumulate over every run of this object.
+
+    For a service with ``[service.tls]``: ``scheme="https"``, ``verify`` (the CA file that issued
+    the server certificate; always pass it, REQUESTS_CA_BUNDLE may be set) and ``cert`` (a client
+    certificate and key, when the service requires one) are used for the ``/healthz`` check.
+    ``port`` fixes the port of every run (a configuration that names its own URL, such as
+    ``[pull] base_url``, needs it before the start); by default each run draws a free one.
     """
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str] | None = None,
+        *,
+        port: int | None = None,
+        scheme: str = "http",
+        verify: str | bool | None = None,
+        cert: tuple[str, str] | None = None,
+    ) -> None:
+        if scheme not in ("http", "https"):
+            raise ValueError("scheme must be http or https")
         self.config = config
         self.env = dict(env or {})
+        self.scheme = scheme
+        self.verify = verify
+        self.cert = cert
+        self._fixed_port = port
         self.port = 0
         self.stderr_lines: list[str] = []
         self.stdout_lines: list[str] = []
@@ -270,8 +292,8 @@ class ServiceProcess:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>`` of the current run."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:<port>`` (``https://`` with TLS) of the current run."""
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def returncode(self) -> int | None:
@@ -288,7 +310,7 @@ class ServiceProcess:
         if self._proc is not None and self._proc.poll() is None:
             raise RuntimeError("the service is already running")
         self._release()
-        self.port = free_port()
+        self.port = self._fixed_port or free_port()
         env = _clean_env({**self.env, **(extra_env or {})})
         env["WOR_BRIDGE_SERVICE__PORT"] = str(self.port)
         self._proc = subprocess.Popen(
@@ -314,8 +336,14 @@ class ServiceProcess:
             # start-up output holds configuration facts only, never patient data
             tail = "\n".join(self.stderr_lines[-10:])
             raise AssertionError(f"the service exited with {self._proc.returncode}:\n{tail}")
+        tls: dict[str, Any] = {}
+        if self.verify is not None:
+            tls["verify"] = self.verify
+        if self.cert is not None:
+            tls["cert"] = self.cert
         try:
-            return requests.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+            with requests.get(f"{self.base_url}/healthz", timeout=1, **tls) as response:
+                return response.status_code == 200
         except requests.RequestException:
             return False
 
@@ -394,9 +422,14 @@ def run_cli(
 
 
 @contextlib.contextmanager
-def running_service(config: Path, env: dict[str, str] | None = None) -> Iterator[ServiceProcess]:
-    """A started ServiceProcess, killed afterwards whatever happens."""
-    service = ServiceProcess(config, env)
+def running_service(
+    config: Path, env: dict[str, str] | None = None, **options: Any
+) -> Iterator[ServiceProcess]:
+    """A started ServiceProcess, killed afterwards whatever happens.
+
+    ``options`` are ServiceProcess's keyword arguments (``port``, ``scheme``, ``verify``, ``cert``).
+    """
+    service = ServiceProcess(config, env, **options)
     try:
         yield service.start()
     finally:
