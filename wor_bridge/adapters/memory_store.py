@@ -14,9 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from wor_bridge.adapters.memory_tasks import MemoryTaskTables, Row, ts
 from wor_bridge.core.outbox import State
 from wor_bridge.ports import (
     Added,
@@ -28,64 +29,16 @@ from wor_bridge.ports import (
     QueueStats,
     ReferralRecord,
     TaskRecord,
-    TaskUpdate,
 )
 
-_ACTIVE = frozenset({"requested", "accepted", "in-progress", "on-hold"})
 
-
-def _ts(moment: dt.datetime) -> float:
-    return moment.timestamp()
-
-
-def _dt(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, tz=dt.UTC)
-
-
-@dataclass(slots=True)
-class _Row:
-    """One outbox row, lease included (mutable; only touched under the store's lock)."""
-
-    id: int
-    idempotency_key: str
-    task_id: str
-    destination: str
-    state: State
-    attempts: int
-    created_at: float
-    next_attempt_at: float
-    payload: bytes
-    lease_owner: str | None = None
-    lease_until: float | None = None
-    delivered_at: float | None = None
-    last_status: int | None = None
-    last_error: str | None = None
-
-    def entry(self) -> OutboxEntry:
-        """The row as the immutable value the port hands out."""
-        return OutboxEntry(
-            id=self.id,
-            idempotency_key=self.idempotency_key,
-            task_id=self.task_id,
-            destination=self.destination,
-            state=self.state,
-            attempts=self.attempts,
-            created_at=_dt(self.created_at),
-            next_attempt_at=_dt(self.next_attempt_at),
-            delivered_at=None if self.delivered_at is None else _dt(self.delivered_at),
-            last_status=self.last_status,
-            last_error=self.last_error,
-            payload=self.payload,
-        )
-
-
-class MemoryOutboxStore:
+class MemoryOutboxStore(MemoryTaskTables):
     """``OutboxStore`` in dictionaries, thread-safe, with ``SqliteOutboxStore``'s semantics."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._referrals: dict[str, tuple[NewReferral, float]] = {}
-        self._rows: dict[int, _Row] = {}
+        self._rows: dict[int, Row] = {}
         self._by_key: dict[str, int] = {}
         self._audit: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
@@ -100,7 +53,7 @@ class MemoryOutboxStore:
         self, referral: NewReferral, now: dt.datetime, audit: AuditEvent | None = None
     ) -> Added:
         """Store referral + outbox entry (+ audit) at once; a known key returns the existing."""
-        at = _ts(now)
+        at = ts(now)
         with self._lock:
             known = self._by_key.get(referral.idempotency_key)
             if known is None and referral.task_id in self._referrals:
@@ -148,7 +101,7 @@ class MemoryOutboxStore:
         self, owner: str, now: dt.datetime, lease_s: float, limit: int
     ) -> list[OutboxEntry]:
         """Lease due pending entries whose lease is free or expired."""
-        at = _ts(now)
+        at = ts(now)
         with self._lock:
             due = sorted(
                 (
@@ -188,15 +141,15 @@ class MemoryOutboxStore:
         """Record the attempt and release the lease, only while ``owner`` holds it."""
         with self._lock:
             if audit is not None:
-                self._append_audit(audit, _ts(now))
+                self._append_audit(audit, ts(now))
             row = self._rows.get(entry_id)
             if row is None or row.lease_owner != owner or row.state != "pending":
                 return False
             row.state = state
             row.attempts += 1
-            row.next_attempt_at = _ts(next_attempt_at or now)
+            row.next_attempt_at = ts(next_attempt_at or now)
             if state == "delivered":
-                row.delivered_at = _ts(now)
+                row.delivered_at = ts(now)
             row.last_status = status
             row.last_error = error
             row.lease_owner = row.lease_until = None
@@ -241,7 +194,7 @@ class MemoryOutboxStore:
 
     def requeue(self, entry_ids: list[int], now: dt.datetime) -> int:
         """Dead or delivered -> pending, due now, fresh retry budget; pending ones are left."""
-        at = _ts(now)
+        at = ts(now)
         with self._lock:
             changed = 0
             for entry_id in set(entry_ids):
@@ -257,7 +210,7 @@ class MemoryOutboxStore:
 
     def entry_ids(self, state: State, since: dt.datetime | None = None) -> list[int]:
         """Ids in ``state``, created at or after ``since``."""
-        floor = _ts(since) if since is not None else 0.0
+        floor = ts(since) if since is not None else 0.0
         with self._lock:
             return sorted(
                 row.id
@@ -268,7 +221,7 @@ class MemoryOutboxStore:
     def audit(self, event: AuditEvent, now: dt.datetime) -> None:
         """Append one audit record."""
         with self._lock:
-            self._append_audit(event, _ts(now))
+            self._append_audit(event, ts(now))
 
     def _append_audit(self, event: AuditEvent, at: float) -> None:
         """Append under the caller's lock."""
@@ -302,7 +255,7 @@ class MemoryOutboxStore:
             for row in self._rows.values():
                 counts[row.state] += 1
             pending = [row.created_at for row in self._rows.values() if row.state == "pending"]
-        age = max(0.0, _ts(now) - min(pending)) if pending else 0.0
+        age = max(0.0, ts(now) - min(pending)) if pending else 0.0
         return QueueStats(counts["pending"], counts["dead"], counts["delivered"], age)
 
     def ping(self) -> None:
@@ -312,7 +265,7 @@ class MemoryOutboxStore:
         """Like SQLite's INSERT OR IGNORE into the outbox (caller holds the lock); the entry id."""
         if message.idempotency_key in self._by_key:
             return self._by_key[message.idempotency_key]
-        row = _Row(
+        row = Row(
             id=next(self._ids),
             idempotency_key=message.idempotency_key,
             task_id=message.task_id,
@@ -326,110 +279,6 @@ class MemoryOutboxStore:
         self._rows[row.id] = row
         self._by_key[row.idempotency_key] = row.id
         return row.id
-
-    def get_task(self, task_id: str) -> TaskRecord | None:
-        """The Task of a referral, or None."""
-        with self._lock:
-            return self._tasks.get(task_id)
-
-    def task_for_request(self, service_request_id: str) -> str | None:
-        """The Task id of the referral whose ServiceRequest has this id."""
-        with self._lock:
-            for referral, _ in self._referrals.values():
-                if service_request_id and referral.service_request_id == service_request_id:
-                    return referral.task_id
-            return None
-
-    def known_items(self, task_id: str) -> set[str]:
-        """Keys of the feedback items already recorded for a Task."""
-        with self._lock:
-            return {key for key, owner in self._items.items() if owner == task_id}
-
-    def save_task_update(
-        self,
-        task_id: str,
-        expected_version: int,
-        update: TaskUpdate,
-        *,
-        audit: AuditEvent,
-        now: dt.datetime,
-    ) -> int | None:
-        """New state, item keys, outbox message and audit at once (optimistic lock)."""
-        with self._lock:
-            task = self._tasks.get(task_id)
-            if task is None or task.version != expected_version:
-                return None
-            at = _ts(now)
-            first = task.first_contact_at
-            if update.first_contact and first is None:
-                first = _dt(at)
-            self._tasks[task_id] = replace(
-                task,
-                status=update.status,
-                business_status=update.business_status,
-                reason_code=update.reason_code,
-                reason_text=update.reason_text,
-                version=task.version + 1,
-                first_contact_at=first,
-            )
-            for key in update.item_keys:
-                self._items.setdefault(key, task_id)
-            message = update.message
-            if update.withdraw:
-                referral, _ = self._referrals[task_id]
-                row = self._rows[self._by_key[referral.idempotency_key]]
-                free = row.lease_until is None or row.lease_until <= at
-                definite = row.attempts == 0 or row.last_status is not None
-                if row.state == "pending" and free and definite:
-                    row.state, row.last_error = "dead", "withdrawn before delivery"
-                    message = None  # the welfare side never received it: nothing to cancel
-            if message is not None:
-                self._insert_message(message, at)
-            self._append_audit(audit, at)
-            return expected_version + 1
-
-    def poll_cursor(self, destination: str) -> str | None:
-        """The high-water mark of the last poll of a destination."""
-        with self._lock:
-            return self._cursors.get(destination)
-
-    def set_poll_cursor(self, destination: str, cursor: str) -> None:
-        """Remember the high-water mark after a poll round."""
-        with self._lock:
-            self._cursors[destination] = cursor
-
-    def overdue_tasks(self, now: dt.datetime, limit: int) -> list[str]:
-        """Past the deadline, no first contact, not finished, not alerted."""
-        at = _ts(now)
-        with self._lock:
-            due = sorted(
-                (
-                    t
-                    for t in self._tasks.values()
-                    if t.deadline_at is not None
-                    and _ts(t.deadline_at) < at
-                    and t.first_contact_at is None
-                    and t.alerted_at is None
-                    and t.status in _ACTIVE
-                ),
-                key=lambda t: _ts(t.deadline_at) if t.deadline_at else 0.0,
-            )
-            return [t.task_id for t in due[: max(limit, 0)]]
-
-    def mark_alerted(
-        self, task_id: str, message: NewMessage | None, *, audit: AuditEvent, now: dt.datetime
-    ) -> bool:
-        """Alert once: flag, outbox message and audit at once."""
-        with self._lock:
-            task = self._tasks.get(task_id)
-            if task is None or task.alerted_at is not None:
-                return False
-            at = _ts(now)
-            self._tasks[task_id] = replace(task, alerted_at=_dt(at))
-            if message is not None:
-                self._insert_message(message, at)
-            self._append_audit(audit, at)
-            return True
 
 
 def _conforms(store: MemoryOutboxStore) -> OutboxStore:
