@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 @dataclass
@@ -118,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._scripted_failure():
             return
         parts = self._path()
-        query = urlsplit(self.path).query
+        query = unquote(urlsplit(self.path).query)
         if len(parts) == 1 and query and isinstance(body, dict):
             request = {"method": "PUT", "url": f"{parts[0]}?{query}"}
             answer = self.server.apply_entry({"request": request, "resource": body})["response"]

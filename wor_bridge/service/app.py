@@ -33,6 +33,7 @@ from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.stu3_routes import Stu3Routes
+from wor_bridge.service.tls import client_cert_sha256
 
 FHIR_JSON = "application/fhir+json"
 log = structlog.get_logger("wor_bridge.service")
@@ -146,7 +147,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
 
     def authorise(request: Request, scope: str) -> ClientSettings | Denied:
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
-        return auth.check(key, scope)
+        return auth.check(key, scope, client_cert_sha256(request.scope))
 
     def caller(client: ClientSettings) -> pipeline.Caller:
         return pipeline.Caller(client.id, client.source_system, client.on_behalf_of)
@@ -209,7 +210,7 @@ class _Intake:
 
     async def welfare_bundle(self, request: Request, key: str | None) -> Response:
         """A welfare client posts Tasks/Observations to the base."""
-        checked = self.auth.check(key, "feedback:write")
+        checked = self.auth.check(key, "feedback:write", client_cert_sha256(request.scope))
         if isinstance(checked, Denied):
             return _denied(checked)
         data = await _read_body(request, self.c.config.core.max_body_bytes)
@@ -227,7 +228,7 @@ class _Intake:
         welfare = self.auth.client(key)
         if welfare is not None and welfare.destination is not None:
             return await self.welfare_bundle(request, key)
-        client = self.auth.check(key, "referral:write")
+        client = self.auth.check(key, "referral:write", client_cert_sha256(request.scope))
         if isinstance(client, Denied):
             return _denied(client)
         body = await _read_body(request, self.c.config.core.max_body_bytes)

@@ -55,11 +55,21 @@ class Authenticator:
                 found = client
         return found
 
-    def check(self, key: str | None, scope: str) -> ClientSettings | Denied:
-        """The authenticated client allowed ``scope`` within its rate, or why not."""
+    def check(
+        self, key: str | None, scope: str, cert_sha256: str | None
+    ) -> ClientSettings | Denied:
+        """The authenticated client allowed ``scope`` within its rate, or why not.
+
+        A client with ``cert_sha256`` configured must present exactly that TLS certificate
+        (``cert_sha256`` is the fingerprint of the one the connection presented, if any).
+        """
         client = self.client(key)
         if client is None:
             return Denied(401, "login", "a valid API key or bearer token is required")
+        if client.cert_sha256 is not None and (
+            cert_sha256 is None or not hmac.compare_digest(cert_sha256, client.cert_sha256)
+        ):
+            return Denied(401, "security", "the client certificate does not belong to this key")
         if scope not in client.scopes and "admin" not in client.scopes:
             return Denied(403, "forbidden", f"the client lacks the scope {scope}")
         wait = self.take(client.id)

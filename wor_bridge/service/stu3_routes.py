@@ -83,7 +83,8 @@ class Stu3Routes:
         if isinstance(grant, TokenProblem) or client is None:
             message = grant.message if isinstance(grant, TokenProblem) else "unknown client"
             code = "expired" if isinstance(grant, TokenProblem) and grant.expired else "login"
-            self.ctx.audit("referral_pull", "refused", "(unknown)", None, message)
+            subject = grant.client_id if isinstance(grant, TokenProblem) else None
+            self.ctx.audit("referral_pull", "refused", subject or "(unknown)", None, message)
             return _outcome(401, code, message)
         if not self.ctx.cert_ok(client, cert):
             self.ctx.audit("referral_pull", "refused", client.id, None, "client certificate")
@@ -151,7 +152,7 @@ class Stu3Routes:
             if isinstance(granted, Response):
                 return granted
             return granted[1], granted[0].task_id
-        client = self.auth.check(presented, scope)
+        client = self.auth.check(presented, scope, client_cert_sha256(request.scope))
         if isinstance(client, Denied):
             return _outcome(client.status, client.code, client.message)
         return client, None

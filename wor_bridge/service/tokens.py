@@ -15,6 +15,7 @@ Nothing here logs; callers audit. Problems are short English phrases without any
 from __future__ import annotations
 
 import base64
+import math
 import secrets
 import threading
 import uuid
@@ -44,10 +45,13 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class TokenProblem:
-    """Why a token or assertion is refused (``expired`` when only its time ran out)."""
+    """Why a token or assertion is refused (``expired`` when only its time ran out).
+
+    ``client_id`` is the subject of a token whose signature held (for the audit trail)."""
 
     message: str
     expired: bool = False
+    client_id: str | None = None
 
 
 def thumbprint(cert_sha256_hex: str) -> str:
@@ -140,7 +144,7 @@ class TokenService:
             "sub": client_id,
             "task": task_id,
             "iat": int(now),
-            "exp": int(now) + self.ttl_s,
+            "exp": math.ceil(now) + self.ttl_s,  # never shorter than expires_in says
             "jti": str(uuid.uuid4()),
         }
         if cert_sha256:
@@ -164,11 +168,14 @@ class TokenService:
             )
         except jwt.PyJWTError:
             return TokenProblem("the access token is not valid")
+        subject = str(claims["sub"])
         if float(claims["exp"]) <= now:
-            return TokenProblem("the access token has expired", expired=True)
+            return TokenProblem("the access token has expired", expired=True, client_id=subject)
         bound = (claims.get("cnf") or {}).get("x5t#S256")
         if bound is not None and (
             cert_sha256 is None or not secrets.compare_digest(bound, thumbprint(cert_sha256))
         ):
-            return TokenProblem("the access token is bound to another client certificate")
-        return Grant(str(claims["sub"]), str(claims["task"]), float(claims["exp"]))
+            return TokenProblem(
+                "the access token is bound to another client certificate", client_id=subject
+            )
+        return Grant(subject, str(claims["task"]), float(claims["exp"]))
