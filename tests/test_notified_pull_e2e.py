@@ -783,3 +783,21 @@ def test_api_key_client_is_held_to_its_certificate(bridge: Bridge) -> None:
     assert reply.status in (401, 403)
     hits = patient_value_hits(reply.text)
     assert hits == []
+
+
+def test_service_logs_hold_no_patient_values(bridge: Bridge) -> None:
+    """After a notify-token-pull-update round (and whatever ran before), the service's log lines
+    hold no patient value; failures name the value by index only."""
+    task_id, _ = bridge.push()
+    token = bridge.token(task_id)
+    for item in bridge.notification(task_id)["input"]:
+        assert bridge.pull(item["valueReference"]["reference"], token).status == 200
+    task = bridge.pull(f"/fhir/stu3/Task/{task_id}", token).json()
+    accepted = bridge.stu3_write(
+        "PUT", f"/fhir/stu3/Task/{task_id}", token, task | {"status": "accepted"}
+    )
+    assert accepted.status == 200
+    lines = list(bridge.service.stderr_lines) + list(bridge.service.stdout_lines)
+    assert lines, "the service wrote no log lines at all"
+    hits = sorted({n for line in lines for n in patient_value_hits(line)})
+    assert hits == [], f"patient values (by index) in the service logs: {hits}"
