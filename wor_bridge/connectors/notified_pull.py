@@ -122,6 +122,17 @@ def pullable(referral_bundle_r4: JsonDict) -> dict[str, JsonDict]:
     return {e.key: retarget(to_stu3(e.resource).resource, targets) for e in entries}
 
 
+def pull_one(referral_bundle_r4: JsonDict, key: str) -> JsonDict | None:
+    """``pullable(bundle).get(key)``, converting only that one resource (what a read needs)."""
+    entries = referral_entries(referral_bundle_r4)
+    for entry in entries:
+        if entry.key == key:
+            targets = reference_targets(entries, lambda e: e.key)
+            converted: JsonDict = retarget(to_stu3(entry.resource).resource, targets)
+            return converted
+    return None
+
+
 def reference_targets(entries: list[Entry], target: Callable[[Entry], str]) -> dict[str, str]:
     """Map every way the Bundle may refer to an entry (fullUrl, R4 and STU3 ``Type/id``)."""
     out: dict[str, str] = {}

@@ -305,10 +305,11 @@ def round_trip(resource: JsonDict) -> JsonDict:
     return dumped
 
 
-def parse_and_serialize(data: bytes) -> bytes:
-    """The benchmark floor: parse FHIR JSON bytes with the R4B models and serialise them once."""
+def parse_and_serialize(data: bytes, version: Version = "R4") -> bytes:
+    """The benchmark floor: parse FHIR JSON bytes with the models (R4B, or STU3) and serialise
+    them once."""
     raw = json.loads(data)
-    model = _model(str(raw["resourceType"])).model_validate(raw)
+    model = _model(str(raw["resourceType"]), version).model_validate(raw)
     out: str = model.model_dump_json()
     return out.encode("utf-8")
 

@@ -30,6 +30,7 @@ from wor_bridge.errors import InboundError, Issue, RefusedError
 from wor_bridge.metrics import Metrics
 from wor_bridge.poller import Poller
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
+from wor_bridge.service.bodies import read_body
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.stu3_routes import Stu3Routes
@@ -67,21 +68,6 @@ def _refusal_status(err: RefusedError) -> int:
     if err.issues[0].expression == "(content-type)":
         return 415
     return 400 if isinstance(err, InboundError) else 422
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` (checked while streaming)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class _CatchAll:
@@ -213,7 +199,7 @@ class _Intake:
         checked = self.auth.check(key, "feedback:write", client_cert_sha256(request.scope))
         if isinstance(checked, Denied):
             return _denied(checked)
-        data = await _read_body(request, self.c.config.core.max_body_bytes)
+        data = await read_body(request, self.c.config.core.max_body_bytes)
         try:
             bundle = json.loads(data) if data is not None else None
         except (ValueError, RecursionError):
@@ -231,7 +217,7 @@ class _Intake:
         client = self.auth.check(key, "referral:write", client_cert_sha256(request.scope))
         if isinstance(client, Denied):
             return _denied(client)
-        body = await _read_body(request, self.c.config.core.max_body_bytes)
+        body = await read_body(request, self.c.config.core.max_body_bytes)
         if body is None:
             self.metrics.intake.labels("too_large").inc()
             return _outcome(

@@ -32,6 +32,7 @@ from wor_bridge.errors import Issue
 from wor_bridge.metrics import Metrics
 from wor_bridge.pipeline import Caller
 from wor_bridge.service.auth import Denied
+from wor_bridge.service.bodies import read_body
 
 Authorise = Callable[[Request, str], ClientSettings | Denied]
 Respond = Callable[..., Response]
@@ -116,8 +117,8 @@ class FeedbackRoutes:
         )
 
     async def read_json(self, request: Request) -> Any:
-        body = await request.body()
-        if len(body) > self.c.config.core.max_body_bytes:
+        body = await read_body(request, self.c.config.core.max_body_bytes)
+        if body is None:
             return None
         try:
             return json.loads(body)
@@ -246,8 +247,8 @@ class FeedbackRoutes:
         hook = self.hooks.get(connector)
         if hook is None:
             return self.outcome(404, "not-found", "no such feedback connector")
-        body = await request.body()
-        if len(body) > self.c.config.core.max_body_bytes:
+        body = await read_body(request, self.c.config.core.max_body_bytes)
+        if body is None:
             return self.outcome(413, "too-costly", "body too large", "(body)")
         headers = {k.lower(): v for k, v in request.headers.items()}
         problem = webhook.verify(

@@ -20,8 +20,10 @@ from typing import Final
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.config import ClientSettings
+from wor_bridge.service.bodies import read_body
 from wor_bridge.service.pull_context import PULL_ALLOWED, PullContext
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.service.tokens import JWT_BEARER
@@ -116,10 +118,17 @@ class TokenEndpoint:
         except ValueError:
             return None
 
-    async def token(self, request: Request) -> Response:  # noqa: PLR0911 - one answer per refusal
+    async def token(self, request: Request) -> Response:
         """Client credentials for one Task; refusals per RFC 6749 and audited."""
-        body = await request.body()
-        form = _form(body) if len(body) <= _FORM_LIMIT else None
+        body = await read_body(request, _FORM_LIMIT)
+        # store reads and audit commits (a disk flush each) stay off the event loop
+        return await run_in_threadpool(self._answer, request, body)
+
+    def _answer(  # noqa: PLR0911 - one answer per refusal reason
+        self, request: Request, body: bytes | None
+    ) -> Response:
+        """The token endpoint's answer to a read body (runs in a worker thread)."""
+        form = _form(body) if body is not None else None
         if form is None:
             self.ctx.audit("pull_token", "refused", "(unknown)", None, "malformed request")
             return _oauth_error(400, "invalid_request", "must be a form, each parameter once")

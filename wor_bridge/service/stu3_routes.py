@@ -94,23 +94,22 @@ class Stu3Routes:
             return _outcome(403, "forbidden", "the client may not pull referrals")
         return grant, client
 
-    def _served(self, task: TaskRecord) -> dict[str, JsonDict]:
-        """The STU3 resources of a Task's referral, and its Task, by ``Type/id``."""
+    def _resource(self, task: TaskRecord, key: str) -> JsonDict | None:
+        """One STU3 resource of a Task's referral (or its Task) by ``Type/id``; only that one is
+        converted, since a receiver pulls them one by one."""
         bundle = json.loads(task.bundle)
-        resources = notified_pull.pullable(bundle)
+        if key != f"Task/{task.task_id}":
+            return notified_pull.pull_one(bundle, key)
         record = self.c.store.get_referral(task.task_id)
-        if record is not None:
-            r4_task = task_resource(
-                task, record.state, frozenset(self.c.store.known_items(task.task_id))
-            )
-            entries = notified_pull.referral_entries(bundle)
-            targets = notified_pull.reference_targets(entries, lambda e: e.key)
-            local = {f"{e.resource['resourceType']}/{e.id}": e.key for e in entries}
-            converted = stu3.to_stu3(r4_task).resource
-            resources[f"Task/{task.task_id}"] = notified_pull.retarget(
-                converted, {**targets, **local}
-            )
-        return resources
+        if record is None:
+            return None
+        known = frozenset(self.c.store.known_items(task.task_id))
+        converted = stu3.to_stu3(task_resource(task, record.state, known)).resource
+        entries = notified_pull.referral_entries(bundle)
+        targets = notified_pull.reference_targets(entries, lambda e: e.key)
+        local = {f"{e.resource['resourceType']}/{e.id}": e.key for e in entries}
+        served: JsonDict = notified_pull.retarget(converted, {**targets, **local})
+        return served
 
     def read(self, rtype: str, rid: str, request: Request) -> Response:
         """One resource of the referral the token is for."""
@@ -130,7 +129,7 @@ class Stu3Routes:
             return _outcome(
                 403, "forbidden", f"access ended: the Task is {task.status}", "Task.status"
             )
-        resource = self._served(task).get(f"{rtype}/{rid}")
+        resource = self._resource(task, f"{rtype}/{rid}")
         if resource is None:
             self.ctx.audit(
                 "referral_pull", "refused", client.id, task, "not this Task's", object_ref=where
@@ -198,7 +197,7 @@ class Stu3Routes:
         task = self.c.store.get_task(task_id)
         if task is None:
             return _outcome(404, "not-found", "no Task with this id", "Task.id")
-        body = self._served(task).get(f"Task/{task_id}")
+        body = await run_in_threadpool(self._resource, task, f"Task/{task_id}")
         return Stu3Response(body, headers={"ETag": f'W/"{task.version}"'})
 
     async def post_observation(self, request: Request) -> Response:
