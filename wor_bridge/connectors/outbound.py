@@ -111,8 +111,10 @@ def render(
             )
             create = (*headers, ("If-None-Exist", _conditional(task_uuid)))
             return [HttpRequest("POST", f"{base}/Task", _body(note), create)]
-        # statusReason is a CodeableConcept in R4 and STU3 alike
-        reason = task.get("statusReason")
+        # statusReason is a CodeableConcept in R4 and STU3 alike; only its codes travel: the
+        # GP's text may name the patient, and the notification side carries no personal data
+        codes = (task.get("statusReason") or {}).get("coding")
+        reason = {"coding": codes} if codes else None
         ended = notified_pull.withdrawn_task(task_uuid, receiver, str(task["status"]), reason)
         url = f"{base}/Task?{_conditional(task_uuid)}"
         return [HttpRequest("PUT", url, _body(ended), headers)]

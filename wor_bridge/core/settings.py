@@ -180,7 +180,7 @@ class PullSettings(_Frozen):
     """The bridge's public base URL: notification Tasks reference ``{base_url}/fhir/stu3/...``
     and the token endpoint is ``{base_url}/oauth/token`` (the private-key JWT audience)."""
     token_ttl_s: int = Field(default=300, ge=1, le=3600)
-    token_key: SecretStr | None = None
+    token_key: SecretStr | None = Field(default=None, min_length=32)
     """HS256 key of the access tokens (set it when several bridge processes share receivers);
     without it each process draws a random key and its tokens end with it."""
 

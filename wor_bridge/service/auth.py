@@ -66,6 +66,8 @@ class Authenticator:
         client = self.client(key)
         if client is None:
             return Denied(401, "login", "a valid API key or bearer token is required")
+        if "referral:pull" in client.scopes:  # its secret is for /oauth/token only
+            return Denied(401, "login", "a notified-pull client uses tokens from /oauth/token")
         if client.cert_sha256 is not None and (
             cert_sha256 is None or not hmac.compare_digest(cert_sha256, client.cert_sha256)
         ):

@@ -13,9 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
+import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
 from typing import Final
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.config import ClientSettings
+from wor_bridge.core.ratelimit import TokenBucket
 from wor_bridge.service.bodies import read_body
 from wor_bridge.service.pull_context import PULL_ALLOWED, PullContext
 from wor_bridge.service.tls import client_cert_sha256
@@ -43,7 +45,7 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
 def _form(body: bytes) -> dict[str, str] | None:
     """A form body with each parameter once (RFC 6749: parameters must not repeat)."""
     try:
-        pairs = urllib.parse.parse_qsl(body.decode("ascii"), strict_parsing=bool(body))
+        pairs = urllib.parse.parse_qsl(body.decode("ascii"), keep_blank_values=True)
     except (UnicodeDecodeError, ValueError):
         return None
     form: dict[str, str] = {}
@@ -69,9 +71,24 @@ def _basic(header: str | None) -> tuple[str, str] | None:
 class TokenEndpoint:
     """The token endpoint over a ``PullContext``."""
 
-    def __init__(self, ctx: PullContext, throttle: Callable[[str], float]) -> None:
+    def __init__(self, ctx: PullContext, rate_per_s: float, burst: int) -> None:
         self.ctx = ctx
-        self.throttle = throttle
+        self._rate = (rate_per_s, burst)
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def _throttle(self, request: Request, claimed: str | None) -> float:
+        """Seconds to wait for this claimed client from this peer (0: go ahead).
+
+        The token endpoint's own buckets, keyed by claim and peer: guessing a receiver's secret
+        is slowed down, and no amount of it throttles that client's (or anyone's) API routes.
+        """
+        peer = request.client.host if request.client else "-"
+        with self._lock:
+            if len(self._buckets) > 10_000:  # bounded memory under a flood of peers
+                self._buckets.clear()
+            bucket = self._buckets.setdefault(f"{claimed}|{peer}", TokenBucket(*self._rate))
+            return bucket.take(time.monotonic())
 
     def _claimed(self, request: Request, form: dict[str, str]) -> str | None:
         """The configured client the request claims to be (not yet verified), if any."""
@@ -114,9 +131,10 @@ class TokenEndpoint:
         else:
             return None
         try:
-            return str(uuid.UUID(text))
+            canonical = str(uuid.UUID(text))
         except ValueError:
             return None
+        return canonical if canonical == text else None
 
     async def token(self, request: Request) -> Response:
         """Client credentials for one Task; refusals per RFC 6749 and audited."""
@@ -132,13 +150,25 @@ class TokenEndpoint:
         if form is None:
             self.ctx.audit("pull_token", "refused", "(unknown)", None, "malformed request")
             return _oauth_error(400, "invalid_request", "must be a form, each parameter once")
-        if form.get("grant_type") != "client_credentials":
+        if "grant_type" not in form:
+            self.ctx.audit("pull_token", "refused", "(unknown)", None, "no grant type")
+            return _oauth_error(400, "invalid_request", "grant_type is required")
+        if form["grant_type"] != "client_credentials":
             self.ctx.audit("pull_token", "refused", "(unknown)", None, "grant type")
             return _oauth_error(400, "unsupported_grant_type", "grant_type client_credentials")
+        methods = [
+            _basic(request.headers.get("authorization")) is not None,
+            "client_secret" in form,
+            "client_assertion" in form or "client_assertion_type" in form,
+        ]
+        if sum(methods) > 1:  # RFC 6749 section 2.3: one authentication method per request
+            self.ctx.audit("pull_token", "refused", "(unknown)", None, "several auth methods")
+            return _oauth_error(400, "invalid_request", "use one client authentication method")
         claimed = self._claimed(request, form)
-        wait = self.throttle(claimed) if claimed else 0.0
-        if wait > 0:  # per client, before the credentials are checked: no guessing at speed
-            self.ctx.audit("pull_token", "refused", f"unverified:{claimed}", None, "rate limit")
+        wait = self._throttle(request, claimed)
+        if wait > 0:  # before the credentials are checked: no guessing at speed
+            user = f"unverified:{claimed}" if claimed else "(unknown)"
+            self.ctx.audit("pull_token", "refused", user, None, "rate limit")
             response = _oauth_error(429, "invalid_request", "too many token requests; retry later")
             response.headers["Retry-After"] = str(max(1, round(wait)))
             return response
@@ -159,7 +189,16 @@ class TokenEndpoint:
         task_id = self._task_of(form.get("resource", ""))
         task = self.ctx.c.store.get_task(task_id) if task_id else None
         if task is None or task.destination != client.destination or not self.ctx.pulled(task):
-            self.ctx.audit("pull_token", "refused", client.id, None, "no such Task for this client")
+            # recorded against that Task's patient when it exists (the answer does not tell)
+            self.ctx.audit(
+                "pull_token",
+                "refused",
+                client.id,
+                task,
+                "no such Task for this client",
+                object_ref=("Task", task_id or ""),
+                responsible=client.destination,
+            )
             return _oauth_error(
                 400, "invalid_target", "resource must name a Task notified to this client"
             )

@@ -57,6 +57,7 @@ class PullContext:
         *,
         action: str = "R",
         object_ref: tuple[str, str] | None = None,
+        responsible: str | None = None,
     ) -> None:
         """One NEN 7513 record: the client, and the patient when the Task is known to be its."""
         kind, oid = object_ref or ("Task", task.task_id if task else "")
@@ -66,7 +67,7 @@ class PullContext:
                 action=action,
                 outcome=outcome,
                 user=user,
-                responsible=task.destination if task else "",
+                responsible=responsible or (task.destination if task else ""),
                 source_system=task.source_system if task else "",
                 patient_id=task.patient_id if task else "",
                 object_type=kind,

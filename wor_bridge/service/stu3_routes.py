@@ -17,6 +17,7 @@ OperationOutcomes; none echoes a presented value.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
@@ -60,6 +61,19 @@ def _outcome(status: int, code: Any, message: str, where: str = "(request)") -> 
     return response
 
 
+REVOKED: Final = frozenset({"rejected", "cancelled", "entered-in-error"})
+"""Statuses after which a pull token writes nothing more (DOMAIN: access is revoked). After
+``completed`` or ``failed`` the receiver may still report (a follow-up); the table decides."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAccess:
+    """A writer: the client, and the Task its pull token is bound to (None for an API key)."""
+
+    client: ClientSettings
+    task_id: str | None
+
+
 class Stu3Routes:
     """Holds what the routes share; ``add`` registers them."""
 
@@ -76,6 +90,7 @@ class Stu3Routes:
         """The grant of a pull token (with the client it was issued to), or the refusal."""
         presented = presented_key(request.headers.get("authorization"), None)
         if not presented:
+            self.ctx.audit("referral_pull", "refused", "(unknown)", None, "no bearer token")
             return _outcome(401, "login", "a bearer token from /oauth/token is required")
         cert = client_cert_sha256(request.scope)
         grant = self.tokens.verify(presented, cert, self.ctx.now())
@@ -111,6 +126,15 @@ class Stu3Routes:
         served: JsonDict = notified_pull.retarget(converted, {**targets, **local})
         return served
 
+    def _owner_of(self, rtype: str, rid: str) -> TaskRecord | None:
+        """The Task whose referral a ``Task`` or ``ReferralRequest`` id belongs to, if any."""
+        if rtype == "Task":
+            return self.c.store.get_task(rid)
+        if rtype == "ReferralRequest":
+            task_id = self.c.store.task_for_request(rid)
+            return self.c.store.get_task(task_id) if task_id else None
+        return None
+
     def read(self, rtype: str, rid: str, request: Request) -> Response:
         """One resource of the referral the token is for."""
         granted = self._grant(request)
@@ -131,33 +155,76 @@ class Stu3Routes:
             )
         resource = self._resource(task, f"{rtype}/{rid}")
         if resource is None:
+            # recorded against the patient whose data was asked for, when the bridge can tell
+            owner = self._owner_of(rtype, rid)
             self.ctx.audit(
-                "referral_pull", "refused", client.id, task, "not this Task's", object_ref=where
+                "referral_pull",
+                "refused",
+                client.id,
+                owner,
+                f"not a resource of Task {task.task_id}",
+                object_ref=where,
+                responsible=client.destination,
             )
             return _outcome(403, "forbidden", "not a resource of the Task this token is for")
         self.ctx.audit("referral_pull", "served", client.id, task, "read", object_ref=where)
         return Stu3Response(resource)
 
-    def _writer(self, request: Request, scope: str) -> tuple[ClientSettings, str | None] | Response:
-        """The writing client and, for a pull token, the one Task it may write; or the refusal.
+    def _writer(self, request: Request, scope: str, task_id: str | None) -> WriteAccess | Response:
+        """Who writes, and for a pull token the one Task it may write; or the refusal (audited).
 
-        A pull token (a JWT) or a welfare client's API key with ``scope``.
+        A welfare client's API key with ``scope`` (never a notified-pull client's secret: those
+        clients write through tokens only), or a pull token of a client that has ``scope``, for
+        a Task of its destination that the GP side has not withdrawn. ``task_id`` is the Task
+        the request names (None when the body has to tell).
         """
         presented = presented_key(
             request.headers.get("authorization"), request.headers.get("x-api-key")
         )
-        if presented and presented.count(".") == 2:
-            granted = self._grant(request)
-            if isinstance(granted, Response):
-                return granted
-            return granted[1], granted[0].task_id
-        client = self.auth.check(presented, scope, client_cert_sha256(request.scope))
-        if isinstance(client, Denied):
-            return _outcome(client.status, client.code, client.message)
-        return client, None
+        if (
+            presented is None
+            or self.auth.client(presented) is not None
+            or presented.count(".") != 2
+        ):
+            client = self.auth.check(presented, scope, client_cert_sha256(request.scope))
+            if isinstance(client, Denied):
+                return _outcome(client.status, client.code, client.message)
+            return WriteAccess(client, None)
+        granted = self._grant(request)
+        if isinstance(granted, Response):
+            return granted
+        grant, client = granted
+        task = self.c.store.get_task(grant.task_id)
+        problem = None
+        if scope not in client.scopes:
+            problem = f"the client lacks the scope {scope}"
+        elif task is None or task.destination != client.destination or not self.ctx.pulled(task):
+            problem = "the token's Task is not available"
+        elif task.status in REVOKED:
+            problem = f"access ended: the Task is {task.status}"
+        elif task_id is not None and task_id != grant.task_id:
+            problem = "the token is for another Task"
+        if problem is not None:
+            owner = self.c.store.get_task(task_id) if task_id else task
+            self.ctx.audit(
+                "referral_write",
+                "refused",
+                client.id,
+                owner,
+                problem,
+                action="U",
+                responsible=client.destination,
+            )
+            return _outcome(403, "forbidden", problem)
+        return WriteAccess(client, grant.task_id)
 
     async def _stu3_body(self, request: Request, rtype: str) -> JsonDict | Response:
         data = await self.feedback.read_json(request)
+        return await run_in_threadpool(self._converted, data, rtype)
+
+    @staticmethod
+    def _converted(data: Any, rtype: str) -> JsonDict | Response:
+        """Validate an STU3 body and convert it to R4 (CPU work: runs in the thread pool)."""
         if not isinstance(data, dict) or data.get("resourceType") != rtype:
             return _outcome(400, "not-supported", f"must be an STU3 {rtype}", "resourceType")
         issues = fhir.validate_stu3(data, rtype)
@@ -169,12 +236,10 @@ class Stu3Routes:
         self, task_id: str, request: Request
     ) -> Response:
         """The receiver's new Task status (If-Match optional here: STU3 platforms omit it)."""
-        writer = self._writer(request, "task:update")
+        writer = await run_in_threadpool(self._writer, request, "task:update", task_id)
         if isinstance(writer, Response):
             return writer
-        client, bound = writer
-        if bound is not None and bound != task_id:
-            return _outcome(403, "forbidden", "the token is for another Task", "Task.id")
+        client = writer.client
         data = await self._stu3_body(request, "Task")
         if isinstance(data, Response):
             return data
@@ -202,18 +267,28 @@ class Stu3Routes:
 
     async def post_observation(self, request: Request) -> Response:
         """One STU3 feedback Observation (``basedOn`` the ReferralRequest)."""
-        writer = self._writer(request, "feedback:write")
+        writer = await run_in_threadpool(self._writer, request, "feedback:write", None)
         if isinstance(writer, Response):
             return writer
-        client, bound = writer
         data = await self._stu3_body(request, "Observation")
         if isinstance(data, Response):
             return data
         request_id, task_ref = fhir_feedback.referenced_ids(data)
         task_id = task_ref or self.c.store.task_for_request(request_id or "")
-        if bound is not None and bound != task_id:
+        if writer.task_id is not None and writer.task_id != task_id:
+            owner = self.c.store.get_task(task_id) if task_id else None
+            self.ctx.audit(
+                "referral_write",
+                "refused",
+                writer.client.id,
+                owner,
+                "the token is for another referral",
+                action="U",
+                responsible=writer.client.destination,
+            )
             where = "Observation.basedOn"
             return _outcome(403, "forbidden", "the token is for another referral", where)
+        client = writer.client
         issues, status = await run_in_threadpool(
             self.feedback.observations, client, [("Observation", data)]
         )
@@ -221,7 +296,8 @@ class Stu3Routes:
 
     def add(self, app: FastAPI) -> None:
         """Register the routes (and the token endpoint)."""
-        TokenEndpoint(self.ctx, self.auth.take).add(app)
+        service = self.c.config.service
+        TokenEndpoint(self.ctx, service.rate_per_s, service.burst).add(app)
 
         @app.put("/fhir/stu3/Task/{task_id}", tags=["notified pull"])
         async def put_task(task_id: str, request: Request) -> Response:

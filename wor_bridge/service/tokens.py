@@ -75,6 +75,15 @@ def load_public_keys(clients: tuple[ClientSettings, ...], base: Path) -> dict[st
     return keys
 
 
+def _numeric_date(value: Any) -> float | None:
+    """A JWT NumericDate as seconds, or None for anything else (NaN, strings, huge numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not -(2**40) < value < 2**40:  # also rules out NaN and the infinities
+        return None
+    return float(value)
+
+
 class TokenService:
     """Verifies client assertions and issues/verifies task-bound access tokens."""
 
@@ -99,7 +108,7 @@ class TokenService:
         iss = claims.get("iss")
         return iss if isinstance(iss, str) else None
 
-    def verify_assertion(
+    def verify_assertion(  # noqa: PLR0911 - one answer per refusal reason
         self, assertion: str, client_id: str, public_key_pem: bytes, now: float
     ) -> TokenProblem | None:
         """None when the assertion is the client's, fresh, for this endpoint and unused."""
@@ -121,7 +130,12 @@ class TokenService:
             return TokenProblem(f"the client assertion is not valid ({type(err).__name__})")
         if claims.get("sub") != client_id:
             return TokenProblem("the client assertion's sub must equal its iss")
-        exp = float(claims["exp"])
+        times = {k: _numeric_date(claims.get(k)) for k in ("exp", "nbf", "iat")}
+        exp = times["exp"]
+        if exp is None or any(times[k] is None for k in ("nbf", "iat") if k in claims):
+            return TokenProblem("the client assertion's exp, nbf and iat must be NumericDates")
+        if (times["nbf"] or now) > now + LEEWAY_S or (times["iat"] or now) > now + LEEWAY_S:
+            return TokenProblem("the client assertion is not valid yet (nbf or iat)")
         if exp + LEEWAY_S <= now:
             return TokenProblem("the client assertion has expired", expired=True)
         if exp - now > MAX_ASSERTION_LIFETIME_S + LEEWAY_S:
