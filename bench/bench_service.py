@@ -69,16 +69,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(directory: Path, receiver_url: str) -> Path:
-    """The example TOML with absolute mappings, the receiver as endpoint and no rate limit."""
+def write_config(
+    directory: Path,
+    receiver_url: str,
+    *,
+    endpoint: str = "http://127.0.0.1:8090/fhir",
+    extra: tuple[tuple[str, str], ...] = (),
+) -> Path:
+    """The example TOML with absolute mappings, the receiver at the destination whose example
+    ``endpoint`` it replaces, no rate limit, no GP record, and ``extra`` (pattern, line) edits."""
     text = CONFIG.read_text(encoding="utf-8")
     replacements = (
         (r'(?m)^mappings_dir = ".*"', f'mappings_dir = "{ROOT / "mappings"}"'),
         (r"(?m)^rate_per_s = [0-9.]+", "rate_per_s = 10000.0"),
         (r"(?m)^burst = [0-9]+", "burst = 10000"),
-        (r'(?m)^endpoint = "http://127\.0\.0\.1:8090/fhir"', f'endpoint = "{receiver_url}"'),
-        # no GP record: the bench measures referrals in and out, not feedback or deadline alerts
+        (rf'(?m)^endpoint = "{re.escape(endpoint)}"', f'endpoint = "{receiver_url}"'),
+        # no GP record: the benches measure messages out, not feedback or deadline alerts
         (r"(?m)^gp_record = .*$", "# gp_record: off for the bench"),
+        *extra,
     )
     for pattern, value in replacements:
         text, count = re.subn(pattern, value, text, count=1)

@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+import bench_service
 import requests
 from bench_service import free_port, machine, memory_mb
 
@@ -59,7 +59,6 @@ from wor_bridge.ports import AuditEvent
 from wor_bridge.testing import SimulatedFhirServer
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-CONFIG: Final = ROOT / "config" / "wor-bridge.toml"
 REFERRALS: Final = ROOT / "fixtures" / "referral"
 PUSHED: Final = REFERRALS / "accepted-contained" / "input.json"
 TYPES: Final = ("fhir-r4", "notified-pull-stu3", "zorgdomein-stu3")
@@ -208,24 +207,14 @@ def audit_figures(work: Path) -> dict[str, Any]:
 
 
 def write_config(directory: Path, receiver_url: str, service_url: str) -> Path:
-    """The example TOML: absolute mappings, the receiver as notified-pull endpoint, the service
-    as pull base URL, no rate limit and no GP record."""
-    text = CONFIG.read_text(encoding="utf-8")
-    replacements = (
-        (r'(?m)^mappings_dir = ".*"', f'mappings_dir = "{ROOT / "mappings"}"'),
-        (r"(?m)^rate_per_s = [0-9.]+", "rate_per_s = 10000.0"),
-        (r"(?m)^burst = [0-9]+", "burst = 10000"),
-        (r'(?m)^endpoint = "http://127\.0\.0\.1:8093/fhir"', f'endpoint = "{receiver_url}"'),
-        (r'(?m)^base_url = "http://127\.0\.0\.1:8080"', f'base_url = "{service_url}"'),
-        (r"(?m)^gp_record = .*$", "# gp_record: off for the bench"),
+    """bench_service's configuration with the receiver as notified-pull endpoint and the
+    service as pull base URL."""
+    return bench_service.write_config(
+        directory,
+        receiver_url,
+        endpoint="http://127.0.0.1:8093/fhir",
+        extra=((r'(?m)^base_url = "http://127\.0\.0\.1:8080"', f'base_url = "{service_url}"'),),
     )
-    for pattern, value in replacements:
-        text, count = re.subn(pattern, value, text, count=1)
-        if count != 1:
-            raise RuntimeError(f"config template changed: {pattern} not found")
-    path = directory / "wor-bridge.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 @contextlib.contextmanager
