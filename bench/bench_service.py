@@ -7,7 +7,7 @@ SQLite store, dispatcher inside, a loopback ``SimulatedFhirServer`` as the welfa
   open-loop load process (``bench/load_client.py intake``), measured from each request's scheduled
   send time, every request a distinct referral that must be answered 202; the dispatcher delivers
   concurrently, and the backlog left at the end of each rate and the time to clear it are noted;
-* backlog drain: ``--drain-n`` referrals accepted (``pipeline.accept_referral`` on the store, in
+* backlog drain: ``--drain-n`` referrals accepted (``intake.accept_referral`` on the store, in
   this process) while no service runs, then a fresh service whose dispatcher drains them to a
   fresh receiver (rate from the first to the last ``delivered_at``); then the same Bundles POSTed
   by a bare ``requests.Session().post`` loop (``bench/load_client.py bare``) to another fresh
@@ -43,11 +43,13 @@ from typing import Any
 import requests
 from load_client import FIXTURE, referral_bodies
 
-from wor_bridge import logs, pipeline
+from wor_bridge import logs
 from wor_bridge.adapters.clock import SystemClock
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import load_app
-from wor_bridge.testing import SimulatedFhirServer
+from wor_bridge.demo.fhir_server import SimulatedFhirServer
+from wor_bridge.usecases import intake
+from wor_bridge.usecases.caller import Caller
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "wor-bridge.toml"
@@ -262,12 +264,12 @@ def fill_queue(config: Path, store_path: Path, n: int) -> float:
     """Accept ``n`` distinct referrals into the store as the service would; seconds taken."""
     app = load_app(config)
     client = next(c for c in app.clients if "referral:write" in c.scopes)
-    caller = pipeline.Caller(client.id, client.source_system, client.on_behalf_of)
+    caller = Caller(client.id, client.source_system, client.on_behalf_of)
     store = SqliteOutboxStore(store_path)
     clock = SystemClock()
     started = time.perf_counter()
     for body in referral_bodies(FIXTURE, "D", n):
-        accepted = pipeline.accept_referral(
+        accepted = intake.accept_referral(
             store, app.core, clock, data=body, content_type="application/fhir+json", caller=caller
         )
         if not accepted.created:

@@ -55,8 +55,8 @@ from wor_bridge.config import load_app
 from wor_bridge.connectors import notified_pull, outbound
 from wor_bridge.core import fhir
 from wor_bridge.core.settings import Destination, Settings
+from wor_bridge.demo.fhir_server import SimulatedFhirServer
 from wor_bridge.ports import AuditEvent
-from wor_bridge.testing import SimulatedFhirServer
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 REFERRALS: Final = ROOT / "fixtures" / "referral"

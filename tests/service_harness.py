@@ -33,7 +33,7 @@ from typing import IO, Any, TypeVar
 import requests
 
 from tests.cases import PATIENT_VALUES, case_input
-from wor_bridge.testing import SimulatedFhirServer
+from wor_bridge.demo.fhir_server import SimulatedFhirServer
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO / "config" / "wor-bridge.toml"

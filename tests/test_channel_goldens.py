@@ -4,7 +4,7 @@ Each case under ``fixtures/channels/<channel>/<case>/`` holds the input as the w
 it (``input.json``: a Task or an Observation for the FHIR channel, the sender's own JSON for the
 webhook channel), the reviewed GP-record transaction Bundle (``expected.gp-bundle.json``) and two
 lines about the case (``case.md``). The input goes through the channel's connector into a
-``Feedback``, which ``reporting.apply_feedback`` applies to the stored ``accepted-contained``
+``Feedback``, which ``way_back.apply_feedback`` applies to the stored ``accepted-contained``
 referral (in a ``MemoryOutboxStore``, on a ``FixedClock``); the outbox message for the GP record is
 compared with the golden. ``--update-goldens`` rewrites the expected files (review the diff).
 """
@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from tests.cases import PATIENT_VALUES, REPO, case_input
-from wor_bridge import pipeline, reporting
 from wor_bridge.adapters.clock import FixedClock
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
 from wor_bridge.connectors import fhir_feedback, webhook
@@ -28,6 +27,8 @@ from wor_bridge.core import feedback as fb
 from wor_bridge.core import fhir
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.task import Refusal
+from wor_bridge.usecases import intake, way_back
+from wor_bridge.usecases.caller import Caller
 
 Json = dict[str, Any]
 GOLDEN = REPO / "fixtures" / "channels"
@@ -36,8 +37,8 @@ REFERRAL = "accepted-contained"
 HIS = {"system": "urn:oid:2.16.528.1.1007.99.1234.1", "value": "VW-2026-0001"}
 REFERRER = {"system": "http://fhir.nl/fhir/NamingSystem/agb-z", "value": "01000001"}
 BSN = "999990007"
-WELFARE = pipeline.Caller("welzijn-voorbeeld-system")
-HIS_CALLER = pipeline.Caller("his-example", "his-example", "practice")
+WELFARE = Caller("welzijn-voorbeeld-system")
+HIS_CALLER = Caller("his-example", "his-example", "practice")
 START = dt.datetime(2026, 11, 3, 8, 0, tzinfo=dt.UTC)
 BEFORE_AT = "2026-11-03T09:00:00+01:00"
 
@@ -163,17 +164,17 @@ def _feedback(
 def _gp_bundle(case: Case, settings: Settings) -> Json:
     """The GP-record message the case's input produces."""
     store, clock = MemoryOutboxStore(), FixedClock(START)
-    accepted = pipeline.accept_referral(
+    accepted = intake.accept_referral(
         store, settings, clock, data=case_input(REFERRAL), content_type=None, caller=HIS_CALLER
     )
     if case.before is not None:
         status, business = case.before
         earlier = fb.Feedback(accepted.task_id, BEFORE_AT, status, business)
-        assert isinstance(_apply(store, settings, clock, earlier), reporting.Applied)
+        assert isinstance(_apply(store, settings, clock, earlier), way_back.Applied)
     known = {e.id for e in store.list_entries(None, -1)}
     clock.advance(3600)
     result = _apply(store, settings, clock, _feedback(case, settings, store, clock))
-    assert isinstance(result, reporting.Applied), result
+    assert isinstance(result, way_back.Applied), result
     assert result.changed
     assert result.dropped == 0
     [entry] = [e for e in store.list_entries(None, -1) if e.id not in known]
@@ -185,8 +186,8 @@ def _gp_bundle(case: Case, settings: Settings) -> Json:
 
 def _apply(
     store: MemoryOutboxStore, settings: Settings, clock: FixedClock, feedback: fb.Feedback
-) -> reporting.Applied | Refusal:
-    return reporting.apply_feedback(
+) -> way_back.Applied | Refusal:
+    return way_back.apply_feedback(
         store,
         settings,
         clock,

@@ -31,7 +31,7 @@ from tests.service_harness import (
     wait_until,
     write_config,
 )
-from wor_bridge.testing import SimulatedFhirServer
+from wor_bridge.demo.fhir_server import SimulatedFhirServer
 
 TIMEOUT = 10
 KILLED = -signal.SIGKILL

@@ -51,8 +51,8 @@ from tests.service_harness import (
     write_config,
 )
 from wor_bridge.core import fhir
+from wor_bridge.demo.fhir_server import SimulatedFhirServer, _Handler
 from wor_bridge.service.tokens import JWT_BEARER
-from wor_bridge.testing import SimulatedFhirServer, _Handler
 
 RECEIVER_ID = "viplive-receiver"
 HIS_ID = "his-example"

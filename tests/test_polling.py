@@ -22,7 +22,6 @@ from werkzeug import Request, Response
 
 from tests.cases import PATIENT_VALUES, case_input
 from tests.service_harness import free_port, run_cli, store_path, to_toml, write_config
-from wor_bridge import pipeline
 from wor_bridge.adapters.clock import FixedClock
 from wor_bridge.adapters.http import RequestsTransport
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
@@ -34,8 +33,10 @@ from wor_bridge.core import feedback as fb
 from wor_bridge.core import outbox
 from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM, Destination, Settings
 from wor_bridge.metrics import Metrics
-from wor_bridge.poller import Poller
 from wor_bridge.service.app import create_app
+from wor_bridge.usecases import intake
+from wor_bridge.usecases.caller import Caller
+from wor_bridge.usecases.polling import Poller
 
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 VOORBEELD = "welzijn-voorbeeld"  # catch-all: accepted-contained goes here
@@ -172,13 +173,13 @@ def poller(components: Components, metrics: Metrics) -> Poller:
 
 def accept(store: SqliteOutboxStore, settings: Settings, clock: FixedClock, case: str) -> str:
     """Accept a fixture referral; returns its bridge Task id."""
-    accepted = pipeline.accept_referral(
+    accepted = intake.accept_referral(
         store,
         settings,
         clock,
         data=case_input(case),
         content_type=None,
-        caller=pipeline.Caller("test"),
+        caller=Caller("test"),
     )
     return accepted.task_id
 

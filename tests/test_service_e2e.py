@@ -39,7 +39,7 @@ from tests.service_harness import (
     wait_until,
     write_config,
 )
-from wor_bridge.testing import SimulatedFhirServer
+from wor_bridge.demo.fhir_server import SimulatedFhirServer
 
 BSN = "http://fhir.nl/fhir/NamingSystem/bsn|999990007"
 MAX_BODY = 20_000

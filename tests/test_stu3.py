@@ -14,7 +14,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from tests.cases import PATIENT_VALUES, REPO
-from wor_bridge.core import fhir, stu3, stu3_consent
+from wor_bridge.core import fhir
+from wor_bridge.core.stu3 import consent as stu3_consent
+from wor_bridge.core.stu3 import convert as stu3
 
 Json = dict[str, Any]
 GOLDENS = REPO / "fixtures" / "stu3"

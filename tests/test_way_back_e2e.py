@@ -49,7 +49,7 @@ from tests.service_harness import (
     write_config,
 )
 from wor_bridge.connectors import webhook
-from wor_bridge.testing import SimulatedFhirServer
+from wor_bridge.demo.fhir_server import SimulatedFhirServer
 
 WELFARE_KEY = "example-welfare-key"
 OTHER_WELFARE_KEY = "test-rivierenland-key"

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from wor_bridge.config import load as _load
 from wor_bridge.core.fhir import JsonDict, canonical_json
-from wor_bridge.core.intake import Checked, Translated, check, translate
 from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.settings import Settings
+from wor_bridge.core.translation import Checked, Translated, check, translate
 from wor_bridge.errors import (
     ConfigError,
     DeliveryError,

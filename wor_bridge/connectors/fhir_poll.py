@@ -14,7 +14,7 @@ owner on the server:
   then silently drop exactly the updates that matter.
 
 What decides instead, client-side: a Task counts only when its ``identifier`` holds the bridge's own
-Task id (``urn:ietf:rfc:3986|urn:uuid:<id>``), and ``reporting.apply_feedback`` lets a destination
+Task id (``urn:ietf:rfc:3986|urn:uuid:<id>``), and ``way_back.apply_feedback`` lets a destination
 touch only the Tasks routed to it. The cost is volume on a shared server, bounded by ``_count`` and
 ``MAX_PAGES``.
 

@@ -4,7 +4,7 @@ Pure functions over FHIR JSON dicts, no I/O. The bridge keeps the referral and P
 *notification* to the receiver: an STU3 ``Task`` that carries no personal data (no name, address,
 telecom, birth date, BSN nor free text), only identifiers of the parties and references to what
 the receiver may pull from the bridge's STU3 read endpoint (``{base_url}/fhir/stu3/<Type>/<id>``).
-``pullable`` gives exactly those resources, converted with ``wor_bridge.core.stu3.to_stu3``.
+``pullable`` gives exactly those resources, converted with ``wor_bridge.core.stu3.convert.to_stu3``.
 
 Shape, after the public specifications consulted (DOMAIN.md section 7 for the AGB OID form):
 
@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.identifiers import AGB, SNOMED, URA, URI_IDENTIFIER, normalize_system
-from wor_bridge.core.stu3 import to_stu3
+from wor_bridge.core.stu3.convert import to_stu3
 
 AGB_OID: Final = "urn:oid:2.16.840.1.113883.2.4.6.1"
 TASK_PARAMETER: Final = "http://fhir.nl/fhir/NamingSystem/TaskParameter"

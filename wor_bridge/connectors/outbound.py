@@ -26,7 +26,7 @@ from wor_bridge.core.delivery import HttpRequest
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.identifiers import URI_IDENTIFIER, oid_form
 from wor_bridge.core.settings import Destination, IdentifierSetting, Settings
-from wor_bridge.core.stu3 import to_stu3
+from wor_bridge.core.stu3.convert import to_stu3
 
 STU3_JSON: Final = "application/fhir+json; fhirVersion=3.0"
 _DOCUMENT_NS: Final = uuid.UUID("6f0a3c1e-2b7d-5e4a-9c8b-1d2e3f4a5b6c")

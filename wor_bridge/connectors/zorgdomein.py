@@ -5,7 +5,7 @@ FHIR STU3 and exchange documents as ``document`` Bundles with the Composition fi
 Composition is a LOINC 57133-1 "Referral note" about the Patient, with sections that reference the
 ReferralRequest, the Consent and the Task (whose id the receiver uses to ``PUT`` status updates at
 the bridge's STU3 endpoint); the remaining entries are the referral's resources converted
-with ``wor_bridge.core.stu3.to_stu3`` (the same set ``notified_pull.pullable`` serves), each under
+with ``core.stu3.convert.to_stu3`` (the same set ``notified_pull.pullable`` serves), each under
 its ``fullUrl`` from the R4 Bundle (``urn:uuid:<id>`` when the entry had none).
 
 STU3 specifics (checked on the ``fhir.resources`` STU3 models): ``Bundle.timestamp`` does not
@@ -24,7 +24,7 @@ from typing import Final
 from wor_bridge.connectors.notified_pull import Entry, reference_targets, referral_entries, retarget
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.identifiers import URI_IDENTIFIER
-from wor_bridge.core.stu3 import to_stu3
+from wor_bridge.core.stu3.convert import to_stu3
 
 LOINC: Final = "http://loinc.org"
 REFERRAL_NOTE: Final = ("57133-1", "Referral note")

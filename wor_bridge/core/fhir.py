@@ -314,7 +314,7 @@ def parse_and_serialize(data: bytes, version: Version = "R4") -> bytes:
     return out.encode("utf-8")
 
 
-# --- STU3 (3.0.2), for Dutch platforms that speak it; see wor_bridge.core.stu3 -------------------
+# --- STU3 (3.0.2), for Dutch platforms that speak it; see wor_bridge.core.stu3 --------------------
 
 
 def is_stu3_resource_type(name: str) -> bool:

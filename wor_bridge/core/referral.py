@@ -9,13 +9,12 @@ give byte-identical output.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from dataclasses import dataclass
 from typing import Any, Final
 
 from wor_bridge.core import identifiers as ids
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.gates import Referral, codings, identifiers_in
+from wor_bridge.core.resource_ids import Ids, make_ids
 from wor_bridge.core.settings import (
     BUSINESS_STATUS_SYSTEM,
     CONTACT_MODE_SYSTEM,
@@ -28,60 +27,8 @@ from wor_bridge.core.settings import (
 )
 from wor_bridge.core.transform import REGISTRY, TransformContext, contact_points, human_names
 
-NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://wor-bridge.nl/ns/resource")
 NL_CORE: Final = "http://nictiz.nl/fhir/StructureDefinition/"
 TASK_CODE: Final = "http://hl7.org/fhir/CodeSystem/task-code"
-
-
-@dataclass(frozen=True, slots=True)
-class Ids:
-    """The deterministic ids of one referral's resources."""
-
-    key: str
-    patient: str
-    consent: str
-    service_request: str
-    task: str
-    practitioner: str | None
-    practice: str
-    role: str
-    welfare: str
-    bundle: str
-
-
-def _uuid(*parts: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
-
-
-def referral_key(referral: Referral, output: OutputSettings) -> str:
-    """The business key of a referral: source system + the GP system's referral identifier."""
-    system, value = referral.referral_identifier
-    return f"{output.source_system}|{system}|{value}"
-
-
-def make_ids(referral: Referral, destination: Destination, output: OutputSettings) -> Ids:
-    """uuid5 ids: patient-side resources from the referral key, others from their identifiers."""
-    key = referral_key(referral, output)
-    practitioner = None
-    if referral.practitioner is not None:
-        pid = identifiers_in(referral.practitioner.resource, ids.PERSON_IDENTIFIER_SYSTEMS)
-        practitioner = _uuid("Practitioner", *pid[0]) if pid else _uuid(key, "Practitioner")
-    org_id = identifiers_in(referral.practice.resource, ids.PRACTICE_IDENTIFYING_SYSTEMS)[0]
-    practice = _uuid("Organization", *org_id)
-    role = _uuid("PractitionerRole", practitioner or key, practice)
-    welfare = _uuid("Organization", destination.identifier.system, destination.identifier.value)
-    return Ids(
-        key=key,
-        patient=_uuid(key, "Patient"),
-        consent=_uuid(key, "Consent"),
-        service_request=_uuid(key, "ServiceRequest"),
-        task=_uuid(key, "Task"),
-        practitioner=practitioner,
-        practice=practice,
-        role=role,
-        welfare=welfare,
-        bundle=_uuid(key, "Bundle", destination.id),
-    )
 
 
 def _ref(rid: str) -> JsonDict:

@@ -1,1 +1,1 @@
-"""The thin HTTP shell: FastAPI routes read raw bytes and call the pipeline."""
+"""The thin HTTP shell: FastAPI routes read raw bytes and call the use cases."""

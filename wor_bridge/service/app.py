@@ -1,6 +1,6 @@
 """The FastAPI app: FHIR REST intake for the GP side, Task status, health and metrics.
 
-Routes read raw bytes and call the pipeline; every answer that is not a resource is an
+Routes read raw bytes and call the use cases; every answer that is not a resource is an
 OperationOutcome, and no answer ever carries a stack trace.
 """
 
@@ -20,7 +20,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wor_bridge import pipeline, reporting
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
 from wor_bridge.core.fhir import canonical_json
@@ -28,13 +27,15 @@ from wor_bridge.core.outcome import information, operation_outcome
 from wor_bridge.core.task import Refusal
 from wor_bridge.errors import InboundError, Issue, RefusedError
 from wor_bridge.metrics import Metrics
-from wor_bridge.poller import Poller
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.bodies import read_body
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.stu3_routes import Stu3Routes
 from wor_bridge.service.tls import client_cert_sha256
+from wor_bridge.usecases import intake, task_view
+from wor_bridge.usecases.caller import Caller
+from wor_bridge.usecases.polling import Poller
 
 FHIR_JSON = "application/fhir+json"
 log = structlog.get_logger("wor_bridge.service")
@@ -135,8 +136,8 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
         return auth.check(key, scope, client_cert_sha256(request.scope))
 
-    def caller(client: ClientSettings) -> pipeline.Caller:
-        return pipeline.Caller(client.id, client.source_system, client.on_behalf_of)
+    def caller(client: ClientSettings) -> Caller:
+        return Caller(client.id, client.source_system, client.on_behalf_of)
 
     routes = FeedbackRoutes(components, metrics, authorise, FhirResponse, _outcome, denied=_denied)
     routes.add(app)
@@ -162,7 +163,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
         client = authorise(request, "task:read")
         if isinstance(client, Denied):
             return _denied(client)
-        task = reporting.read_task(
+        task = task_view.read_task(
             store, components.clock, task_id, caller(client), client.destination
         )
         if isinstance(task, Refusal):
@@ -229,13 +230,13 @@ class _Intake:
         started = time.perf_counter()
         try:
             accepted = await run_in_threadpool(
-                lambda: pipeline.accept_referral(
+                lambda: intake.accept_referral(
                     self.c.store,
                     self.c.config.core,
                     self.c.clock,
                     data=body,
                     content_type=request.headers.get("content-type") or None,
-                    caller=pipeline.Caller(client.id, client.source_system, client.on_behalf_of),
+                    caller=Caller(client.id, client.source_system, client.on_behalf_of),
                 )
             )
         except RefusedError as err:

@@ -7,15 +7,15 @@ import time
 
 import structlog
 
-from wor_bridge import pipeline, reporting
 from wor_bridge.bootstrap import Components
 from wor_bridge.metrics import Metrics
+from wor_bridge.usecases import deadline_alerts, delivery
 
 log = structlog.get_logger("wor_bridge.dispatcher")
 
 
 class Dispatcher:
-    """A worker thread around ``pipeline.deliver_due``."""
+    """A worker thread around ``delivery.deliver_due``."""
 
     def __init__(self, components: Components, metrics: Metrics | None = None) -> None:
         self._c = components
@@ -44,11 +44,11 @@ class Dispatcher:
         """True while the worker thread runs."""
         return self._thread.is_alive()
 
-    def run_once(self) -> list[pipeline.Attempt]:
+    def run_once(self) -> list[delivery.Attempt]:
         """One round: deliver what is due now."""
         c = self._c
         service = c.config.service
-        attempts = pipeline.deliver_due(
+        attempts = delivery.deliver_due(
             c.store,
             c.config.core,
             c.transport,
@@ -60,14 +60,14 @@ class Dispatcher:
         )
         if self._metrics is not None:
             for attempt in attempts:
-                result = pipeline.outcome_name(attempt.outcome)
+                result = delivery.outcome_name(attempt.outcome)
                 self._metrics.delivery_attempts.labels(attempt.destination, result).inc()
         return attempts
 
     def check_deadlines(self) -> list[str]:
         """Alert once for each Task past its first-contact deadline."""
         c = self._c
-        alerted = reporting.check_deadlines(c.store, c.config.core, c.clock)
+        alerted = deadline_alerts.check_deadlines(c.store, c.config.core, c.clock)
         if self._metrics is not None and alerted:
             self._metrics.deadline_alerts.inc(len(alerted))
         return alerted

@@ -20,7 +20,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from wor_bridge import reporting
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
 from wor_bridge.connectors import fhir_feedback, webhook
@@ -30,9 +29,10 @@ from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.task import Refusal
 from wor_bridge.errors import Issue
 from wor_bridge.metrics import Metrics
-from wor_bridge.pipeline import Caller
 from wor_bridge.service.auth import Denied
 from wor_bridge.service.bodies import read_body
+from wor_bridge.usecases import task_view, way_back
+from wor_bridge.usecases.caller import Caller
 
 Authorise = Callable[[Request, str], ClientSettings | Denied]
 Respond = Callable[..., Response]
@@ -81,7 +81,7 @@ class FeedbackRoutes:
     def _now(self) -> str:
         return self.c.clock.now().isoformat(timespec="seconds")
 
-    def _result(self, result: reporting.Applied | Refusal, channel: str, task_id: str) -> Response:
+    def _result(self, result: way_back.Applied | Refusal, channel: str, task_id: str) -> Response:
         if isinstance(result, Refusal):
             self.metrics.feedback.labels(channel, "refused").inc()
             return self.outcome(result.http_status, result.code, result.message, "Task")
@@ -92,7 +92,7 @@ class FeedbackRoutes:
         record = self.c.store.get_referral(task_id)
         if task is None or record is None:
             return self.outcome(404, "not-found", "no Task with this id", "Task.id")
-        body = reporting.task_resource(
+        body = task_view.task_resource(
             task, record.state, frozenset(self.c.store.known_items(task_id))
         )
         return self.respond(body, headers={"ETag": f'W/"{task.version}"'})
@@ -103,9 +103,9 @@ class FeedbackRoutes:
         client: ClientSettings,
         channel: str,
         expected_version: int | None = None,
-    ) -> reporting.Applied | Refusal:
+    ) -> way_back.Applied | Refusal:
         """Apply through the use case, as this client's side."""
-        return reporting.apply_feedback(
+        return way_back.apply_feedback(
             self.c.store,
             self.c.config.core,
             self.c.clock,
@@ -144,12 +144,12 @@ class FeedbackRoutes:
             if task is None or record is None:
                 return self.outcome(404, "not-found", "no Task with this id", "Task.id")
             caller = Caller(client.id, client.source_system, client.on_behalf_of)
-            denied = reporting.access(task, caller, client.destination)
+            denied = way_back.access(task, caller, client.destination)
             if denied is not None:  # before the patch: a `test` op must not probe others' Tasks
                 return self.outcome(denied.http_status, denied.code, denied.message, "Task")
             try:
                 data = jsonpatch.apply_patch(
-                    reporting.task_resource(
+                    task_view.task_resource(
                         task, record.state, frozenset(self.c.store.known_items(task_id))
                     ),
                     data,

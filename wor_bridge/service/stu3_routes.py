@@ -27,19 +27,20 @@ from starlette.concurrency import run_in_threadpool
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
 from wor_bridge.connectors import fhir_feedback, notified_pull
-from wor_bridge.core import fhir, stu3
+from wor_bridge.core import fhir
 from wor_bridge.core.fhir import JsonDict, canonical_json
 from wor_bridge.core.outcome import operation_outcome
+from wor_bridge.core.stu3 import convert as stu3
 from wor_bridge.core.task import Refusal
 from wor_bridge.errors import Issue
 from wor_bridge.ports import TaskRecord
-from wor_bridge.reporting import task_resource
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.feedback_routes import FeedbackRoutes, if_match_version
 from wor_bridge.service.oauth_routes import TokenEndpoint
 from wor_bridge.service.pull_context import PULL_ALLOWED, PullContext
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.service.tokens import Grant, TokenProblem
+from wor_bridge.usecases.task_view import task_resource
 
 STU3_JSON: Final = "application/fhir+json; fhirVersion=3.0"
 

@@ -21,8 +21,8 @@ import requests
 
 from wor_bridge.bootstrap import Components
 from wor_bridge.connectors import webhook
+from wor_bridge.demo.fhir_server import SimulatedFhirServer
 from wor_bridge.service.dispatcher import Dispatcher
-from wor_bridge.testing import SimulatedFhirServer
 
 WELFARE_KEY = "example-welfare-key"
 WEBHOOK_SECRET = b"example-webhook-secret"

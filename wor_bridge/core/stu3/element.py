@@ -1,4 +1,4 @@
-"""Schema-driven copying between FHIR R4 and STU3 JSON, shared by the ``stu3_*`` families.
+"""Schema-driven copying between FHIR R4 and STU3 JSON, shared by the resource families.
 
 Both versions' element tables come from ``fhir`` (``elements`` for R4, ``stu3_elements`` for
 STU3), so the walk knows the type of every element on both sides. An element is copied when the

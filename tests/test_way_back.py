@@ -9,13 +9,14 @@ import pytest
 
 import wor_bridge
 from tests.cases import case_input
-from wor_bridge import pipeline, reporting
 from wor_bridge.adapters.clock import FixedClock
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
 from wor_bridge.core import feedback as fb
 from wor_bridge.core import fhir
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.task import Refusal
+from wor_bridge.usecases import deadline_alerts, intake, task_view, way_back
+from wor_bridge.usecases.caller import Caller
 
 WHEN = "2026-11-04T10:00:00+01:00"
 
@@ -25,13 +26,13 @@ def world(settings: Settings) -> tuple[MemoryOutboxStore, FixedClock, str]:
     """A store with the contained referral accepted, at a time before its deadline."""
     store = MemoryOutboxStore()
     clock = FixedClock(dt.datetime(2026, 11, 3, 9, 0, tzinfo=dt.UTC))
-    accepted = pipeline.accept_referral(
+    accepted = intake.accept_referral(
         store,
         settings,
         clock,
         data=case_input("accepted-contained"),
         content_type=None,
-        caller=pipeline.Caller("his"),
+        caller=Caller("his"),
     )
     return store, clock, accepted.task_id
 
@@ -42,16 +43,16 @@ def _apply(
     side: str = "welfare",
     destination: str | None = "welzijn-voorbeeld",
     **kw: object,
-) -> reporting.Applied | Refusal:
+) -> way_back.Applied | Refusal:
     store, clock, task_id = world
     feedback = fb.Feedback(task_id=task_id, occurred_at=WHEN, **kw)  # type: ignore[arg-type]
-    return reporting.apply_feedback(
+    return way_back.apply_feedback(
         store,
         settings,
         clock,
         feedback,
         side=side,  # type: ignore[arg-type]
-        caller=pipeline.Caller("test"),
+        caller=Caller("test"),
         destination=destination,
     )
 
@@ -84,7 +85,7 @@ def test_gp_side_cancel_is_forwarded_to_the_welfare_destination(world, settings)
     result = _apply(
         world, settings, side="gp", destination=None, status="cancelled", reason_code="gp-withdrew"
     )
-    assert isinstance(result, reporting.Applied)
+    assert isinstance(result, way_back.Applied)
     store, _, task_id = world
     [update] = _messages(store, "task|")
     assert fhir.validate(update, "Bundle") == []
@@ -102,7 +103,7 @@ def test_welfare_update_goes_to_the_gp_record_only(world, settings) -> None:
         business_status="first-contact",
         items=(fb.FeedbackItem("first-contact", WHEN),),
     )
-    assert isinstance(result, reporting.Applied)
+    assert isinstance(result, way_back.Applied)
     store, _, _ = world
     [bundle] = _messages(store, "gp|")
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]  # type: ignore[index]
@@ -124,13 +125,13 @@ def test_another_organisation_cannot_touch_the_task(world, settings) -> None:
 def test_stale_version_is_refused(world, settings) -> None:
     """An update made against an old version is refused with 412."""
     store, clock, task_id = world
-    result = reporting.apply_feedback(
+    result = way_back.apply_feedback(
         store,
         settings,
         clock,
         fb.Feedback(task_id=task_id, occurred_at=WHEN, status="accepted"),
         side="welfare",
-        caller=pipeline.Caller("t"),
+        caller=Caller("t"),
         expected_version=7,
     )
     assert isinstance(result, Refusal)
@@ -155,8 +156,8 @@ def test_deadline_alert_is_raised_once(world, settings) -> None:
     """Past the deadline without first contact: one alert message, and only one."""
     store, clock, task_id = world
     clock.set(dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
-    assert reporting.check_deadlines(store, settings, clock) == [task_id]
-    assert reporting.check_deadlines(store, settings, clock) == []
+    assert deadline_alerts.check_deadlines(store, settings, clock) == [task_id]
+    assert deadline_alerts.check_deadlines(store, settings, clock) == []
     [alert] = _messages(store, "alert|")
     assert fhir.validate(alert, "Bundle") == []
     comm = alert["entry"][0]["resource"]  # type: ignore[index]
@@ -169,7 +170,7 @@ def test_first_contact_in_time_means_no_alert(world, settings) -> None:
     _apply(world, settings, status="in-progress", business_status="first-contact")
     store, clock, _ = world
     clock.set(dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
-    assert reporting.check_deadlines(store, settings, clock) == []
+    assert deadline_alerts.check_deadlines(store, settings, clock) == []
 
 
 def test_task_resource_shows_welfare_state_version_and_outputs(world, settings) -> None:
@@ -182,7 +183,7 @@ def test_task_resource_shows_welfare_state_version_and_outputs(world, settings) 
         items=(fb.FeedbackItem("first-contact", WHEN),),
     )
     store, clock, task_id = world
-    task = reporting.read_task(store, clock, task_id, pipeline.Caller("t"))
+    task = task_view.read_task(store, clock, task_id, Caller("t"))
     assert isinstance(task, dict)
     assert (task["status"], task["meta"]["versionId"]) == ("in-progress", "2")
     assert task["businessStatus"]["coding"][0]["code"] == "first-contact"
@@ -197,7 +198,7 @@ def test_no_gp_record_configured_applies_without_forwarding(world) -> None:
         update={"feedback": plain.feedback.model_copy(update={"gp_record": None})}
     )
     result = _apply(world, plain, status="accepted")
-    assert isinstance(result, reporting.Applied)
+    assert isinstance(result, way_back.Applied)
     store, _, _ = world
     assert not _messages(store, "gp|")
 
@@ -207,7 +208,7 @@ def test_withdrawal_before_delivery_never_sends_the_referral(world, settings) ->
     result = _apply(
         world, settings, side="gp", destination=None, status="cancelled", reason_code="gp-withdrew"
     )
-    assert isinstance(result, reporting.Applied)
+    assert isinstance(result, way_back.Applied)
     store, clock, _ = world
     [referral] = store.list_entries(None, 10)
     assert (referral.state, referral.last_error) == ("dead", "withdrawn before delivery")
@@ -242,14 +243,14 @@ def test_messages_about_one_task_go_out_in_order(world, settings) -> None:
 def test_another_gp_system_cannot_touch_the_task(world, settings) -> None:
     """A GP-side caller speaking for another source system gets 403 on update and read."""
     store, clock, task_id = world
-    other = pipeline.Caller("his-2", source_system="his-other")
+    other = Caller("his-2", source_system="his-other")
     feedback = fb.Feedback(
         task_id=task_id, occurred_at=WHEN, status="cancelled", reason_code="gp-withdrew"
     )
-    result = reporting.apply_feedback(store, settings, clock, feedback, side="gp", caller=other)
+    result = way_back.apply_feedback(store, settings, clock, feedback, side="gp", caller=other)
     assert isinstance(result, Refusal)
     assert result.http_status == 403
-    read = reporting.read_task(store, clock, task_id, other)
+    read = task_view.read_task(store, clock, task_id, other)
     assert isinstance(read, Refusal)
     assert read.http_status == 403
 
@@ -258,7 +259,7 @@ def test_repeated_completion_has_one_effect(world, settings) -> None:
     """The same closure reported at two moments is one item: one Observation id, one message."""
     closed = fb.FeedbackItem("closed", WHEN, "completed-activity")
     later = fb.FeedbackItem("closed", "2026-11-05T09:00:00+01:00", "completed-activity")
-    assert isinstance(_apply(world, settings, status="in-progress"), reporting.Applied)
+    assert isinstance(_apply(world, settings, status="in-progress"), way_back.Applied)
     first = _apply(
         world, settings, status="completed", reason_code="completed-activity", items=(closed,)
     )
@@ -267,7 +268,7 @@ def test_repeated_completion_has_one_effect(world, settings) -> None:
     again = _apply(
         world, settings, status="completed", reason_code="completed-activity", items=(later,)
     )
-    assert isinstance(first, reporting.Applied)
-    assert isinstance(again, reporting.Applied)
+    assert isinstance(first, way_back.Applied)
+    assert isinstance(again, way_back.Applied)
     assert not again.changed
     assert len(_messages(store, "gp|")) == sent

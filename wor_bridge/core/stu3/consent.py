@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from wor_bridge.core.fhir import JsonDict
-from wor_bridge.core.stu3_element import Into, Pairs, Rename, Slot, Spec, fit_object
+from wor_bridge.core.stu3.element import Into, Pairs, Rename, Slot, Spec, fit_object
 
 SCOPE: Final = "http://terminology.hl7.org/CodeSystem/consentscope"
 PRIVACY_SCOPE: Final = {"coding": [{"system": SCOPE, "code": "patient-privacy"}]}

@@ -3,7 +3,7 @@
 Every ``feedback.poll_interval_s`` (default 15 minutes, as the HL7 SDOH Clinical Care IG
 recommends), for each polled destination: search its Tasks changed since the stored cursor
 (``connectors.fhir_poll``), read the Observations each Task lists in ``output``, and hand status
-and items to ``reporting.apply_feedback`` as the welfare side of *that* destination, so it can
+and items to ``way_back.apply_feedback`` as the welfare side of *that* destination, so it can
 only touch its own Tasks. A refusal (an illegal or out-of-order transition) is logged and counted,
 never raised. A transport error or an unusable answer ends the round for that destination; the
 cursor moves only as far as the round certainly got. Logs carry counts and ids, never patient data.
@@ -20,7 +20,6 @@ from typing import Any
 
 import structlog
 
-from wor_bridge import reporting
 from wor_bridge.bootstrap import Components
 from wor_bridge.connectors import fhir_feedback, fhir_poll
 from wor_bridge.core import feedback as fb
@@ -30,9 +29,10 @@ from wor_bridge.core.settings import Destination
 from wor_bridge.core.task import Refusal
 from wor_bridge.errors import TransportError
 from wor_bridge.metrics import Metrics
-from wor_bridge.pipeline import Caller
+from wor_bridge.usecases import way_back
+from wor_bridge.usecases.caller import Caller
 
-log = structlog.get_logger("wor_bridge.poller")
+log = structlog.get_logger("wor_bridge.usecases.polling")
 
 CHANNEL = "poll"
 """The ``channel`` label of the ``wor_bridge_feedback`` counter."""
@@ -233,7 +233,7 @@ class Poller:
         items = self._items(destination, task, refs)
         if items:
             update = dataclasses.replace(update, items=(*update.items, *items))
-        result = reporting.apply_feedback(
+        result = way_back.apply_feedback(
             self._c.store,
             self._c.config.core,
             self._c.clock,

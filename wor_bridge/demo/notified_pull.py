@@ -24,7 +24,7 @@ import requests
 
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import REPO_ROOT
-from wor_bridge.testing import SimulatedFhirServer
+from wor_bridge.demo.fhir_server import SimulatedFhirServer
 
 FIXTURES = REPO_ROOT / "fixtures" / "referral"
 HIS_KEY = "example-his-key"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from wor_bridge.core.stu3_element import (
+from wor_bridge.core.stu3.element import (
     CanonicalsToReferences,
     Codes,
     ReferencesToCanonicals,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from wor_bridge.core.stu3_element import (
+from wor_bridge.core.stu3.element import (
     CanonicalsToReferences,
     Codes,
     Pairs,

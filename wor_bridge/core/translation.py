@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wor_bridge.core import gates, graph, inbound, referral, routing
+from wor_bridge.core import gates, graph, inbound, referral, resource_ids, routing
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.settings import Destination, Settings
 from wor_bridge.errors import MappingError
@@ -28,7 +28,7 @@ class Translated:
 
     bundle: JsonDict
     destination: Destination
-    ids: referral.Ids
+    ids: resource_ids.Ids
     mapping_ref: str
     referral: gates.Referral
 

@@ -10,13 +10,13 @@ What the target version cannot express is not dropped silently: ``Conversion.los
 such element by its path in the *source* (``Observation.subject.type``, ``Consent.provision.type``;
 names and indices, never values). Every element not listed survives a round trip
 R4 → STU3 → R4 unchanged (one corner: an R4 Quantity that looks exactly like the STU3 form of an
-integer comes back as that integer, see ``stu3_event``).
+integer comes back as that integer, see ``event``).
 
-Differences common to all types (handled in ``stu3_element``): R4 ``Meta.source`` and
+Differences common to all types (handled in ``element``): R4 ``Meta.source`` and
 ``Reference.type`` do not exist in STU3; neither do the R4-only value types of ``Extension``
 (canonical, url, uuid, ...) nor ``Bundle.timestamp``; STU3 ``Patient.animal`` is gone in R4.
-The resource families document their own differences and sources: ``stu3_request``
-(ServiceRequest/ReferralRequest, Task), ``stu3_consent`` and ``stu3_event`` (Observation,
+The resource families document their own differences and sources: ``request``
+(ServiceRequest/ReferralRequest, Task), ``consent`` and ``event`` (Observation,
 Communication). Patient, Practitioner, PractitionerRole and Organization have the same elements
 in both versions (compared on the ``fhir.resources`` R4B and STU3 models).
 """
@@ -26,9 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from wor_bridge.core import fhir, stu3_consent, stu3_event, stu3_request
+from wor_bridge.core import fhir
 from wor_bridge.core.fhir import JsonDict
-from wor_bridge.core.stu3_element import (
+from wor_bridge.core.stu3 import consent as stu3_consent
+from wor_bridge.core.stu3 import event as stu3_event
+from wor_bridge.core.stu3 import request as stu3_request
+from wor_bridge.core.stu3.element import (
     Codes,
     Direction,
     Spec,

@@ -19,7 +19,6 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.cases import PATIENT_VALUES, case_input
-from wor_bridge import pipeline
 from wor_bridge.adapters.clock import FixedClock
 from wor_bridge.adapters.http import RequestsTransport
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
@@ -27,6 +26,8 @@ from wor_bridge.core import outbox
 from wor_bridge.core.delivery import RetryLater
 from wor_bridge.core.settings import DestinationAuth, Settings
 from wor_bridge.ports import OutboxEntry
+from wor_bridge.usecases import delivery, intake
+from wor_bridge.usecases.caller import Caller
 
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 POLICY = outbox.RetryPolicy(base_s=2.0, cap_s=900.0, max_attempts=12, max_age_s=3 * 24 * 3600.0)
@@ -80,15 +81,15 @@ def accept(
     clock: FixedClock,
     case: str = "accepted-contained",
     ref: str | None = None,
-) -> pipeline.Accepted:
+) -> intake.Accepted:
     """Accept a fixture referral; ``ref`` replaces its ServiceRequest identifier (a new key)."""
     data = case_input(case)
     if ref is not None:
         document = json.loads(data)
         document["identifier"][0]["value"] = ref
         data = json.dumps(document).encode()
-    return pipeline.accept_referral(
-        store, settings, clock, data=data, content_type=None, caller=pipeline.Caller("test")
+    return intake.accept_referral(
+        store, settings, clock, data=data, content_type=None, caller=Caller("test")
     )
 
 
@@ -100,9 +101,9 @@ def deliver(
     *,
     policy: outbox.RetryPolicy = POLICY,
     owner: str = "worker-1",
-) -> list[pipeline.Attempt]:
+) -> list[delivery.Attempt]:
     """One dispatcher round with half jitter (the first backoff is then 1 s)."""
-    return pipeline.deliver_due(
+    return delivery.deliver_due(
         store,
         settings,
         transport,
@@ -115,7 +116,7 @@ def deliver(
     )
 
 
-def entry_of(store: SqliteOutboxStore, accepted: pipeline.Accepted) -> OutboxEntry:
+def entry_of(store: SqliteOutboxStore, accepted: intake.Accepted) -> OutboxEntry:
     """The stored outbox entry of an accepted referral."""
     entry = store.get_entry(accepted.outbox_id)
     assert entry is not None
@@ -486,7 +487,7 @@ def test_two_dispatchers_deliver_each_entry_once(
         transport = RequestsTransport(clock)
         try:
             start.wait(10)
-            while pipeline.deliver_due(
+            while delivery.deliver_due(
                 own, config, transport, clock, POLICY, owner=owner, lease_s=600, limit=3
             ):
                 pass

@@ -21,10 +21,12 @@ from typing import Any
 import requests
 import uvicorn
 
-from wor_bridge import bootstrap, demo_pull, demo_welfare
+from wor_bridge import bootstrap
 from wor_bridge.config import REPO_ROOT, load_app
+from wor_bridge.demo import notified_pull as demo_pull
+from wor_bridge.demo import welfare as demo_welfare
+from wor_bridge.demo.fhir_server import SimulatedFhirServer
 from wor_bridge.service.app import create_app
-from wor_bridge.testing import SimulatedFhirServer
 
 FIXTURES = REPO_ROOT / "fixtures" / "referral"
 HIS_KEY = "example-his-key"

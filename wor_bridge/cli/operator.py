@@ -74,7 +74,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     components = bootstrap.load(args.config)
     attempts = Dispatcher(components).run_once()
     results: dict[str, int] = {}
-    from wor_bridge.pipeline import outcome_name  # noqa: PLC0415
+    from wor_bridge.usecases.delivery import outcome_name  # noqa: PLC0415
 
     for attempt in attempts:
         name = outcome_name(attempt.outcome)
@@ -85,7 +85,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     """Poll the destinations with ``poll = true`` once (cron style) and print counts."""
-    from wor_bridge.poller import Poller  # noqa: PLC0415
+    from wor_bridge.usecases.polling import Poller  # noqa: PLC0415
 
     rounds = Poller(bootstrap.load(args.config)).run_once()
     _print([dataclasses.asdict(r) for r in rounds])

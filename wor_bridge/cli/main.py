@@ -13,10 +13,11 @@ from pathlib import Path
 
 import structlog
 
-from wor_bridge import config, logs, operator
+from wor_bridge import config, logs
+from wor_bridge.cli import operator
 from wor_bridge.core import fhir
-from wor_bridge.core.intake import check, translate
 from wor_bridge.core.outcome import information, operation_outcome
+from wor_bridge.core.translation import check, translate
 from wor_bridge.errors import ConfigError, RefusedError
 
 EXIT_OK = 0
@@ -73,9 +74,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(_args: argparse.Namespace) -> int:
-    from wor_bridge import demo  # noqa: PLC0415 - the demo pulls in the server
+    from wor_bridge.demo import scenario  # noqa: PLC0415 - the demo pulls in the server
 
-    return demo.run()
+    return scenario.run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +123,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wor-bridge: internal error ({type(err).__name__})", file=sys.stderr)
         return EXIT_ERROR
     return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

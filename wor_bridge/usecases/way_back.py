@@ -1,4 +1,4 @@
-"""Use cases of the way back: apply welfare-side updates and feedback, raise deadline alerts.
+"""Use case: the way back. Apply welfare-side (and GP-side) updates and feedback to the Task.
 
 Whatever the channel (FHIR on the bridge, polling, signed webhook), it ends in ``apply_feedback``:
 the transition table decides, consent decides what travels, and the new Task state, the recorded
@@ -10,21 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import structlog
 
 from wor_bridge.core import feedback as fb
 from wor_bridge.core import gp_record
-from wor_bridge.core import identifiers as ids
 from wor_bridge.core.fhir import canonical_json
-from wor_bridge.core.outbox import State
-from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM, Settings
+from wor_bridge.core.settings import Settings
 from wor_bridge.core.task import Reason, Refusal, Side, TaskState, transition
-from wor_bridge.pipeline import Caller
 from wor_bridge.ports import AuditEvent, Clock, NewMessage, OutboxStore, TaskRecord, TaskUpdate
+from wor_bridge.usecases.caller import Caller
 
-log = structlog.get_logger("wor_bridge.reporting")
+log = structlog.get_logger("wor_bridge.usecases.way_back")
 
 FEEDBACK_MAPPING: Final = "wor-feedback@1.0.0"
 """Written into every GP-record Bundle (``meta.tag``/``meta.source``)."""
@@ -263,127 +261,3 @@ def _audit_refusal(
         ),
         clock.now(),
     )
-
-
-def check_deadlines(
-    store: OutboxStore, settings: Settings, clock: Clock, limit: int = 100
-) -> list[str]:
-    """Alert once for every Task past its first-contact deadline; returns their ids."""
-    alerted = []
-    now = clock.now()
-    for task_id in store.overdue_tasks(now, limit):
-        task = store.get_task(task_id)
-        if task is None:
-            continue
-        context = fb.context_from_bundle(task_id, json.loads(task.bundle), task.patient_id)
-        target = settings.feedback.gp_record
-        message = None
-        if target is not None:
-            bundle = gp_record.alert_bundle(
-                context, now.isoformat(timespec="seconds"), FEEDBACK_MAPPING
-            )
-            message = NewMessage(f"alert|{task_id}", task_id, target, canonical_json(bundle))
-        audit = AuditEvent(
-            event="first_contact_overdue",
-            action="E",
-            outcome="alerted" if target else "alerted-no-gp-record",
-            user="bridge",
-            responsible=task.destination,
-            source_system=task.source_system,
-            patient_id=task.patient_id,
-            object_type="Task",
-            object_id=task_id,
-        )
-        if store.mark_alerted(task_id, message, audit=audit, now=now):
-            log.warning("first_contact_overdue", task_id=task_id, destination=task.destination)
-            alerted.append(task_id)
-    return alerted
-
-
-_DELIVERY_STATUS: Final = {
-    "pending": ("requested", "queued"),
-    "delivered": ("requested", "delivered"),
-    "dead": ("failed", "delivery-failed"),
-}
-
-
-def task_resource(
-    task: TaskRecord, delivery: State, item_keys: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    """The bridge's Task: delivery state until the welfare side reports, then its state.
-
-    ``meta.versionId`` is the version to send in ``If-Match`` when updating it; ``output``
-    refers (by identifier) to the feedback Observations sent to the GP record.
-    """
-    bundle = json.loads(task.bundle)
-    local = {
-        e["fullUrl"]: f"{e['resource']['resourceType']}/{e['fullUrl'].rsplit(':', 1)[-1]}"
-        for e in bundle["entry"]
-    }
-    mapped = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
-    out: dict[str, Any] = _relative_references(mapped, local)
-    status, business = _DELIVERY_STATUS[delivery]
-    if task.status != "requested" or task.business_status:
-        status, business = task.status, task.business_status or business
-    out = {**out, "id": task.task_id, "status": status}
-    out["meta"] = {**out.get("meta", {}), "versionId": str(task.version)}
-    out["businessStatus"] = {"coding": [{"system": BUSINESS_STATUS_SYSTEM, "code": business}]}
-    if task.reason_code or task.reason_text:
-        reason: dict[str, Any] = {}
-        if task.reason_code:
-            reason["coding"] = [{"system": fb.CLOSURE_REASON, "code": task.reason_code}]
-        if task.reason_text:
-            reason["text"] = task.reason_text
-        out["statusReason"] = reason
-    if item_keys:
-        out["output"] = [
-            {
-                "type": {"coding": [{"system": fb.FEEDBACK_CATEGORY, "code": "wor-feedback"}]},
-                "valueReference": {
-                    "type": "Observation",
-                    "identifier": {"system": ids.URI_IDENTIFIER, "value": f"urn:uuid:{key}"},
-                },
-            }
-            for key in sorted(item_keys)
-        ]
-    return out
-
-
-def _relative_references(node: Any, local: dict[str, str]) -> Any:
-    """Bundle-internal ``urn:uuid:`` references as ``Type/id`` (outside the Bundle)."""
-    if isinstance(node, dict):
-        return {
-            k: local.get(v, v) if k == "reference" else _relative_references(v, local)
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_relative_references(v, local) for v in node]
-    return node
-
-
-def read_task(
-    store: OutboxStore, clock: Clock, task_id: str, caller: Caller, destination: str | None = None
-) -> dict[str, Any] | Refusal:
-    """The Task for ``task_id`` (audited as a read of patient data)."""
-    task = store.get_task(task_id)
-    record = store.get_referral(task_id)
-    if task is None or record is None:
-        return Refusal(404, "not-found", "no Task with this id")
-    denied = access(task, caller, destination)
-    if denied is not None:
-        return denied
-    store.audit(
-        AuditEvent(
-            event="task_read",
-            action="R",
-            outcome="success",
-            user=caller.client_id,
-            responsible=caller.on_behalf_of,
-            source_system=task.source_system,
-            patient_id=task.patient_id,
-            object_type="Task",
-            object_id=task_id,
-        ),
-        clock.now(),
-    )
-    return task_resource(task, record.state, frozenset(store.known_items(task_id)))

@@ -1,0 +1,103 @@
+"""Use case: read the bridge's Task as the GP or welfare side sees it (an audited read)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from wor_bridge.core import feedback as fb
+from wor_bridge.core import identifiers as ids
+from wor_bridge.core.outbox import State
+from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM
+from wor_bridge.core.task import Refusal
+from wor_bridge.ports import AuditEvent, Clock, OutboxStore, TaskRecord
+from wor_bridge.usecases.caller import Caller
+from wor_bridge.usecases.way_back import access
+
+_DELIVERY_STATUS: Final = {
+    "pending": ("requested", "queued"),
+    "delivered": ("requested", "delivered"),
+    "dead": ("failed", "delivery-failed"),
+}
+
+
+def task_resource(
+    task: TaskRecord, delivery: State, item_keys: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The bridge's Task: delivery state until the welfare side reports, then its state.
+
+    ``meta.versionId`` is the version to send in ``If-Match`` when updating it; ``output``
+    refers (by identifier) to the feedback Observations sent to the GP record.
+    """
+    bundle = json.loads(task.bundle)
+    local = {
+        e["fullUrl"]: f"{e['resource']['resourceType']}/{e['fullUrl'].rsplit(':', 1)[-1]}"
+        for e in bundle["entry"]
+    }
+    mapped = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
+    out: dict[str, Any] = _relative_references(mapped, local)
+    status, business = _DELIVERY_STATUS[delivery]
+    if task.status != "requested" or task.business_status:
+        status, business = task.status, task.business_status or business
+    out = {**out, "id": task.task_id, "status": status}
+    out["meta"] = {**out.get("meta", {}), "versionId": str(task.version)}
+    out["businessStatus"] = {"coding": [{"system": BUSINESS_STATUS_SYSTEM, "code": business}]}
+    if task.reason_code or task.reason_text:
+        reason: dict[str, Any] = {}
+        if task.reason_code:
+            reason["coding"] = [{"system": fb.CLOSURE_REASON, "code": task.reason_code}]
+        if task.reason_text:
+            reason["text"] = task.reason_text
+        out["statusReason"] = reason
+    if item_keys:
+        out["output"] = [
+            {
+                "type": {"coding": [{"system": fb.FEEDBACK_CATEGORY, "code": "wor-feedback"}]},
+                "valueReference": {
+                    "type": "Observation",
+                    "identifier": {"system": ids.URI_IDENTIFIER, "value": f"urn:uuid:{key}"},
+                },
+            }
+            for key in sorted(item_keys)
+        ]
+    return out
+
+
+def _relative_references(node: Any, local: dict[str, str]) -> Any:
+    """Bundle-internal ``urn:uuid:`` references as ``Type/id`` (outside the Bundle)."""
+    if isinstance(node, dict):
+        return {
+            k: local.get(v, v) if k == "reference" else _relative_references(v, local)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_relative_references(v, local) for v in node]
+    return node
+
+
+def read_task(
+    store: OutboxStore, clock: Clock, task_id: str, caller: Caller, destination: str | None = None
+) -> dict[str, Any] | Refusal:
+    """The Task for ``task_id`` (audited as a read of patient data)."""
+    task = store.get_task(task_id)
+    record = store.get_referral(task_id)
+    if task is None or record is None:
+        return Refusal(404, "not-found", "no Task with this id")
+    denied = access(task, caller, destination)
+    if denied is not None:
+        return denied
+    store.audit(
+        AuditEvent(
+            event="task_read",
+            action="R",
+            outcome="success",
+            user=caller.client_id,
+            responsible=caller.on_behalf_of,
+            source_system=task.source_system,
+            patient_id=task.patient_id,
+            object_type="Task",
+            object_id=task_id,
+        ),
+        clock.now(),
+    )
+    return task_resource(task, record.state, frozenset(store.known_items(task_id)))
