@@ -1,4 +1,4 @@
-"""The lock files: they fit pyproject.toml, and the staleness check catches what makes them stale."""
+"""The lock files fit pyproject.toml; the staleness check catches what makes them stale."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _check_lock() -> ModuleType:
     spec = importlib.util.spec_from_file_location("check_lock", ROOT / "scripts" / "check_lock.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["check_lock"] = module
     spec.loader.exec_module(module)
