@@ -7,7 +7,8 @@ element named by its type; ``Narrative.div`` is XHTML. Which elements are arrays
 primitives are JSON booleans or numbers comes from the R4B models (``fhir.elements``).
 
 The result is validated like JSON input afterwards, so this reader only has to be faithful, not
-strict. Unknown elements are reported with their FHIRPath.
+strict; but it never picks one of two occurrences of an element whose maximum cardinality is 1
+(the JSON result could hold only one): that is refused at its FHIRPath, as unknown elements are.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class _Reader:
         self, element: etree._Element, type_name: str, out: dict[str, Any], path: str
     ) -> None:
         known = fhir.elements(type_name)
+        seen: set[str] = set()  # elements of maximum cardinality 1 met so far
         for child in element:
             if not isinstance(child.tag, str):
                 continue  # comments, processing instructions
@@ -63,6 +65,17 @@ class _Reader:
                     )
                 )
                 continue
+            if not info.is_list and name in seen:
+                self.issues.append(
+                    Issue(
+                        "structure",
+                        where,
+                        "must occur at most once: its maximum cardinality is 1 (got it again; "
+                        "no occurrence is picked)",
+                    )
+                )
+                continue
+            seen.add(name)
             self.element(child, name, info, out, where)
         for name in [
             k for k, v in out.items() if isinstance(v, list) and not any(x is not None for x in v)

@@ -1,5 +1,16 @@
 """Read pushed bytes (FHIR R4 JSON or XML) into a validated FHIR JSON dict, or refuse.
 
+Ambiguous input is refused, never resolved by "the last one wins":
+
+- JSON is parsed in one pass whose ``object_pairs_hook`` (``_JsonScan``) records, bottom-up, a
+  property name that occurs twice in one object (FHIR JSON: names SHALL be unique) and strings
+  with control characters other than TAB, CR and LF (FHIR string rules) or unpaired surrogates;
+  the findings become issues at their FHIRPath (``fhirpath.locate``: model names only). The same
+  hook is the place for structural limits (depth, element counts).
+- XML forbids those characters itself; a character reference to one (``&#0;``) is swapped for a
+  marker before parsing so the refusal can name the element (``_XmlControl``). An element of
+  maximum cardinality 1 that occurs twice is refused by ``fhirxml``.
+
 XML is parsed with lxml hardened: any DOCTYPE is refused before parsing (so no entity can be
 declared, let alone expanded: XXE and "billion laughs" fail in microseconds), and the parser itself
 has DTD loading, entity resolution and network access off and the default depth/size guards on.
@@ -9,94 +20,190 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Final, Literal
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 from lxml import etree
 
-from wor_bridge.core import fhir, fhirxml
+from wor_bridge.core import fhir, fhirpath, fhirxml, media
 from wor_bridge.errors import InboundError, Issue
 
 FHIR_NS: Final = "http://hl7.org/fhir"
 ACCEPTED_ROOTS: Final = ("ServiceRequest", "Bundle")
 Format = Literal["json", "xml"]
 
-_JSON_TYPES: Final = {"application/fhir+json", "application/json", "application/json+fhir"}
-_XML_TYPES: Final = {"application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir"}
 _DTD_MARKERS: Final = re.compile(rb"<!(DOCTYPE|ENTITY|ELEMENT|ATTLIST)", re.IGNORECASE)
 _BOM: Final = b"\xef\xbb\xbf"
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_FORBIDDEN: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+# JSON can only carry those characters as escapes: without one of these the strings are clean
+_ESCAPES: Final = re.compile(rb"\\u00[01]|\\u[dD][89a-fA-F]|\\[bf]")
+
+
+def _refuse(code: Any, where: str, diagnostics: str) -> InboundError:
+    return InboundError([Issue(code, where, diagnostics)])
 
 
 def detect_format(data: bytes, content_type: str | None) -> Format:
-    """Pick JSON or XML from the media type, or from the first byte when none is given."""
+    """Pick JSON or XML from the media type, or from the first byte when none is given.
+
+    A ``fhirVersion`` parameter other than 4.0 is refused (415 at ``(content-type)``).
+    """
     if content_type:
-        media = content_type.split(";", 1)[0].strip().lower()
-        if media in _JSON_TYPES:
+        version = media.version_issue(content_type, "R4")
+        if version is not None:
+            raise InboundError([version])
+        mtype = media.parse(content_type).type
+        if mtype in media.JSON_TYPES:
             return "json"
-        if media in _XML_TYPES:
+        if mtype in media.XML_TYPES:
             return "xml"
-        raise InboundError(
-            [
-                Issue(
-                    "not-supported",
-                    "(content-type)",
-                    "must be application/fhir+json or application/fhir+xml (got another type)",
-                )
-            ]
+        raise _refuse(
+            "not-supported",
+            "(content-type)",
+            "must be application/fhir+json or application/fhir+xml (got another type)",
         )
     head = data.removeprefix(_BOM).lstrip()[:1]
     if head == b"{":
         return "json"
     if head == b"<":
         return "xml"
-    raise InboundError(
-        [Issue("structure", "(body)", "must be FHIR JSON (starting with '{') or FHIR XML ('<')")]
-    )
+    raise _refuse("structure", "(body)", "must be FHIR JSON (starting with '{') or FHIR XML ('<')")
 
 
 def read(data: bytes, content_type: str | None, *, max_bytes: int) -> fhir.JsonDict:
     """Parse and validate ``data``; return the root resource (a ServiceRequest or a Bundle)."""
     if len(data) > max_bytes:
-        raise InboundError(
-            [
-                Issue(
-                    "too-costly",
-                    "(body)",
-                    f"must be at most {max_bytes} bytes (got {len(data)} bytes)",
-                )
-            ]
+        raise _refuse(
+            "too-costly", "(body)", f"must be at most {max_bytes} bytes (got {len(data)} bytes)"
         )
     fmt = detect_format(data, content_type)
+    if data.startswith(_GZIP_MAGIC):
+        raise _refuse(
+            "structure",
+            "(body)",
+            "must be uncompressed FHIR JSON or XML (got gzip-compressed bytes; over HTTP, "
+            "send them with Content-Encoding: gzip)",
+        )
     body = data.removeprefix(_BOM)
     return _read_json(body) if fmt == "json" else _read_xml(body)
 
 
+_Kind = Literal["duplicate", "control", "surrogate", "name"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Finding:
+    """A problem the JSON pass saw, at a path of names and indices below some object."""
+
+    kind: _Kind
+    path: tuple[str | int, ...]
+    size: int = 0
+
+
+class _JsonScan:
+    """``object_pairs_hook`` that builds each object and records its problems, bottom-up.
+
+    The decoder builds inner values first, so each object adopts the findings of its values
+    (prefixing their paths with the property name and index) and the root ends up with all of
+    them: one pass, no second walk. Arrays have no hook; their items are looked at by the object
+    that holds the array.
+    """
+
+    def __init__(self, check_strings: bool) -> None:
+        self.check_strings = check_strings
+        self.pending: dict[int, list[_Finding]] = {}
+        self.count = 0
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        found: list[_Finding] = []
+        for key, value in pairs:
+            if self.check_strings and _FORBIDDEN.search(key):
+                found.append(_Finding("name", ()))
+            elif key in obj:
+                found.append(_Finding("duplicate", (key,)))
+            obj[key] = value
+            self._adopt(found, (key,), value)
+        if found and self.count < fhir.MAX_ISSUES:
+            self.count += len(found)
+            self.pending[id(obj)] = found
+        return obj
+
+    def _adopt(self, found: list[_Finding], prefix: tuple[str | int, ...], value: Any) -> None:
+        if isinstance(value, str):
+            if self.check_strings and (hit := _FORBIDDEN.search(value)) is not None:
+                kind: _Kind = "surrogate" if _SURROGATE.match(hit.group()) else "control"
+                found.append(_Finding(kind, prefix, len(value)))
+        elif isinstance(value, dict):
+            inner = self.pending.pop(id(value), None)
+            if inner:
+                found += [_Finding(f.kind, prefix + f.path, f.size) for f in inner]
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, str | dict | list):
+                    self._adopt(found, (*prefix, i), item)
+
+    def issues(self, root: dict[str, Any]) -> list[Issue]:
+        """The root's findings as issues, located by model names only."""
+        out = []
+        for f in self.pending.pop(id(root), [])[: fhir.MAX_ISSUES]:
+            where, complete = fhirpath.locate(root, f.path)
+            inside = "" if complete else " (in an element that is not part of this FHIR R4 type)"
+            out.append(_issue(f, where, inside))
+        return out
+
+
+def _issue(f: _Finding, where: str, inside: str) -> Issue:
+    if f.kind == "duplicate":
+        return Issue(
+            "structure",
+            where,
+            "must occur once: a JSON property name occurs twice in one object (FHIR JSON: "
+            f"property names SHALL be unique; no value is picked){inside}",
+        )
+    if f.kind == "name":
+        return Issue(
+            "structure", where, f"must not hold a property name with a control character{inside}"
+        )
+    if f.kind == "surrogate":
+        return Issue(
+            "invalid",
+            where,
+            f"must be valid Unicode text (got a string of {f.size} characters with an unpaired "
+            f"surrogate){inside}",
+        )
+    return Issue(
+        "invalid",
+        where,
+        "must not contain control characters other than TAB, CR and LF (FHIR string rules; got "
+        f"a string of {f.size} characters){inside}",
+    )
+
+
 def _read_json(body: bytes) -> fhir.JsonDict:
+    scan = _JsonScan(check_strings=_ESCAPES.search(body) is not None)
     try:
-        raw = json.loads(body)
+        raw = json.loads(body, object_pairs_hook=scan)
     except UnicodeDecodeError:
-        raise InboundError(
-            [Issue("structure", "(body)", "must be UTF-8 encoded JSON (got undecodable bytes)")]
+        raise _refuse(
+            "structure", "(body)", "must be UTF-8 encoded JSON (got undecodable bytes)"
         ) from None
     except json.JSONDecodeError as exc:
-        raise InboundError(
-            [
-                Issue(
-                    "structure",
-                    "(body)",
-                    f"must be well-formed JSON (syntax error at line {exc.lineno}, "
-                    f"column {exc.colno})",
-                )
-            ]
+        raise _refuse(
+            "structure",
+            "(body)",
+            f"must be well-formed JSON (syntax error at line {exc.lineno}, column {exc.colno})",
         ) from None
     except RecursionError:
-        raise InboundError(
-            [Issue("too-costly", "(body)", "must not nest JSON this deeply")]
-        ) from None
+        raise _refuse("too-costly", "(body)", "must not nest JSON this deeply") from None
     if not isinstance(raw, dict):
-        raise InboundError(
-            [Issue("structure", "(body)", "must be a JSON object with a resourceType")]
-        )
+        raise _refuse("structure", "(body)", "must be a JSON object with a resourceType")
     resource_type = _check_root_type(raw.get("resourceType"))
+    issues = scan.issues(raw)
+    if issues:
+        raise InboundError(issues)
     issues = fhir.validate(raw, resource_type)
     if issues:
         raise InboundError(issues)
@@ -115,43 +222,64 @@ def _hardened_parser() -> etree.XMLParser:
     )
 
 
+_XML_CONTROL: Final = re.compile(
+    rb"&#(?:0*(?:[0-8]|1[124-9]|2[0-9]|3[01])|[xX]0*(?:[0-8bBcCeEfF]|1[0-9a-fA-F]));"
+    rb"|[\x00-\x08\x0b\x0c\x0e-\x1f]"
+)
+_MARKER: Final = "\ufdd0"  # a noncharacter XML allows in values: where a forbidden one stood
+_MARKER_IN_XML: Final = re.compile(rb"\xef\xb7\x90|&#(?:[xX]0*[fF][dD][dD]0|0*64976);")
+
+
+def _mark_controls(body: bytes) -> tuple[bytes, bool]:
+    """Swap control characters (and references to them) for the marker, so the element that
+    held one can be named after parsing; ``False`` when there were none or when the marker
+    cannot be told apart (the parser then refuses the document without a location)."""
+    ascii_compatible = body.lstrip()[:1] == b"<"
+    if not ascii_compatible or not _XML_CONTROL.search(body) or _MARKER_IN_XML.search(body):
+        return body, False
+    return _XML_CONTROL.sub(b"&#xFDD0;", body), True
+
+
+def _control_issues(resource: fhir.JsonDict, location: str) -> list[Issue]:
+    found = list(fhirpath.strings_with(resource, _MARKER, location))[: fhir.MAX_ISSUES]
+    rule = "must not contain control characters other than TAB, CR and LF (FHIR string rules"
+    if not found:
+        return [Issue("invalid", "(body)", f"{rule}; got one outside any FHIR value)")]
+    return [
+        Issue("invalid", where, f"{rule}; got a string of {n} characters)") for where, n in found
+    ]
+
+
 def _read_xml(body: bytes) -> fhir.JsonDict:
     if _DTD_MARKERS.search(body):
-        raise InboundError(
-            [
-                Issue(
-                    "security",
-                    "(body)",
-                    "must not contain a DOCTYPE or entity declarations (FHIR XML has none)",
-                )
-            ]
+        raise _refuse(
+            "security",
+            "(body)",
+            "must not contain a DOCTYPE or entity declarations (FHIR XML has none)",
         )
+    body, marked = _mark_controls(body)
     try:
         root = etree.fromstring(body, parser=_hardened_parser())
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if exc.lineno is not None else 0
-        raise InboundError(
-            [Issue("structure", "(body)", f"must be well-formed XML (error at line {line})")]
+        raise _refuse(
+            "structure", "(body)", f"must be well-formed XML (error at line {line})"
         ) from None
     if root.getroottree().docinfo.internalDTD is not None:  # belt and braces after the scan
-        raise InboundError(
-            [Issue("security", "(body)", "must not contain a DOCTYPE (FHIR XML has none)")]
-        )
+        raise _refuse("security", "(body)", "must not contain a DOCTYPE (FHIR XML has none)")
     qname = etree.QName(root)
     if qname.namespace != FHIR_NS:
-        raise InboundError(
-            [
-                Issue(
-                    "structure",
-                    "(body)",
-                    f"must be an element in the FHIR namespace {FHIR_NS} (got another namespace)",
-                )
-            ]
+        raise _refuse(
+            "structure",
+            "(body)",
+            f"must be an element in the FHIR namespace {FHIR_NS} (got another namespace)",
         )
     resource_type = _check_root_type(qname.localname)
     result = fhirxml.read(root)
     if isinstance(result, list):
         raise InboundError(result)
+    if marked:
+        raise InboundError(_control_issues(result, resource_type))
     issues = fhir.validate(result, resource_type)
     if issues:
         raise InboundError(issues)
@@ -164,12 +292,4 @@ def _check_root_type(resource_type: object) -> str:
     what = "no FHIR R4 resource type"
     if isinstance(resource_type, str) and fhir.is_resource_type(resource_type):
         what = resource_type  # a name from the finite set of FHIR types, never patient data
-    raise InboundError(
-        [
-            Issue(
-                "not-supported",
-                "resourceType",
-                f"must be ServiceRequest or Bundle (got {what})",
-            )
-        ]
-    )
+    raise _refuse("not-supported", "resourceType", f"must be ServiceRequest or Bundle (got {what})")
