@@ -41,6 +41,8 @@ IssueCode = Literal[
     "throttled",
     "code-invalid",
     "too-long",
+    "invariant",
+    "multiple-matches",
 ]
 
 

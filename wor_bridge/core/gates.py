@@ -87,7 +87,7 @@ class _Checker:
         if ref is None:
             self.fail("required", path, f"must reference the {what} ({expected})")
             return None
-        found = self.graph.resolve(ref)
+        found = self.graph.resolve(ref, path)
         if found is None:
             self.fail(
                 "invalid",
