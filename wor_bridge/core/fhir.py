@@ -291,9 +291,9 @@ def canonical_json(resource: JsonDict, *, pretty: bool = False) -> bytes:
     return text.encode("utf-8")
 
 
-def to_xml(resource: JsonDict) -> bytes:
-    """Serialise a FHIR JSON resource as FHIR XML through the R4B model."""
-    model = _model(str(resource["resourceType"])).model_validate(resource)
+def to_xml(resource: JsonDict, version: Version = "R4") -> bytes:
+    """Serialise a FHIR JSON resource as FHIR XML through the R4B (or STU3) model."""
+    model = _model(str(resource["resourceType"]), version).model_validate(resource)
     out: bytes = model.model_dump_xml()
     return out
 

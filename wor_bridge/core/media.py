@@ -147,12 +147,15 @@ _REGISTERED: Final = frozenset(
 )
 
 
-def coding(header: str | None) -> str | Issue:
-    """The one content coding to undo (``gzip``, ``deflate`` or ``identity``), or the 415 issue."""
+Coding = Literal["gzip", "deflate"]
+
+
+def coding(header: str | None) -> Coding | Issue | None:
+    """The one content coding to undo (None for ``identity`` or none), or the 415 issue."""
     codings = [c.strip().lower() for c in (header or "").split(",") if c.strip()]
     codings = [c for c in codings if c != "identity"]
     if not codings:
-        return "identity"
+        return None
     if len(codings) == 1 and (codings[0] in _GZIP or codings[0] == "deflate"):
         return "gzip" if codings[0] in _GZIP else "deflate"
     name = codings[0] if len(codings) == 1 and codings[0] in _REGISTERED else None
@@ -175,7 +178,7 @@ class Inflater:
     (413) without decoding the rest.
     """
 
-    def __init__(self, coding: Literal["gzip", "deflate"], limit: int) -> None:
+    def __init__(self, coding: Coding, limit: int) -> None:
         self.coding = coding
         self.limit = limit
         self.size = 0

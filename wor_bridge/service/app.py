@@ -31,6 +31,7 @@ from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.bodies import read_body
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
+from wor_bridge.service.negotiation import FhirNegotiation
 from wor_bridge.service.stu3_routes import Stu3Routes
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.usecases import intake, task_view
@@ -130,7 +131,8 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     )
     app.state.dispatcher = dispatcher
     app.state.metrics = metrics
-    app.add_middleware(_CatchAll)
+    app.add_middleware(FhirNegotiation, max_body_bytes=config.core.max_body_bytes)
+    app.add_middleware(_CatchAll)  # added last: the outermost layer
 
     def authorise(request: Request, scope: str) -> ClientSettings | Denied:
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
