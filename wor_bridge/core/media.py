@@ -111,8 +111,8 @@ def response_format(
     ``_format`` wins over ``Accept`` (http.html#mime-type); without either, FHIR JSON.
     """
     if format_param:
-        media = parse(format_param.replace(" ", "+"))  # a '+' in a query string decodes as ' '
-        fmt = _FORMATS.get(media.type)
+        media = parse(format_param)
+        fmt = _FORMATS.get(media.type.replace(" ", "+"))  # '+' in a query string decodes as ' '
         if fmt is None or not reads_version(media, version):
             return Issue(
                 "not-supported",
