@@ -119,8 +119,7 @@ def _objects(node: Any) -> int:
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), name=st.sampled_from(sorted(ROOTS)))
 def test_any_duplicated_key_anywhere_is_refused_with_a_location(name: str, data: Any) -> None:
-    """Whichever object of a valid referral repeats a property name, the input is refused 400
-    with a `structure` issue at a FHIRPath inside the resource, never mapped."""
+    """Any object of a valid referral repeating a name is refused 400 `structure` at a FHIRPath."""
     root = ROOTS[name]
     target = data.draw(st.integers(0, _objects(root) - 1))
     text = _dump_with_duplicate(root, target, [0])
@@ -150,6 +149,13 @@ def test_tab_cr_lf_are_allowed_in_strings(char: str) -> None:
     resource = json.loads(json.dumps(CONTAINED))
     resource["note"] = [{"text": f"a{char}b"}]
     assert inbound.read(json.dumps(resource).encode(), None, max_bytes=1 << 20)["note"]
+
+
+def test_raw_control_character_in_json_is_refused_as_invalid() -> None:
+    """A raw control character in a JSON string is refused 400 `invalid` with line and column."""
+    issues = _refusal(b'{"resourceType":"ServiceRequest","status":"a\x01b"}')
+    assert (issues[0].code, issues[0].expression) == ("invalid", "(body)")
+    assert "line 1, column" in issues[0].diagnostics
 
 
 def test_unpaired_surrogate_is_refused() -> None:
@@ -186,8 +192,7 @@ def _fhirpath(root: Any, path: tuple[Any, ...]) -> str:
 def test_any_forbidden_control_char_anywhere_is_refused_at_that_string(
     name: str, char: str, data: Any
 ) -> None:
-    """A control character other than TAB/CR/LF in any string of a valid referral is refused
-    400 `invalid` at exactly that string's FHIRPath."""
+    """A forbidden control character in any string is refused 400 `invalid` at that string."""
     root = ROOTS[name]
     paths = _strings(root)
     path = data.draw(st.sampled_from(paths))
@@ -211,8 +216,7 @@ _VALUES = re.compile(rb'value="([^"]*)"')
 def test_any_control_char_reference_in_xml_is_refused_with_a_location(
     char: str, hexadecimal: bool, data: Any
 ) -> None:
-    """A character reference to a forbidden control character in any XML value is refused 400
-    `invalid` at an element of the resource (not a syntax error without a location)."""
+    """A control-character reference in any XML value is refused 400 `invalid` at an element."""
     spans = [m.span(1) for m in _VALUES.finditer(XML_CONTAINED)]
     start, end = data.draw(st.sampled_from(spans))
     at = data.draw(st.integers(start, end))

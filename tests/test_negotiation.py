@@ -79,8 +79,7 @@ def _no_patient_values(response: httpx.Response) -> None:
 
 
 def test_handed_stu3_content_type_is_refused_415(app: Any) -> None:
-    """The handed http-fhirversion-stu3 request is 415 at (content-type), naming R4 and 3.0,
-    and nothing is stored (a later R4 push of the same referral is the first)."""
+    """The handed fhirVersion=3.0 request is 415 at (content-type) naming R4; nothing is stored."""
     response = _push(app, headers=_request_headers("fhirversion-stu3"))
     assert response.status_code == 415
     issue = _issue(response)
@@ -136,8 +135,7 @@ def test_accepting_only_another_version_is_406(app: Any) -> None:
 
 
 def test_handed_gzip_body_is_decoded_and_accepted(app: Any) -> None:
-    """The handed http-gzip-body request is inflated and accepted 202, as the same referral as
-    the uncompressed body (same Task), never a charset error."""
+    """The handed gzip request is inflated and accepted 202 as the same referral as plain JSON."""
     headers = _request_headers("gzip-body")
     response = _push(app, content=gzip.compress(BODY), headers=headers)
     assert response.status_code == 202
@@ -169,8 +167,7 @@ def test_compression_bomb_is_refused_413_on_the_decoded_size(app: Any) -> None:
     ids=["cut", "junk", "plain"],
 )
 def test_gzip_that_does_not_decode_is_400_not_a_charset_error(app: Any, content: bytes) -> None:
-    """A truncated or corrupt gzip body (or plain JSON labelled gzip) is 400 `structure` saying
-    the stream does not decode; never "must be UTF-8"."""
+    """A truncated or corrupt gzip body is 400 `structure` on the stream, never a charset error."""
     response = _push(app, content=content, headers=HIS | {"Content-Encoding": "gzip"})
     assert response.status_code == 400
     assert "gzip stream" in _issue(response)["diagnostics"]
@@ -252,8 +249,7 @@ def _xml_requests(task_id: str) -> list[tuple[str, str, dict[str, Any], int, str
 
 @pytest.mark.parametrize("how", ["accept", "_format"])
 def test_every_r4_route_answers_in_fhir_xml_when_asked(app: Any, how: str) -> None:
-    """With `Accept: application/fhir+xml` or `_format=xml`, every /fhir/r4 route (and method)
-    answers in FHIR XML: resources, acknowledgements and refusals alike."""
+    """With Accept or _format asking XML, every /fhir/r4 route and method answers in FHIR XML."""
     task_id = _task_id(app)
     requests = _xml_requests(task_id)
     routes = {
@@ -320,8 +316,7 @@ def test_stu3_refusals_answer_in_stu3_xml(app: Any) -> None:
 
 
 def test_signed_webhook_body_may_be_gzip_and_is_verified_decoded(app: Any) -> None:
-    """A gzip body on /feedback/{connector} is decoded first: the HMAC covers the decoded JSON
-    (what the sender signed), so a correct signature passes and a wrong one is 401."""
+    """A gzip webhook body is decoded first: its HMAC is checked over the decoded JSON."""
     body = b'{"verwijzing_id": "x", "tijdstip": "2026-11-04T10:00:00+01:00"}'
     good = webhook.sign(b"example-webhook-secret", int(time.time()), body)
     headers = good | {"Content-Encoding": "gzip", "Content-Type": "application/json"}

@@ -191,10 +191,16 @@ def _read_json(body: bytes) -> fhir.JsonDict:
             "structure", "(body)", "must be UTF-8 encoded JSON (got undecodable bytes)"
         ) from None
     except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        if exc.msg.startswith("Invalid control character"):
+            raise _refuse(
+                "invalid",
+                "(body)",
+                "must not contain control characters in strings (JSON escapes them; FHIR allows "
+                f"only TAB, CR and LF; got a raw one at {where})",
+            ) from None
         raise _refuse(
-            "structure",
-            "(body)",
-            f"must be well-formed JSON (syntax error at line {exc.lineno}, column {exc.colno})",
+            "structure", "(body)", f"must be well-formed JSON (syntax error at {where})"
         ) from None
     except RecursionError:
         raise _refuse("too-costly", "(body)", "must not nest JSON this deeply") from None
