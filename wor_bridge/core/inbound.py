@@ -117,7 +117,10 @@ class _JsonScan:
         self.count = 0
 
     def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj: dict[str, Any] = {}
+        obj: dict[str, Any] = dict(pairs)
+        if len(obj) == len(pairs) and not self.pending and not self.check_strings:
+            return obj  # the usual case: nothing found so far, nothing below to adopt
+        obj = {}
         found: list[_Finding] = []
         for key, value in pairs:
             if self.check_strings and _FORBIDDEN.search(key):
