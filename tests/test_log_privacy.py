@@ -188,7 +188,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 endpoints={"welzijn-rivierenland": f"http://127.0.0.1:{echo.server_port}/fhir"},
                 max_body_bytes=MAX_BODY,
                 service={"rate_per_s": 1000.0, "burst": 1000},
-                clients=[*example_clients(), client("reader", READER_KEY, ["task:read"])],
+                clients=[
+                    *example_clients(),
+                    client("reader", READER_KEY, ["task:read"], source_system="his-example"),
+                ],
             )
             with running_service(config) as service:
                 driven = Run(service)

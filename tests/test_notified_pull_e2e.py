@@ -582,7 +582,8 @@ def test_full_flow_over_mutual_tls(bridge: Bridge, gp_record: SimulatedFhirServe
 
 
 def test_token_cannot_read_another_referral(bridge: Bridge) -> None:
-    """A token for one Task is refused (403, audited) for another referral's Task and resources."""
+    """A token for one Task gets 404 (as for none; audited) for another referral's Task and
+    resources."""
     first, _ = bridge.push()
     second, _ = bridge.push()
     bridge.notification(first)
@@ -598,7 +599,7 @@ def test_token_cannot_read_another_referral(bridge: Bridge) -> None:
         resource_url(other, "Patient"),
     ]
     for url in targets:
-        assert_outcome(bridge.pull(url, token), 403, "forbidden")
+        assert_outcome(bridge.pull(url, token), 404, "not-found")
 
     rows = bridge.audit("referral_pull", since)
     refused = refused_rows(rows, RECEIVER_ID)
@@ -747,14 +748,17 @@ def test_every_stu3_refusal_is_a_clean_operation_outcome(bridge: Bridge) -> None
     assert_outcome(get(own_task, {}), 401, "login")
     assert_outcome(get(own_task, {"Authorization": "Bearer not.a.token"}), 401, "login")
     assert_outcome(get(own_task, auth(HIS_KEY)), 401, "login")
-    assert_outcome(bridge.pull(f"/fhir/stu3/Task/{other_id}", token), 403, "forbidden")
-    assert_outcome(bridge.pull(resource_url(other, "Patient"), token), 403, "forbidden")
-    assert_outcome(bridge.pull("/fhir/stu3/Patient/unknown", token), 403, "forbidden")
-    assert_outcome(bridge.pull("/fhir/stu3/Task/not-a-uuid", token), 403, "forbidden")
+    unknown = bridge.pull("/fhir/stu3/Patient/unknown", token)
+    assert_outcome(unknown, 404, "not-found")
+    for foreign in (f"/fhir/stu3/Task/{other_id}", resource_url(other, "Patient")):
+        hidden = bridge.pull(foreign, token)
+        assert_outcome(hidden, 404, "not-found")
+        assert hidden.json() == unknown.json()  # never confirms that it exists
+    assert_outcome(bridge.pull("/fhir/stu3/Task/not-a-uuid", token), 404, "not-found")
 
     other_referral = resource_url(other, "ReferralRequest").rsplit("/", 1)[-1]
     task = {"resourceType": "Task", "id": other_id, "status": "accepted", "intent": "order"}
-    assert_outcome(bridge.stu3_write("PUT", f"/fhir/stu3/Task/{other_id}", token, task), 403)
+    assert_outcome(bridge.stu3_write("PUT", f"/fhir/stu3/Task/{other_id}", token, task), 404)
     observation = {
         "resourceType": "Observation",
         "status": "final",
@@ -762,7 +766,7 @@ def test_every_stu3_refusal_is_a_clean_operation_outcome(bridge: Bridge) -> None
         "basedOn": [{"reference": f"ReferralRequest/{other_referral}"}],
         "effectiveDateTime": "2026-11-04T10:00:00+01:00",
     }
-    assert_outcome(bridge.stu3_write("POST", "/fhir/stu3/Observation", token, observation), 403)
+    assert_outcome(bridge.stu3_write("POST", "/fhir/stu3/Observation", token, observation), 404)
     not_a_task = {"resourceType": "Patient", "id": task_id}
     assert_outcome(bridge.stu3_write("PUT", own_task, token, not_a_task), 400)
     wrong_id = {"resourceType": "Task", "id": other_id, "status": "accepted", "intent": "order"}

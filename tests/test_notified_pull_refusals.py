@@ -157,7 +157,7 @@ def test_cross_referral_read_is_audited_against_the_other_patient(world: World) 
     second = pushed.headers["content-location"].rsplit("/", 1)[-1]
     token = _token(world, first).json()["access_token"]
     answer = world.call("GET", f"/fhir/stu3/Task/{second}", headers=_bearer(token))
-    assert answer.status_code == 403
+    assert answer.status_code == 404
     rows = [r for r in _audit_rows(world, "referral_pull") if r["outcome"] == "refused"]
     assert [r["object_id"] for r in rows] == [second]
     store = world.components.store

@@ -62,7 +62,10 @@ def config(tmp_path_factory: pytest.TempPathFactory, sim: SimulatedFhirServer) -
         sim.base_url,
         max_body_bytes=MAX_BODY,
         service={"rate_per_s": 1000.0, "burst": 1000},
-        clients=[*example_clients(), client("reader", READER_KEY, ["task:read"])],
+        clients=[
+            *example_clients(),
+            client("reader", READER_KEY, ["task:read"], source_system="his-example"),
+        ],
     )
 
 

@@ -62,7 +62,7 @@ def _referral(app: Any) -> str:
 
 
 def test_json_patch_cannot_probe_another_organisations_task(app: Any) -> None:
-    """A JSON Patch `test` op of another organisation is refused 403 before it is evaluated."""
+    """A JSON Patch `test` op on another organisation's Task is a 404 before it is evaluated."""
     task_id = _referral(app)
     headers = {
         "Authorization": f"Bearer {OTHER_KEY}",
@@ -79,7 +79,7 @@ def test_json_patch_cannot_probe_another_organisations_task(app: Any) -> None:
         ).status_code
         for guess in ("requested", "accepted")
     }
-    assert answers == {403}
+    assert answers == {404}
 
 
 def test_webhook_hostile_headers_get_401_not_500(app: Any) -> None:

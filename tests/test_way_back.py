@@ -19,6 +19,8 @@ from wor_bridge.usecases import deadline_alerts, intake, task_view, way_back
 from wor_bridge.usecases.caller import Caller
 
 WHEN = "2026-11-04T10:00:00+01:00"
+GP = Caller("gp", source_system="his-example")
+"""A GP-side caller of the system the fixture referral comes from (the configured one)."""
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def _apply(
         clock,
         feedback,
         side=side,  # type: ignore[arg-type]
-        caller=Caller("test"),
+        caller=GP if destination is None else Caller("test"),
         destination=destination,
     )
 
@@ -112,10 +114,9 @@ def test_welfare_update_goes_to_the_gp_record_only(world, settings) -> None:
 
 
 def test_another_organisation_cannot_touch_the_task(world, settings) -> None:
-    """A welfare client of another destination gets 403 and changes nothing."""
+    """A welfare client of another destination gets 404 (as for no Task) and changes nothing."""
     result = _apply(world, settings, destination="welzijn-rivierenland", status="accepted")
-    assert isinstance(result, Refusal)
-    assert result.http_status == 403
+    assert result == way_back.NOT_FOUND
     store, _, task_id = world
     task = store.get_task(task_id)
     assert task is not None
@@ -132,6 +133,7 @@ def test_stale_version_is_refused(world, settings) -> None:
         fb.Feedback(task_id=task_id, occurred_at=WHEN, status="accepted"),
         side="welfare",
         caller=Caller("t"),
+        destination="welzijn-voorbeeld",
         expected_version=7,
     )
     assert isinstance(result, Refusal)
@@ -183,7 +185,7 @@ def test_task_resource_shows_welfare_state_version_and_outputs(world, settings) 
         items=(fb.FeedbackItem("first-contact", WHEN),),
     )
     store, clock, task_id = world
-    task = task_view.read_task(store, clock, task_id, Caller("t"))
+    task = task_view.read_task(store, clock, task_id, GP)
     assert isinstance(task, dict)
     assert (task["status"], task["meta"]["versionId"]) == ("in-progress", "2")
     assert task["businessStatus"]["coding"][0]["code"] == "first-contact"
@@ -241,18 +243,15 @@ def test_messages_about_one_task_go_out_in_order(world, settings) -> None:
 
 
 def test_another_gp_system_cannot_touch_the_task(world, settings) -> None:
-    """A GP-side caller speaking for another source system gets 403 on update and read."""
+    """A GP-side caller speaking for another source system gets 404 on update and read."""
     store, clock, task_id = world
     other = Caller("his-2", source_system="his-other")
     feedback = fb.Feedback(
         task_id=task_id, occurred_at=WHEN, status="cancelled", reason_code="gp-withdrew"
     )
     result = way_back.apply_feedback(store, settings, clock, feedback, side="gp", caller=other)
-    assert isinstance(result, Refusal)
-    assert result.http_status == 403
-    read = task_view.read_task(store, clock, task_id, other)
-    assert isinstance(read, Refusal)
-    assert read.http_status == 403
+    assert result == way_back.NOT_FOUND
+    assert task_view.read_task(store, clock, task_id, other) == way_back.NOT_FOUND
 
 
 def test_repeated_completion_has_one_effect(world, settings) -> None:

@@ -296,6 +296,9 @@ def _check_clients_and_webhooks(
     for client in cfg.clients:
         if client.destination is not None and client.destination not in known:
             raise ConfigError(f"{path}: client {client.id}: unknown destination")
+        problem = tenancy_problem(client)
+        if problem is not None:
+            raise ConfigError(f"{path}: client {client.id}: {problem}")
     for hook in cfg.webhooks:
         if hook.destination not in known:
             raise ConfigError(f"{path}: webhook {hook.id}: unknown destination")
@@ -303,6 +306,25 @@ def _check_clients_and_webhooks(
             raise ConfigError(
                 f"{path}: webhook {hook.id}: no mapping file feedback/{hook.mapping}.json"
             )
+
+
+def tenancy_problem(client: ClientSettings) -> str | None:
+    """Why a client's tenancy is not configured (None when it is): fail closed at start-up.
+
+    Every client that is not ``admin`` speaks for exactly one GP system (``source_system``) or
+    one welfare organisation (``destination``); a client bound to neither would otherwise see
+    every Task, and one bound to both would be on two sides at once.
+    """
+    if client.source_system is not None and client.destination is not None:
+        return "set source_system (GP side) or destination (welfare side), not both"
+    if "admin" in client.scopes:
+        return None
+    if client.source_system is None and client.destination is None:
+        return (
+            "must be admin or bound to a source_system (GP side) or a destination "
+            "(welfare side); a client bound to neither would see every Task"
+        )
+    return None
 
 
 def _log_configuration_facts(mappings: dict[str, MappingFile]) -> None:

@@ -227,6 +227,12 @@ class OutboxStore(Protocol):
         """Append an audit record."""
         ...
 
+    def use_once(self, key: str, expires_at: dt.datetime, now: dt.datetime) -> bool:
+        """Remember ``key`` until ``expires_at``: True the first time, False while it is
+        remembered (a replay). Keys expired at ``now`` are forgotten. Every process on the same
+        store shares what is remembered, and it survives a restart."""
+        ...
+
     def stats(self, now: dt.datetime) -> QueueStats:
         """Queue figures."""
         ...

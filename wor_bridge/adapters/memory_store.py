@@ -45,9 +45,19 @@ class MemoryOutboxStore(MemoryTaskTables):
         self._tasks: dict[str, TaskRecord] = {}
         self._cursors: dict[str, str] = {}
         self._items: dict[str, str] = {}
+        self._once: dict[str, float] = {}
 
     def close(self) -> None:
         """Nothing to release (kept for parity with ``SqliteOutboxStore``)."""
+
+    def use_once(self, key: str, expires_at: dt.datetime, now: dt.datetime) -> bool:
+        """Remember ``key`` until ``expires_at``; False while it is remembered."""
+        with self._lock:
+            self._once = {k: v for k, v in self._once.items() if v > ts(now)}
+            if key in self._once:
+                return False
+            self._once[key] = ts(expires_at)
+            return True
 
     def add_referral(
         self, referral: NewReferral, now: dt.datetime, audit: AuditEvent | None = None

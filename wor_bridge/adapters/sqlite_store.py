@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, cast
 
+from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA, SqliteOnceTable
 from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, insert_message, ts
 from wor_bridge.adapters.sqlite_tasks import SqliteTaskTables
 from wor_bridge.core.outbox import State
@@ -125,7 +126,7 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
     )
 
 
-class SqliteOutboxStore(SqliteTaskTables):
+class SqliteOutboxStore(SqliteTaskTables, SqliteOnceTable):
     """``OutboxStore`` on one SQLite file; one connection per thread."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
@@ -133,6 +134,7 @@ class SqliteOutboxStore(SqliteTaskTables):
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._conn().executescript(SCHEMA)  # idempotent DDL; executescript manages its own commit
+        self._conn().executescript(ONCE_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=service.port,
         access_log=False,
         log_level="warning",
+        server_header=False,  # no banner naming the server software
         timeout_graceful_shutdown=5,  # an idle TLS keep-alive peer must not hold up SIGTERM
         **tls.run_kwargs(service, components.config.path.parent),
     )

@@ -197,12 +197,20 @@ def elements(type_name: str, version: Version = "R4") -> dict[str, ElementInfo]:
 
 
 def issues_from_validation(exc: ValidationError, location: str) -> list[Issue]:
-    """Describe pydantic errors as issues: location and expectation, never the input value."""
+    """Describe pydantic errors as issues: location and expectation, never the input value.
+
+    The location is a path of element names the models define, with indices: for a property the
+    models do not know (``extra_forbidden``) it is the path of the element that holds it, since
+    the property's name came from the body and may carry anything, patient data included.
+    """
     issues: list[Issue] = []
     for err in exc.errors(include_url=False, include_input=True):
         if len(issues) >= MAX_ISSUES:
             break
-        path = fhirpath(location, err["loc"])
+        loc = err["loc"]
+        if err["type"] == "extra_forbidden":
+            loc = loc[:-1]
+        path = fhirpath(location, loc)
         issues.append(Issue(_issue_code(err["type"]), path, _expectation(err)))
     return issues
 
@@ -254,7 +262,7 @@ def _expectation(err: Any) -> str:
     if err_type == "missing":
         return "must be present (a required element is missing)"
     if err_type == "extra_forbidden":
-        return "must not be present: it is not an element of this FHIR R4 type"
+        return "must hold only elements of its FHIR R4 type (got a property it does not define)"
     if err_type in ("literal_error", "enum"):
         expected = err.get("ctx", {}).get("expected", "one of the codes of the bound value set")
         return f"must be {expected} ({got})"

@@ -57,11 +57,12 @@ class _Reader:
                 where += f"[{len(out.get(name) or [])}]"
             expected_ns = XHTML_NS if info is not None and info.kind == "xhtml" else FHIR_NS
             if qname.namespace != expected_ns or info is None:
-                self.issues.append(
+                self.issues.append(  # at the parent: the unknown name came from the body
                     Issue(
                         "structure",
-                        where,
-                        "must not be present: it is not an element of this FHIR R4 type",
+                        path if info is None else where,
+                        "must hold only elements of its FHIR R4 type "
+                        "(got an element it does not define)",
                     )
                 )
                 continue

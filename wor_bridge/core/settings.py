@@ -169,6 +169,10 @@ class FeedbackSettings(_Frozen):
 
     gp_record: str | None = None
     note_max_chars: int = Field(default=500, ge=20, le=2000)
+    reason_max_chars: int = Field(default=200, ge=20, le=2000)
+    """Longest accepted ``statusReason`` text from the welfare side (characters)."""
+    coach_max_chars: int = Field(default=100, ge=10, le=500)
+    """Longest accepted coach name from the welfare side (characters)."""
     poll_interval_s: float = Field(default=900.0, ge=1.0)
     deadline_check_interval_s: float = Field(default=60.0, ge=0.1)
 

@@ -7,6 +7,7 @@ OperationOutcome, and no answer ever carries a stack trace.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,18 +25,19 @@ from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.outcome import information, operation_outcome
-from wor_bridge.core.task import Refusal
 from wor_bridge.errors import InboundError, Issue, RefusedError
 from wor_bridge.metrics import Metrics
+from wor_bridge.service import openapi
+from wor_bridge.service.access import AccessLog, Attempt, MarkingStore, caller_of
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
-from wor_bridge.service.bodies import read_body
+from wor_bridge.service.bodies import BodyRefused, read_body
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
+from wor_bridge.service.headers import SecurityHeaders
 from wor_bridge.service.negotiation import FhirNegotiation
 from wor_bridge.service.stu3_routes import Stu3Routes
 from wor_bridge.service.tls import client_cert_sha256
-from wor_bridge.usecases import intake, task_view
-from wor_bridge.usecases.caller import Caller
+from wor_bridge.usecases import intake
 from wor_bridge.usecases.polling import Poller
 
 FHIR_JSON = "application/fhir+json"
@@ -63,6 +65,10 @@ def _denied(denied: Denied) -> FhirResponse:
     if denied.retry_after_s is not None:
         response.headers["Retry-After"] = str(max(1, round(denied.retry_after_s)))
     return response
+
+
+def _body_refused(err: BodyRefused) -> FhirResponse:
+    return _outcome(err.status, err.code, err.message, err.location)
 
 
 def _refusal_status(err: RefusedError) -> int:
@@ -101,6 +107,7 @@ class _CatchAll:
 
 def create_app(components: Components, *, start_dispatcher: bool | None = None) -> FastAPI:
     """The ASGI app for ``components``; the dispatcher runs inside it unless disabled."""
+    components = dataclasses.replace(components, store=MarkingStore(components.store))
     config = components.config
     store = components.store
     metrics = Metrics(lambda: store.stats(components.clock.now()))
@@ -128,20 +135,24 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
         version="0.1.0",
         summary="Welzijn op Recept referrals from GP systems to welfare organisations (FHIR R4)",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load scripts and fonts from third-party CDNs
+        redoc_url=None,
+        redirect_slashes=False,  # a redirect would be built from the Host header
     )
     app.state.dispatcher = dispatcher
     app.state.metrics = metrics
     app.add_middleware(FhirNegotiation, max_body_bytes=config.core.max_body_bytes)
-    app.add_middleware(_CatchAll)  # added last: the outermost layer
+    app.add_middleware(_CatchAll)
+    app.add_middleware(SecurityHeaders)  # added last: the outermost layer
+    trail = AccessLog(store, components.clock, _body_refused)
 
     def authorise(request: Request, scope: str) -> ClientSettings | Denied:
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
         return auth.check(key, scope, client_cert_sha256(request.scope))
 
-    def caller(client: ClientSettings) -> Caller:
-        return Caller(client.id, client.source_system, client.on_behalf_of)
-
-    routes = FeedbackRoutes(components, metrics, authorise, FhirResponse, _outcome, denied=_denied)
+    routes = FeedbackRoutes(
+        components, metrics, authorise, FhirResponse, _outcome, denied=_denied, trail=trail
+    )
     routes.add(app)
     Stu3Routes(components, auth, routes).add(app)
 
@@ -162,18 +173,12 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     @app.get("/fhir/r4/Task/{task_id}", tags=["status"])
     def get_task(task_id: str, request: Request) -> Response:
         """The bridge's current Task: status and businessStatus reflect delivery."""
-        client = authorise(request, "task:read")
-        if isinstance(client, Denied):
-            return _denied(client)
-        task = task_view.read_task(
-            store, components.clock, task_id, caller(client), client.destination
-        )
-        if isinstance(task, Refusal):
-            return _outcome(task.http_status, task.code, task.message, "Task.id")
-        return FhirResponse(task, headers={"ETag": f'W/"{task["meta"]["versionId"]}"'})
+        attempt = Attempt("task_read", "R", task_id)
+        return trail.answer_sync(attempt, lambda: routes.read_task(task_id, request, attempt))
 
     _add_health_routes(app, components, dispatcher, run_dispatcher, authorise)
     _add_error_handlers(app)
+    openapi.install(app)
     return app
 
 
@@ -197,11 +202,14 @@ class _Intake:
         self.run_dispatcher = run_dispatcher
         self.routes = routes
 
-    async def welfare_bundle(self, request: Request, key: str | None) -> Response:
+    async def welfare_bundle(self, request: Request, key: str | None, attempt: Attempt) -> Response:
         """A welfare client posts Tasks/Observations to the base."""
+        attempt.event, attempt.action = "task_update", "U"
         checked = self.auth.check(key, "feedback:write", client_cert_sha256(request.scope))
         if isinstance(checked, Denied):
+            attempt.user = checked.user
             return _denied(checked)
+        attempt.by(checked)
         data = await read_body(request, self.c.config.core.max_body_bytes)
         try:
             bundle = json.loads(data) if data is not None else None
@@ -209,17 +217,23 @@ class _Intake:
             bundle = None
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             return _outcome(400, "structure", "must be a FHIR JSON Bundle", "(body)")
-        return await self.routes.post_bundle(checked, bundle)
+        return await self.routes.post_bundle(checked, bundle, attempt)
 
     async def handle(self, request: Request) -> Response:
-        """GP side: a referral; welfare side: a Bundle of feedback."""
+        """GP side: a referral; welfare side: a Bundle of feedback (audited either way)."""
+        attempt = Attempt("referral_intake", "C")
+        return await self.routes.trail.answer(attempt, lambda: self._handle(request, attempt))
+
+    async def _handle(self, request: Request, attempt: Attempt) -> Response:
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
         welfare = self.auth.client(key)
         if welfare is not None and welfare.destination is not None:
-            return await self.welfare_bundle(request, key)
+            return await self.welfare_bundle(request, key, attempt)
         client = self.auth.check(key, "referral:write", client_cert_sha256(request.scope))
         if isinstance(client, Denied):
+            attempt.user = client.user
             return _denied(client)
+        attempt.by(client)
         body = await read_body(request, self.c.config.core.max_body_bytes)
         if body is None:
             self.metrics.intake.labels("too_large").inc()
@@ -238,7 +252,7 @@ class _Intake:
                     self.c.clock,
                     data=body,
                     content_type=request.headers.get("content-type") or None,
-                    caller=Caller(client.id, client.source_system, client.on_behalf_of),
+                    caller=caller_of(client),
                 )
             )
         except RefusedError as err:
@@ -304,6 +318,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         code = "not-found" if exc.status_code == 404 else "not-supported"
         return _outcome(exc.status_code, code, "no such endpoint or method")
+
+    @app.exception_handler(BodyRefused)
+    async def body_refused(_request: Request, exc: BodyRefused) -> Response:
+        return _body_refused(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, _exc: RequestValidationError) -> Response:

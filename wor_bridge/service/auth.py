@@ -14,12 +14,15 @@ from wor_bridge.core.ratelimit import TokenBucket
 
 @dataclass(frozen=True, slots=True)
 class Denied:
-    """Why a request may not proceed: HTTP status, FHIR issue code, message, Retry-After."""
+    """Why a request may not proceed: HTTP status, FHIR issue code, message, Retry-After, and
+    who asked, for the audit trail (the client id once the key matched one; ``unverified:<id>``
+    when its certificate did not; ``(unknown)`` for no or an unknown key)."""
 
     status: int
     code: str
     message: str
     retry_after_s: float | None = None
+    user: str = "(unknown)"
 
 
 def hash_key(key: str) -> str:
@@ -67,16 +70,23 @@ class Authenticator:
         if client is None:
             return Denied(401, "login", "a valid API key or bearer token is required")
         if "referral:pull" in client.scopes:  # its secret is for /oauth/token only
-            return Denied(401, "login", "a notified-pull client uses tokens from /oauth/token")
+            return Denied(
+                401, "login", "a notified-pull client uses tokens from /oauth/token", user=client.id
+            )
         if client.cert_sha256 is not None and (
             cert_sha256 is None or not hmac.compare_digest(cert_sha256, client.cert_sha256)
         ):
-            return Denied(401, "security", "the client certificate does not belong to this key")
+            return Denied(
+                401,
+                "security",
+                "the client certificate does not belong to this key",
+                user=f"unverified:{client.id}",
+            )
         if scope not in client.scopes and "admin" not in client.scopes:
-            return Denied(403, "forbidden", f"the client lacks the scope {scope}")
+            return Denied(403, "forbidden", f"the client lacks the scope {scope}", user=client.id)
         wait = self.take(client.id)
         if wait > 0:
-            return Denied(429, "throttled", "too many requests; retry later", wait)
+            return Denied(429, "throttled", "too many requests; retry later", wait, client.id)
         return client
 
     def take(self, client_id: str) -> float:

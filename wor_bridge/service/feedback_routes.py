@@ -3,15 +3,16 @@
 - ``PUT /fhir/r4/Task/{id}`` and ``PATCH`` (JSON Patch), with ``If-Match: W/"<version>"``;
 - ``POST /fhir/r4/Observation`` (one feedback item) and Bundles of Tasks/Observations, which the
   intake route hands over when the caller is a welfare-side client;
-- ``POST /feedback/{connector}``: signed JSON from systems without FHIR.
+- ``POST /feedback/{connector}``: signed JSON from systems without FHIR (``webhook_routes``).
 
-Every refusal is an OperationOutcome; nothing here echoes a value from the body.
+Every refusal is an OperationOutcome; nothing here echoes a value from the body. Every request
+is audited (``access``): a Task the client may not see is answered as unknown (404), free text
+over its limit (``core.free_text``) with 422 and its location.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,17 +23,19 @@ from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
-from wor_bridge.connectors import fhir_feedback, webhook
+from wor_bridge.connectors import fhir_feedback
 from wor_bridge.core import feedback as fb
-from wor_bridge.core import fhir
+from wor_bridge.core import fhir, free_text
 from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.task import Refusal
 from wor_bridge.errors import Issue
 from wor_bridge.metrics import Metrics
+from wor_bridge.ports import TaskRecord
+from wor_bridge.service.access import AccessLog, Attempt, caller_of
 from wor_bridge.service.auth import Denied
 from wor_bridge.service.bodies import read_body
+from wor_bridge.service.webhook_routes import WebhookRoute
 from wor_bridge.usecases import task_view, way_back
-from wor_bridge.usecases.caller import Caller
 
 Authorise = Callable[[Request, str], ClientSettings | Denied]
 Respond = Callable[..., Response]
@@ -62,36 +65,78 @@ class FeedbackRoutes:
         outcome: Callable[..., Response],
         *,
         denied: Callable[[Denied], Response],
+        trail: AccessLog,
     ) -> None:
         self.c = components
         self.denied = denied
+        self.trail = trail
         self.metrics = metrics
         self.authorise = authorise
         self.respond = respond
         self.outcome = outcome
-        config = components.config
-        self.hooks = {h.id: h for h in config.webhooks}
-        self.hook_mappings = {
-            h.id: webhook.load_mapping(
-                config.mappings_dir / "feedback" / f"{h.mapping}.json", config.core.codes
-            )
-            for h in config.webhooks
-        }
 
     def _now(self) -> str:
         return self.c.clock.now().isoformat(timespec="seconds")
 
-    def _result(self, result: way_back.Applied | Refusal, channel: str, task_id: str) -> Response:
+    def not_found(self) -> Response:
+        """The answer for an unknown Task and for one the caller may not see: the same."""
+        return self.outcome(404, "not-found", "no Task with this id", "Task.id")
+
+    def too_long(self, feedback: fb.Feedback, where: free_text.Places) -> Issue | None:
+        """Free text over its configured limit (422 with the location), or None."""
+        return free_text.too_long(feedback, self.c.config.core.feedback, where)
+
+    def authorised(
+        self, request: Request, scope: str, attempt: Attempt
+    ) -> ClientSettings | Response:
+        """The client allowed ``scope`` (noted on ``attempt``), or the refusal."""
+        client = self.authorise(request, scope)
+        if isinstance(client, Denied):
+            attempt.user = client.user
+            return self.denied(client)
+        attempt.by(client)
+        return client
+
+    def read_task(self, task_id: str, request: Request, attempt: Attempt) -> Response:
+        """``GET /fhir/r4/Task/{id}``: the Task, for a client that may see it (audited)."""
+        attempt.task = self.trail.task(task_id)
+        client = self.authorised(request, "task:read", attempt)
+        if isinstance(client, Response):
+            return client
+        if self.trail.visible(client, attempt.task) is None:
+            return self.not_found()
+        task = task_view.read_task(
+            self.c.store,
+            self.c.clock,
+            task_id,
+            caller_of(client, attempt.task),
+            client.destination,
+        )
+        if isinstance(task, Refusal):
+            return self.not_found()
+        return self.respond(task, headers={"ETag": f'W/"{task["meta"]["versionId"]}"'})
+
+    def result(
+        self,
+        result: way_back.Applied | Refusal,
+        channel: str,
+        task_id: str,
+        attempt: Attempt,
+    ) -> Response:
         if isinstance(result, Refusal):
             self.metrics.feedback.labels(channel, "refused").inc()
+            if result.http_status == 404:
+                return self.not_found()
             return self.outcome(result.http_status, result.code, result.message, "Task")
         self.metrics.feedback.labels(channel, "applied" if result.changed else "repeat").inc()
+        if not result.changed:
+            attempt.outcome = "no-change"
         if result.dropped:
             self.metrics.feedback_withheld.inc(result.dropped)
         task = self.c.store.get_task(task_id)
         record = self.c.store.get_referral(task_id)
         if task is None or record is None:
-            return self.outcome(404, "not-found", "no Task with this id", "Task.id")
+            return self.not_found()
         body = task_view.task_resource(
             task, record.state, frozenset(self.c.store.known_items(task_id))
         )
@@ -103,15 +148,16 @@ class FeedbackRoutes:
         client: ClientSettings,
         channel: str,
         expected_version: int | None = None,
+        task: TaskRecord | None = None,
     ) -> way_back.Applied | Refusal:
-        """Apply through the use case, as this client's side."""
+        """Apply through the use case, as this client's side (acting on ``task``)."""
         return way_back.apply_feedback(
             self.c.store,
             self.c.config.core,
             self.c.clock,
             feedback,
             side="welfare" if client.destination else "gp",
-            caller=Caller(client.id, client.source_system, client.on_behalf_of),
+            caller=caller_of(client, task),
             destination=client.destination,
             expected_version=expected_version,
         )
@@ -125,13 +171,23 @@ class FeedbackRoutes:
         except (ValueError, RecursionError):
             return None
 
-    async def put_task(  # noqa: PLR0911 - one early answer per refusal reason
-        self, task_id: str, request: Request, patch: bool
-    ) -> Response:
+    async def put_task(self, task_id: str, request: Request, patch: bool) -> Response:
         """PUT or PATCH a Task: the welfare side reports status (or the GP side cancels)."""
-        client = self.authorise(request, "task:update")
-        if isinstance(client, Denied):
-            return self.denied(client)
+        attempt = Attempt("task_update", "U", task_id)
+        return await self.trail.answer(
+            attempt, lambda: self._put_task(task_id, request, patch, attempt)
+        )
+
+    async def _put_task(  # noqa: PLR0911 - one early answer per refusal reason
+        self, task_id: str, request: Request, patch: bool, attempt: Attempt
+    ) -> Response:
+        attempt.task = await run_in_threadpool(self.trail.task, task_id)
+        client = self.authorised(request, "task:update", attempt)
+        if isinstance(client, Response):
+            return client
+        task = self.trail.visible(client, attempt.task)
+        if task is None:  # before anything else: no answer may tell unknown from hidden
+            return self.not_found()
         version = if_match_version(request.headers.get("if-match"))
         if version is None:
             return self.outcome(428, "required", 'If-Match: W/"<versionId>" is required')
@@ -139,14 +195,9 @@ class FeedbackRoutes:
         if data is None:
             return self.outcome(400, "structure", "must be a JSON body", "(body)")
         if patch:
-            task = self.c.store.get_task(task_id)
             record = self.c.store.get_referral(task_id)
-            if task is None or record is None:
-                return self.outcome(404, "not-found", "no Task with this id", "Task.id")
-            caller = Caller(client.id, client.source_system, client.on_behalf_of)
-            denied = way_back.access(task, caller, client.destination)
-            if denied is not None:  # before the patch: a `test` op must not probe others' Tasks
-                return self.outcome(denied.http_status, denied.code, denied.message, "Task")
+            if record is None:
+                return self.not_found()
             try:
                 data = jsonpatch.apply_patch(
                     task_view.task_resource(
@@ -167,67 +218,99 @@ class FeedbackRoutes:
             feedback = fhir_feedback.task_feedback(task_id, data, self._now())
         except fhir_feedback.FeedbackFormatError as err:
             return self.outcome(422, "invalid", str(err).split(": ", 1)[-1], err.location)
-        result = await run_in_threadpool(self.apply, feedback, client, "fhir", version)
-        return self._result(result, "fhir", task_id)
+        long = self.too_long(feedback, free_text.task())
+        if long is not None:
+            return self.respond(operation_outcome([long]), status_code=422)
+        result = await run_in_threadpool(self.apply, feedback, client, "fhir", version, task)
+        return self.result(result, "fhir", task_id, attempt)
+
+    def _task_of(self, resource: dict[str, Any]) -> TaskRecord | None:
+        """The known Task a Task or Observation resource is about (for the audit record)."""
+        try:
+            if resource.get("resourceType") == "Task":
+                task_id = resource.get("id")
+            else:
+                request_id, task_ref = fhir_feedback.referenced_ids(resource)
+                task_id = task_ref or self.c.store.task_for_request(request_id or "")
+        except (AttributeError, TypeError):
+            return None
+        return self.trail.task(task_id) if isinstance(task_id, str) else None
 
     def observations(
         self, client: ClientSettings, resources: list[tuple[str, dict[str, Any]]]
     ) -> tuple[list[Issue], int]:
         """Apply Observations (and Tasks) from a welfare client: one issue per resource, and the
-        HTTP status of the first refusal (200 when none)."""
+        HTTP status of the first refusal (200 when none). Each resource is audited."""
         out: list[Issue] = []
         status = 200
         for where, res in resources:
-            issues = fhir.validate(res, where)
-            if issues:
-                out += issues
-                status = 400 if status == 200 else status
-                continue
-            if res["resourceType"] == "Task" and not _may_update(client):
-                out.append(Issue("forbidden", where, "changing a Task needs the task:update scope"))
-                status = 403 if status == 200 else status
-                continue
-            try:
-                if res["resourceType"] == "Task":
-                    task_id = str(res.get("id") or "")
-                    feedback = fhir_feedback.task_feedback(task_id, res, self._now())
-                else:
-                    request_id, task_id_ref = fhir_feedback.referenced_ids(res)
-                    task_id = task_id_ref or self.c.store.task_for_request(request_id or "") or ""
-                    item = fhir_feedback.observation_item(res, where)
-                    feedback = fb.Feedback(
-                        task_id=task_id, occurred_at=item.effective, items=(item,)
-                    )
-            except fhir_feedback.FeedbackFormatError as err:
-                out.append(Issue("invalid", err.location, str(err).split(": ", 1)[-1]))
-                status = 422 if status == 200 else status
-                continue
-            result = self.apply(feedback, client, "fhir")
-            if isinstance(result, Refusal):
-                self.metrics.feedback.labels("fhir", "refused").inc()
-                out.append(Issue(result.code, where, result.message))  # type: ignore[arg-type]
-                status = result.http_status if status == 200 else status
-            else:
-                self.metrics.feedback.labels(
-                    "fhir", "applied" if result.changed else "repeat"
-                ).inc()
-                self.metrics.feedback_withheld.inc(result.dropped)
-                note = "recorded" if result.changed else "already recorded"
-                out.append(Issue("informational", where, note, severity="information"))
+            entry = Attempt("task_update", "U", user=client.id, client=client)
+            entry.task = self._task_of(res)
+            with self.trail.current(entry):
+                issues, answer = self._entry(client, where, res, entry)
+            if not entry.recorded:
+                self.trail.record(entry, answer)
+            out += issues
+            status = answer if status == 200 else status
         return out, status
+
+    def _entry(  # noqa: PLR0911 - one answer per refusal reason
+        self, client: ClientSettings, where: str, res: dict[str, Any], entry: Attempt
+    ) -> tuple[list[Issue], int]:
+        """One Task or Observation of a welfare client: its issues and HTTP status."""
+        issues = fhir.validate(res, where)
+        if issues:
+            return issues, 400
+        if res["resourceType"] == "Task" and not _may_update(client):
+            return [Issue("forbidden", where, "changing a Task needs the task:update scope")], 403
+        try:
+            if res["resourceType"] == "Task":
+                task_id = str(res.get("id") or "")
+                feedback = fhir_feedback.task_feedback(task_id, res, self._now())
+                places = free_text.task(where)
+            else:
+                request_id, task_id_ref = fhir_feedback.referenced_ids(res)
+                task_id = task_id_ref or self.c.store.task_for_request(request_id or "") or ""
+                item = fhir_feedback.observation_item(res, where)
+                feedback = fb.Feedback(task_id=task_id, occurred_at=item.effective, items=(item,))
+                places = free_text.observation(where)
+        except fhir_feedback.FeedbackFormatError as err:
+            return [Issue("invalid", err.location, str(err).split(": ", 1)[-1])], 422
+        long = self.too_long(feedback, places)
+        if long is not None:
+            return [long], 422
+        result = self.apply(feedback, client, "fhir", task=entry.task)
+        if isinstance(result, Refusal):
+            self.metrics.feedback.labels("fhir", "refused").inc()
+            if result.http_status == 404:
+                return [Issue("not-found", where, "no Task with this id")], 404
+            return [Issue(result.code, where, result.message)], result.http_status  # type: ignore[arg-type]
+        self.metrics.feedback.labels("fhir", "applied" if result.changed else "repeat").inc()
+        self.metrics.feedback_withheld.inc(result.dropped)
+        if not result.changed:
+            entry.outcome = "no-change"
+        note = "recorded" if result.changed else "already recorded"
+        return [Issue("informational", where, note, severity="information")], 200
 
     async def post_observation(self, request: Request) -> Response:
         """One feedback Observation (basedOn the ServiceRequest, or focus the Task)."""
-        client = self.authorise(request, "feedback:write")
-        if isinstance(client, Denied):
-            return self.denied(client)
+        attempt = Attempt("task_update", "U")
+        return await self.trail.answer(attempt, lambda: self._post_observation(request, attempt))
+
+    async def _post_observation(self, request: Request, attempt: Attempt) -> Response:
+        client = self.authorised(request, "feedback:write", attempt)
+        if isinstance(client, Response):
+            return client
         data = await self.read_json(request)
         if not isinstance(data, dict) or data.get("resourceType") != "Observation":
             return self.outcome(400, "not-supported", "must be an Observation", "resourceType")
         issues, status = await run_in_threadpool(self.observations, client, [("Observation", data)])
+        attempt.recorded = True  # per resource, in ``observations``
         return self.respond(operation_outcome(issues), status_code=201 if status == 200 else status)
 
-    async def post_bundle(self, client: ClientSettings, data: dict[str, Any]) -> Response:
+    async def post_bundle(
+        self, client: ClientSettings, data: dict[str, Any], attempt: Attempt
+    ) -> Response:
         """A Bundle of Tasks and Observations from a welfare client (the intake's other half)."""
         entries = [
             (f"Bundle.entry[{i}].resource", e["resource"])
@@ -240,38 +323,8 @@ class FeedbackRoutes:
             return self.outcome(400, "not-supported", "must hold Tasks and Observations", where)
         entries.sort(key=lambda e: e[1]["resourceType"] != "Task")  # status first, then items
         issues, status = await run_in_threadpool(self.observations, client, entries)
+        attempt.recorded = True  # per entry, in ``observations``
         return self.respond(operation_outcome(issues), status_code=status)
-
-    async def post_webhook(self, connector: str, request: Request) -> Response:
-        """Signed JSON from a welfare system without FHIR."""
-        hook = self.hooks.get(connector)
-        if hook is None:
-            return self.outcome(404, "not-found", "no such feedback connector")
-        body = await read_body(request, self.c.config.core.max_body_bytes)
-        if body is None:
-            return self.outcome(413, "too-costly", "body too large", "(body)")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        problem = webhook.verify(
-            hook.secret.get_secret_value().encode(),
-            headers,
-            body,
-            time.time(),
-            hook.replay_window_s,
-        )
-        if problem is not None:
-            self.metrics.feedback.labels("webhook", "bad-signature").inc()
-            return self.outcome(401, "security", problem)
-        try:
-            feedback = webhook.parse(self.hook_mappings[connector], body)
-        except fhir_feedback.FeedbackFormatError as err:
-            return self.outcome(422, "invalid", str(err).split(": ", 1)[-1], err.location)
-        client = ClientSettings(
-            id=f"webhook-{hook.id}",
-            scopes=("feedback:write",),
-            destination=hook.destination,
-        )
-        result = await run_in_threadpool(self.apply, feedback, client, "webhook")
-        return self._result(result, "webhook", feedback.task_id)
 
     def add(self, app: FastAPI) -> None:
         """Register the routes."""
@@ -291,7 +344,4 @@ class FeedbackRoutes:
             """Post one feedback Observation."""
             return await self.post_observation(request)
 
-        @app.post("/feedback/{connector}", tags=["feedback"])
-        async def post_feedback(connector: str, request: Request) -> Response:
-            """Signed JSON feedback (HMAC-SHA256 over timestamp and body)."""
-            return await self.post_webhook(connector, request)
+        WebhookRoute(self).add(app)

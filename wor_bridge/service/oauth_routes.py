@@ -138,7 +138,7 @@ class TokenEndpoint:
 
     async def token(self, request: Request) -> Response:
         """Client credentials for one Task; refusals per RFC 6749 and audited."""
-        body = await read_body(request, _FORM_LIMIT)
+        body = await read_body(request, _FORM_LIMIT, text=False)  # a form: ASCII, checked below
         # store reads and audit commits (a disk flush each) stay off the event loop
         return await run_in_threadpool(self._answer, request, body)
 

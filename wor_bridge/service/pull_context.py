@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 from typing import Final
 
@@ -25,11 +26,19 @@ class PullContext:
         config = components.config
         pull = config.core.pull
         key = pull.token_key.get_secret_value().encode() if pull.token_key else None
-        self.tokens = TokenService(key, pull.base_url, pull.token_ttl_s)
+        self.tokens = TokenService(key, pull.base_url, pull.token_ttl_s, self._first_use)
         self.clients = {c.id: c for c in config.clients}
         self.public_keys = load_public_keys(config.clients, config.path.parent)
         self.pull_destinations = frozenset(
             d.id for d in config.core.destinations if d.type == "notified-pull-stu3"
+        )
+
+    def _first_use(self, key: str, forget_at_s: float, now_s: float) -> bool:
+        """The store's replay cache (shared by the processes on it; survives a restart)."""
+        return self.c.store.use_once(
+            key,
+            dt.datetime.fromtimestamp(forget_at_s, tz=dt.UTC),
+            dt.datetime.fromtimestamp(now_s, tz=dt.UTC),
         )
 
     def now(self) -> float:

@@ -10,8 +10,9 @@
   Task only, and a welfare client's API key (``task:update`` / ``feedback:write``) works as on R4
   (the ZorgDomein-style platforms PUT the Task this way).
 
-Every pull, served or refused, is an audit record with the client. Refusals are
-OperationOutcomes; none echoes a presented value.
+Every pull and every write, served or refused, is an audit record with the client. Refusals are
+OperationOutcomes; none echoes a presented value. A resource or Task the caller may not reach is
+answered exactly like one that does not exist (404).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from starlette.concurrency import run_in_threadpool
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
 from wor_bridge.connectors import fhir_feedback, notified_pull
-from wor_bridge.core import fhir
+from wor_bridge.core import fhir, free_text
 from wor_bridge.core.fhir import JsonDict, canonical_json
 from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.stu3 import convert as stu3
 from wor_bridge.core.task import Refusal
 from wor_bridge.errors import Issue
 from wor_bridge.ports import TaskRecord
+from wor_bridge.service.access import Attempt
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.feedback_routes import FeedbackRoutes, if_match_version
 from wor_bridge.service.oauth_routes import TokenEndpoint
@@ -62,6 +64,11 @@ def _outcome(status: int, code: Any, message: str, where: str = "(request)") -> 
     return response
 
 
+def _not_found(what: str = "Task") -> Stu3Response:
+    """The answer for an unknown resource and for one the caller may not reach: the same."""
+    return _outcome(404, "not-found", f"no {what} with this id for this caller", f"{what}.id")
+
+
 REVOKED: Final = frozenset({"rejected", "cancelled", "entered-in-error"})
 """Statuses after which a pull token writes nothing more (DOMAIN: access is revoked). After
 ``completed`` or ``failed`` the receiver may still report (a follow-up); the table decides."""
@@ -86,6 +93,7 @@ class Stu3Routes:
         self.feedback = feedback
         self.ctx = PullContext(components)
         self.tokens = self.ctx.tokens
+        self.trail = feedback.trail
 
     def _grant(self, request: Request) -> tuple[Grant, ClientSettings] | Response:
         """The grant of a pull token (with the client it was issued to), or the refusal."""
@@ -167,11 +175,13 @@ class Stu3Routes:
                 object_ref=where,
                 responsible=client.destination,
             )
-            return _outcome(403, "forbidden", "not a resource of the Task this token is for")
+            return _not_found("resource")
         self.ctx.audit("referral_pull", "served", client.id, task, "read", object_ref=where)
         return Stu3Response(resource)
 
-    def _writer(self, request: Request, scope: str, task_id: str | None) -> WriteAccess | Response:
+    def _writer(
+        self, request: Request, scope: str, task_id: str | None, attempt: Attempt
+    ) -> WriteAccess | Response:
         """Who writes, and for a pull token the one Task it may write; or the refusal (audited).
 
         A welfare client's API key with ``scope`` (never a notified-pull client's secret: those
@@ -189,12 +199,15 @@ class Stu3Routes:
         ):
             client = self.auth.check(presented, scope, client_cert_sha256(request.scope))
             if isinstance(client, Denied):
+                attempt.user = client.user
                 return _outcome(client.status, client.code, client.message)
+            attempt.by(client)
             return WriteAccess(client, None)
         granted = self._grant(request)
         if isinstance(granted, Response):
             return granted
         grant, client = granted
+        attempt.by(client)
         task = self.c.store.get_task(grant.task_id)
         problem = None
         if scope not in client.scopes:
@@ -216,6 +229,8 @@ class Stu3Routes:
                 action="U",
                 responsible=client.destination,
             )
+            if problem == "the token is for another Task":  # as for a Task that does not exist
+                return _not_found()
             return _outcome(403, "forbidden", problem)
         return WriteAccess(client, grant.task_id)
 
@@ -233,14 +248,21 @@ class Stu3Routes:
             return Stu3Response(operation_outcome(issues), status_code=400)
         return stu3.to_r4(data).resource
 
-    async def put_task(  # noqa: PLR0911 - one early answer per refusal reason
-        self, task_id: str, request: Request
-    ) -> Response:
+    async def put_task(self, task_id: str, request: Request) -> Response:
         """The receiver's new Task status (If-Match optional here: STU3 platforms omit it)."""
-        writer = await run_in_threadpool(self._writer, request, "task:update", task_id)
+        attempt = Attempt("referral_write", "U", task_id)
+        return await self.trail.answer(attempt, lambda: self._put_task(task_id, request, attempt))
+
+    async def _put_task(  # noqa: PLR0911 - one early answer per refusal reason
+        self, task_id: str, request: Request, attempt: Attempt
+    ) -> Response:
+        attempt.task = await run_in_threadpool(self.trail.task, task_id)
+        writer = await run_in_threadpool(self._writer, request, "task:update", task_id, attempt)
         if isinstance(writer, Response):
             return writer
         client = writer.client
+        if writer.task_id is None and self.trail.visible(client, attempt.task) is None:
+            return _not_found()
         data = await self._stu3_body(request, "Task")
         if isinstance(data, Response):
             return data
@@ -253,22 +275,35 @@ class Stu3Routes:
             )
         except fhir_feedback.FeedbackFormatError as err:
             return _outcome(422, "invalid", str(err).split(": ", 1)[-1], err.location)
-        result = await run_in_threadpool(self.feedback.apply, feedback, client, "stu3", version)
+        long = self.feedback.too_long(feedback, free_text.task())
+        if long is not None:
+            return Stu3Response(operation_outcome([long]), status_code=422)
+        result = await run_in_threadpool(
+            self.feedback.apply, feedback, client, "stu3", version, attempt.task
+        )
         if isinstance(result, Refusal):
             self.feedback.metrics.feedback.labels("stu3", "refused").inc()
+            if result.http_status == 404:
+                return _not_found()
             return _outcome(result.http_status, result.code, result.message, "Task")
         self.feedback.metrics.feedback.labels(
             "stu3", "applied" if result.changed else "repeat"
         ).inc()
+        if not result.changed:
+            attempt.outcome = "no-change"
         task = self.c.store.get_task(task_id)
         if task is None:
-            return _outcome(404, "not-found", "no Task with this id", "Task.id")
+            return _not_found()
         body = await run_in_threadpool(self._resource, task, f"Task/{task_id}")
         return Stu3Response(body, headers={"ETag": f'W/"{task.version}"'})
 
     async def post_observation(self, request: Request) -> Response:
         """One STU3 feedback Observation (``basedOn`` the ReferralRequest)."""
-        writer = await run_in_threadpool(self._writer, request, "feedback:write", None)
+        attempt = Attempt("referral_write", "U")
+        return await self.trail.answer(attempt, lambda: self._post_observation(request, attempt))
+
+    async def _post_observation(self, request: Request, attempt: Attempt) -> Response:
+        writer = await run_in_threadpool(self._writer, request, "feedback:write", None, attempt)
         if isinstance(writer, Response):
             return writer
         data = await self._stu3_body(request, "Observation")
@@ -287,12 +322,12 @@ class Stu3Routes:
                 action="U",
                 responsible=writer.client.destination,
             )
-            where = "Observation.basedOn"
-            return _outcome(403, "forbidden", "the token is for another referral", where)
+            return _not_found("ReferralRequest")  # as for a referral that does not exist
         client = writer.client
         issues, status = await run_in_threadpool(
             self.feedback.observations, client, [("Observation", data)]
         )
+        attempt.recorded = True  # per resource, in ``observations``
         return Stu3Response(operation_outcome(issues), status_code=201 if status == 200 else status)
 
     def add(self, app: FastAPI) -> None:
@@ -313,4 +348,5 @@ class Stu3Routes:
         @app.get("/fhir/stu3/{rtype}/{rid}", tags=["notified pull"])
         def read(rtype: str, rid: str, request: Request) -> Response:
             """Read one resource of the referral the bearer token is for."""
-            return self.read(rtype, rid, request)
+            attempt = Attempt("referral_pull", "R", rid, rtype)
+            return self.trail.answer_sync(attempt, lambda: self.read(rtype, rid, request))

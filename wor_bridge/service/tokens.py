@@ -4,7 +4,9 @@
   (``client_secret_basic`` or ``client_secret_post``), or a private-key JWT (RFC 7523:
   ``client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer``) signed with
   the key whose public half is configured; ``iss`` = ``sub`` = client id, ``aud`` = the token
-  endpoint URL, a lifetime of at most five minutes and a ``jti`` that is never accepted twice.
+  endpoint URL, a lifetime of at most five minutes and a ``jti`` that is never accepted twice
+  (remembered in the store until the assertion expires: shared by every process on that store,
+  and kept over a restart).
 - The access token it gets is a JWT (HS256, the bridge's key) for exactly one Task: ``task``
   claim, short ``exp``, and, when it was asked for over mutual TLS, ``cnf.x5t#S256`` (RFC 8705):
   it then only works with the same client certificate.
@@ -15,10 +17,12 @@ Nothing here logs; callers audit. Problems are short English phrases without any
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import secrets
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +36,26 @@ JWT_BEARER: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS: Final = ["RS256", "RS384", "PS256", "ES256", "ES384"]
 MAX_ASSERTION_LIFETIME_S: Final = 300
 LEEWAY_S: Final = 30
+
+FirstUse = Callable[[str, float, float], bool]
+"""``(key, forget_at_s, now_s)``: True the first time ``key`` is seen before it is forgotten."""
+
+
+class MemoryFirstUse:
+    """A ``FirstUse`` in this process only (for a ``TokenService`` without a store)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str, forget_at_s: float, now_s: float) -> bool:
+        """True the first time ``key`` is seen before ``forget_at_s``."""
+        with self._lock:
+            self._seen = {k: v for k, v in self._seen.items() if v > now_s}
+            if key in self._seen:
+                return False
+            self._seen[key] = forget_at_s
+            return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +111,15 @@ def _numeric_date(value: Any) -> float | None:
 class TokenService:
     """Verifies client assertions and issues/verifies task-bound access tokens."""
 
-    def __init__(self, key: bytes | None, issuer: str, ttl_s: int) -> None:
+    def __init__(
+        self, key: bytes | None, issuer: str, ttl_s: int, first_use: FirstUse | None = None
+    ) -> None:
         self._key = key or secrets.token_bytes(32)  # none configured: tokens die with the process
         self.issuer = issuer.rstrip("/")
         self.token_endpoint = f"{self.issuer}/oauth/token"
         self.audience = f"{self.issuer}/fhir/stu3"
         self.ttl_s = ttl_s
-        self._seen_jti: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._first_use = first_use or MemoryFirstUse()
 
     # --- client assertions (private_key_jwt) ------------------------------------------------
 
@@ -140,12 +165,10 @@ class TokenService:
             return TokenProblem("the client assertion has expired", expired=True)
         if exp - now > MAX_ASSERTION_LIFETIME_S + LEEWAY_S:
             return TokenProblem("the client assertion may live at most five minutes")
-        jti = str(claims["jti"])
-        with self._lock:
-            self._seen_jti = {k: v for k, v in self._seen_jti.items() if v > now - LEEWAY_S}
-            if f"{client_id}|{jti}" in self._seen_jti:
-                return TokenProblem("the client assertion was used before (jti)")
-            self._seen_jti[f"{client_id}|{jti}"] = exp
+        # remembered as long as the assertion could be accepted; hashed: fixed size, no raw value
+        jti = hashlib.sha256(f"{client_id}|{claims['jti']}".encode()).hexdigest()
+        if not self._first_use(f"jti|{jti}", exp + LEEWAY_S, now):
+            return TokenProblem("the client assertion was used before (jti)")
         return None
 
     # --- access tokens ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM
 from wor_bridge.core.task import Refusal
 from wor_bridge.ports import AuditEvent, Clock, OutboxStore, TaskRecord
 from wor_bridge.usecases.caller import Caller
-from wor_bridge.usecases.way_back import access
+from wor_bridge.usecases.way_back import NOT_FOUND, access
 
 _DELIVERY_STATUS: Final = {
     "pending": ("requested", "queued"),
@@ -82,7 +82,7 @@ def read_task(
     task = store.get_task(task_id)
     record = store.get_referral(task_id)
     if task is None or record is None:
-        return Refusal(404, "not-found", "no Task with this id")
+        return NOT_FOUND
     denied = access(task, caller, destination)
     if denied is not None:
         return denied

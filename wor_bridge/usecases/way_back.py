@@ -20,7 +20,7 @@ from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.task import Reason, Refusal, Side, TaskState, transition
 from wor_bridge.ports import AuditEvent, Clock, NewMessage, OutboxStore, TaskRecord, TaskUpdate
-from wor_bridge.usecases.caller import Caller
+from wor_bridge.usecases.caller import Caller, may_access
 
 log = structlog.get_logger("wor_bridge.usecases.way_back")
 
@@ -46,14 +46,18 @@ class Applied:
     state: TaskState | None = None
 
 
+NOT_FOUND: Final = Refusal(404, "not-found", "no Task with this id")
+"""The answer for an unknown Task, and for one the caller may not see (the same, so that an
+answer never confirms a computed id)."""
+
+
 def access(task: TaskRecord, caller: Caller, destination: str | None) -> Refusal | None:
-    """A welfare-side caller may touch only its destination's Tasks; a GP-side caller that
-    speaks for a source system only that system's."""
-    if destination is not None and task.destination != destination:
-        return Refusal(403, "forbidden", "the Task is owned by another organisation")
-    if destination is None and caller.source_system not in (None, task.source_system):
-        return Refusal(403, "forbidden", "the referral came from another GP system")
-    return None
+    """Deny by default (``caller.may_access``): a welfare-side caller touches only its
+    destination's Tasks, a GP-side caller only its source system's, an admin every Task; any
+    other Task is answered as unknown."""
+    if may_access(caller, destination, task.destination, task.source_system):
+        return None
+    return NOT_FOUND
 
 
 def state_of(task: TaskRecord) -> TaskState:
@@ -112,7 +116,7 @@ def apply_feedback(
     for _attempt in range(3):
         task = store.get_task(feedback.task_id)
         if task is None:
-            return Refusal(404, "not-found", "no Task with this id")
+            return NOT_FOUND
         denied = access(task, caller, destination)
         if denied is not None:
             return denied

@@ -1,0 +1,288 @@
+"""The OpenAPI description the service publishes at ``/openapi.json``.
+
+FastAPI derives operations from the routes, but the routes read raw bytes, so it knows neither
+the FHIR bodies nor the answers, and it adds a 422 ``HTTPValidationError`` the service never
+sends. ``install`` replaces that with what the routes really do: the security schemes and each
+operation's authentication, the request bodies and their media types, and the answers (FHIR
+resources, ``OperationOutcome`` for every refusal, RFC 6749 JSON at the token endpoint).
+``/docs`` and ``/redoc`` are off (they load third-party CDN assets); any OpenAPI viewer reads
+``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+Json = dict[str, Any]
+
+FHIR_JSON: Final = "application/fhir+json"
+FHIR_XML: Final = "application/fhir+xml"
+STU3_JSON: Final = "application/fhir+json; fhirVersion=3.0"
+
+SECURITY_SCHEMES: Final[Json] = {
+    "apiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The client's API key as `Authorization: Bearer <key>`; the "
+        "configuration holds only its SHA-256. Scopes are per client (`clients.scopes`).",
+    },
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "mutualTLS": {
+        "type": "mutualTLS",
+        "description": "With `[service.tls]`: a client with `cert_sha256` must present exactly "
+        "that certificate, on every route.",
+    },
+    "pullToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An access token from `/oauth/token`, bound to one Task (and to the "
+        "client certificate it was asked for with).",
+    },
+    "clientCredentials": {
+        "type": "oauth2",
+        "description": "Client authentication: the client secret (HTTP Basic or form) or a "
+        "private-key JWT (RFC 7523, `client_assertion`).",
+        "flows": {"clientCredentials": {"tokenUrl": "/oauth/token", "scopes": {}}},
+    },
+    "webhookSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-WoR-Signature",
+        "description": "`sha256=<hex HMAC-SHA256(secret, '<X-WoR-Timestamp>.' + body)>`, "
+        "with `X-WoR-Timestamp` within the connector's replay window.",
+    },
+}
+
+_ISSUE: Final[Json] = {
+    "type": "object",
+    "required": ["severity", "code"],
+    "properties": {
+        "severity": {"enum": ["fatal", "error", "warning", "information"]},
+        "code": {"type": "string", "description": "FHIR IssueType"},
+        "diagnostics": {
+            "type": "string",
+            "description": "The expectation and what was found by kind and size; never a value "
+            "or an unknown name from the request.",
+        },
+        "expression": {"type": "array", "items": {"type": "string"}},
+        "location": {"type": "array", "items": {"type": "string"}},
+    },
+}
+SCHEMAS: Final[Json] = {
+    "OperationOutcome": {
+        "type": "object",
+        "required": ["resourceType", "issue"],
+        "properties": {
+            "resourceType": {"const": "OperationOutcome"},
+            "issue": {"type": "array", "items": _ISSUE},
+        },
+    },
+    "Resource": {
+        "type": "object",
+        "required": ["resourceType"],
+        "properties": {"resourceType": {"type": "string"}},
+        "additionalProperties": True,
+        "description": "A FHIR resource (JSON); the route names which type and version.",
+    },
+    "JsonPatch": {
+        "type": "array",
+        "items": {"type": "object", "required": ["op", "path"]},
+        "description": "RFC 6902, applied to the Task as GET returns it.",
+    },
+    "TokenRequest": {
+        "type": "object",
+        "required": ["grant_type", "resource"],
+        "properties": {
+            "grant_type": {"const": "client_credentials"},
+            "resource": {"type": "string", "description": "urn:uuid:<Task id>"},
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string"},
+            "client_assertion_type": {"type": "string"},
+            "client_assertion": {"type": "string"},
+        },
+    },
+    "Token": {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "scope"],
+        "properties": {
+            "access_token": {"type": "string"},
+            "token_type": {"const": "Bearer"},
+            "expires_in": {"type": "integer"},
+            "scope": {"type": "string"},
+        },
+    },
+    "OAuthError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+    },
+    "WebhookFeedback": {
+        "type": "object",
+        "description": "The sender's JSON; its fields are named by the connector's mapping file.",
+        "additionalProperties": True,
+    },
+}
+
+WHY: Final = {
+    200: "the resource, or an OperationOutcome per entry",
+    201: "recorded: an information OperationOutcome",
+    202: "accepted and stored durably: information OperationOutcome, Content-Location of the Task",
+    400: "unreadable: not the JSON/XML/resource the route reads, or not UTF-8",
+    401: "no or an unknown key, token or signature (WWW-Authenticate)",
+    403: "the client lacks the scope, or access to the referral ended",
+    404: "no such Task or resource for this caller (one that exists but is not the caller's "
+    "is answered the same)",
+    409: "an illegal or out-of-order status transition",
+    412: "If-Match names an older version",
+    413: "the body is larger than max_body_bytes",
+    415: "another media type or charset",
+    422: "not acceptable: the gates, a missing reason, a status this side may not set, free "
+    "text over its limit (with its location)",
+    428: "If-Match is required",
+    429: "over the client's rate (Retry-After)",
+    503: "not ready",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What one operation needs, sends and answers."""
+
+    security: tuple[str, ...]
+    scope: str
+    body: dict[str, str] = field(default_factory=dict)
+    """media type -> schema name"""
+    answers: tuple[int, ...] = ()
+    success: tuple[int, str, str] = (200, FHIR_JSON, "Resource")
+    """status, media type and schema of the success answer"""
+
+
+API: Final = ("apiKey", "apiKeyHeader")
+WRITE_ANSWERS: Final = (400, 401, 403, 404, 409, 415, 422, 429)
+R4_BODY: Final = {FHIR_JSON: "Resource", "application/json": "Resource"}
+INTAKE: Final = Operation(
+    API,
+    "referral:write",
+    {**R4_BODY, FHIR_XML: "Resource", "application/xml": "Resource"},
+    (400, 401, 403, 413, 415, 422, 429),
+    (202, FHIR_JSON, "OperationOutcome"),
+)
+PUT_TASK: Final = Operation(
+    API, "task:update", R4_BODY, (*WRITE_ANSWERS, 412, 428), (200, FHIR_JSON, "Resource")
+)
+OPERATIONS: Final = {
+    ("/fhir/r4/ServiceRequest", "post"): INTAKE,
+    ("/fhir/r4", "post"): INTAKE,
+    ("/fhir/r4/Task/{task_id}", "get"): Operation(API, "task:read", answers=(401, 403, 404, 429)),
+    ("/fhir/r4/Task/{task_id}", "put"): PUT_TASK,
+    ("/fhir/r4/Task/{task_id}", "patch"): Operation(
+        API, "task:update", {"application/json-patch+json": "JsonPatch"}, PUT_TASK.answers
+    ),
+    ("/fhir/r4/Observation", "post"): Operation(
+        API, "feedback:write", R4_BODY, WRITE_ANSWERS, (201, FHIR_JSON, "OperationOutcome")
+    ),
+    ("/feedback/{connector}", "post"): Operation(
+        ("webhookSignature",),
+        "(the connector's secret)",
+        {"application/json": "WebhookFeedback"},
+        (401, 404, 409, 413, 415, 422),
+    ),
+    ("/oauth/token", "post"): Operation(
+        ("clientCredentials",),
+        "referral:pull",
+        {"application/x-www-form-urlencoded": "TokenRequest"},
+        (400, 401, 429),
+        (200, "application/json", "Token"),
+    ),
+    ("/fhir/stu3/{rtype}/{rid}", "get"): Operation(
+        ("pullToken",), "(a token for this referral)", {}, (401, 403, 404), (200, STU3_JSON, "")
+    ),
+    ("/fhir/stu3/Task/{task_id}", "put"): Operation(
+        ("pullToken", *API),
+        "task:update",
+        {FHIR_JSON: "Resource"},
+        (*WRITE_ANSWERS, 412),
+        (200, STU3_JSON, "Resource"),
+    ),
+    ("/fhir/stu3/Observation", "post"): Operation(
+        ("pullToken", *API),
+        "feedback:write",
+        {FHIR_JSON: "Resource"},
+        WRITE_ANSWERS,
+        (201, STU3_JSON, "OperationOutcome"),
+    ),
+    ("/metrics", "get"): Operation(API, "admin", {}, (401, 403, 429), (200, "text/plain", "")),
+    ("/healthz", "get"): Operation((), "", {}, (), (200, "application/json", "")),
+    ("/readyz", "get"): Operation((), "", {}, (503,), (200, "application/json", "")),
+}
+
+
+def _content(media: str, schema: str) -> Json:
+    ref = {"$ref": f"#/components/schemas/{schema}"} if schema else {"type": "string"}
+    return {media: {"schema": ref}}
+
+
+def _answers(op: Operation) -> Json:
+    status, media, schema = op.success
+    out: Json = {str(status): {"description": WHY.get(status, "ok"), "content": {}}}
+    out[str(status)]["content"] = _content(media, schema)
+    for code in op.answers:
+        if code == 503:
+            body = _content("application/json", "")
+        elif op.success[2] == "Token":
+            body = _content("application/json", "OAuthError")
+        else:
+            body = _content(FHIR_JSON, "OperationOutcome")
+        out[str(code)] = {"description": WHY[code], "content": body}
+    return out
+
+
+def describe(app: FastAPI) -> Json:
+    """The OpenAPI document of ``app`` with the operations above."""
+    doc = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description="Every refusal is a FHIR OperationOutcome (RFC 6749 JSON at /oauth/token).",
+        routes=app.routes,
+    )
+    for path, methods in doc.get("paths", {}).items():
+        for method, operation in methods.items():
+            op = OPERATIONS.get((path, method))
+            if op is None:  # a route this table does not know: at least not the unused 422
+                operation.get("responses", {}).pop("422", None)
+                continue
+            operation["security"] = [{name: []} for name in op.security]
+            if op.scope:
+                operation["description"] = (
+                    f"{operation.get('description', '')}\n\nScope: `{op.scope}`".strip()
+                )
+            if op.body:
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {m: _content(m, s)[m] for m, s in op.body.items()},
+                }
+            operation["responses"] = _answers(op)
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    schemas.update(SCHEMAS)
+    components["securitySchemes"] = SECURITY_SCHEMES
+    return doc
+
+
+def install(app: FastAPI) -> None:
+    """Serve ``describe(app)`` (built once) at ``/openapi.json``."""
+
+    def openapi() -> Json:
+        if app.openapi_schema is None:
+            app.openapi_schema = describe(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
