@@ -200,7 +200,8 @@ def test_expired_token_is_refused(world: World) -> None:
 
 
 def test_private_key_jwt_client_gets_a_token_once_per_assertion(world: World) -> None:
-    """A private-key JWT client gets a token; the same assertion is refused the second time."""
+    """A private-key JWT client gets a token; the same assertion is refused the second time, also
+    by another process on the same store."""
     task_id = _push(world)
     now = int(START.timestamp())
     assertion = jwt.encode(
@@ -224,6 +225,11 @@ def test_private_key_jwt_client_gets_a_token_once_per_assertion(world: World) ->
     again = world.call("POST", "/oauth/token", data=form)
     assert again.status_code == 401
     assert again.json()["error"] == "invalid_client"
+    # another process on the same store (or this one after a restart) refuses it as well
+    fresh = bootstrap.build(load_app(world.store_path.parent / "c.toml"))
+    restarted = create_app(dataclasses.replace(fresh, clock=world.clock), start_dispatcher=False)
+    replayed = dataclasses.replace(world, app=restarted).call("POST", "/oauth/token", data=form)
+    assert (replayed.status_code, replayed.json()["error"]) == (401, "invalid_client")
 
 
 def test_stu3_status_update_and_feedback_reach_the_task(world: World) -> None:

@@ -426,6 +426,24 @@ def test_a_task_of_another_destination_is_refused(
     assert (task.destination, task.status) == (RIVIERENLAND, "requested")
 
 
+def test_an_over_long_status_reason_is_refused_not_forwarded(
+    welfare: Welfare, poller: Poller, store: SqliteOutboxStore, task_id: str, config: Settings
+) -> None:
+    """A polled statusReason text over feedback.reason_max_chars is refused: nothing changes."""
+    task = welfare_task(store, task_id, "on-hold", STAMP_1, reason="not-reachable")
+    task["statusReason"]["text"] = "x" * (config.feedback.reason_max_chars + 1)
+    welfare.serve([task])
+    with structlog.testing.capture_logs() as logs:
+        [round_] = poller.run_once()
+    assert (round_.applied, round_.refused) == (0, 1)
+    [refusal] = [e for e in logs if e["event"] == "poll_task_refused"]
+    assert (refusal["code"], refusal["location"]) == ("too-long", "Task.statusReason.text")
+    stored = store.get_task(task_id)
+    assert stored is not None
+    assert stored.status == "requested"
+    assert gp_entries(store, task_id) == []
+
+
 def test_paging_follows_next_links(
     welfare: Welfare, poller: Poller, store: SqliteOutboxStore, task_id: str
 ) -> None:

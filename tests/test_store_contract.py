@@ -439,3 +439,24 @@ def test_concurrent_claims_on_one_store_are_disjoint(store: OutboxStore) -> None
         thread.join(30)
     every = [i for ids in claimed.values() for i in ids]
     assert len(every) == len(set(every)) == total
+
+
+def test_use_once_refuses_a_replay_until_the_key_expires(store: OutboxStore) -> None:
+    """A key is taken once; while remembered it is refused; after its expiry it is forgotten."""
+    assert store.use_once("jti|a", at(60), T0) is True
+    assert store.use_once("jti|a", at(60), at(30)) is False
+    assert store.use_once("jti|b", at(60), at(30)) is True
+    assert store.use_once("jti|a", at(120), at(60)) is True  # expired at 60: forgotten
+
+
+def test_use_once_is_shared_by_stores_on_one_file_and_survives_reopening(tmp_path: Path) -> None:
+    """Two SQLite stores on one file (two processes) share the keys, also after a reopen."""
+    first = SqliteOutboxStore(tmp_path / "shared.sqlite")
+    second = SqliteOutboxStore(tmp_path / "shared.sqlite")
+    assert first.use_once("jti|x", at(300), T0) is True
+    assert second.use_once("jti|x", at(300), at(1)) is False
+    first.close()
+    second.close()
+    reopened = SqliteOutboxStore(tmp_path / "shared.sqlite")
+    assert reopened.use_once("jti|x", at(300), at(2)) is False
+    reopened.close()

@@ -16,14 +16,14 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
 from wor_bridge.bootstrap import Components
 from wor_bridge.connectors import fhir_feedback, fhir_poll
 from wor_bridge.core import feedback as fb
-from wor_bridge.core import fhir
+from wor_bridge.core import fhir, free_text
 from wor_bridge.core.delivery import HttpRequest, Rejected, RetryLater, classify_response
 from wor_bridge.core.settings import Destination
 from wor_bridge.core.task import Refusal
@@ -32,6 +32,9 @@ from wor_bridge.metrics import Metrics
 from wor_bridge.usecases import way_back
 from wor_bridge.usecases.caller import Caller
 
+POLLED_TEXT: Final = free_text.Places(
+    "Task.statusReason.text", "Task.owner", "Observation.valueString"
+)
 log = structlog.get_logger("wor_bridge.usecases.polling")
 
 CHANNEL = "poll"
@@ -203,7 +206,9 @@ class Poller:
         except fhir_feedback.FeedbackFormatError as err:
             raise _RoundEnded(f"unusable searchset ({err.location})") from None
 
-    def _task(self, destination: Destination, task_id: str, task: Any, tally: _Tally) -> None:
+    def _task(  # noqa: PLR0911 - one early return per refusal reason
+        self, destination: Destination, task_id: str, task: Any, tally: _Tally
+    ) -> None:
         """Apply one of our Tasks (with its output Observations) and count the result."""
         record = self._c.store.get_task(task_id)
         if record is None:
@@ -233,6 +238,10 @@ class Poller:
         items = self._items(destination, task, refs)
         if items:
             update = dataclasses.replace(update, items=(*update.items, *items))
+        long = free_text.too_long(update, self._c.config.core.feedback, POLLED_TEXT)
+        if long is not None:  # never shortened, never forwarded: refused like a malformed Task
+            self._refused(destination, task_id, tally, long.code, long.expression)
+            return
         result = way_back.apply_feedback(
             self._c.store,
             self._c.config.core,
