@@ -337,6 +337,21 @@ def test_openapi_json(service: ServiceProcess) -> None:
     assert {"/fhir/r4/ServiceRequest", "/fhir/r4", "/fhir/r4/Task/{task_id}"} <= set(paths)
 
 
+def test_real_server_sends_no_banner_and_no_redirect(service: ServiceProcess) -> None:
+    """The uvicorn-served answers carry no Server header, and a trailing slash is no redirect
+    to the Host the request named."""
+    for path in ("/healthz", "/healthz/", "/fhir/r4/Task/x/"):
+        response = requests.get(
+            service.base_url + path,
+            headers={"Host": "evil.example"},
+            timeout=TIMEOUT,
+            allow_redirects=False,
+        )
+        assert "server" not in {k.lower() for k in response.headers}, path
+        assert "location" not in {k.lower() for k in response.headers}, path
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+
+
 # --- dead letters and the operator CLI -------------------------------------------------------
 
 
