@@ -582,8 +582,7 @@ def test_full_flow_over_mutual_tls(bridge: Bridge, gp_record: SimulatedFhirServe
 
 
 def test_token_cannot_read_another_referral(bridge: Bridge) -> None:
-    """A token for one Task gets 404 (as for none; audited) for another referral's Task and
-    resources."""
+    """A token gets 404 (as for none; audited) for another referral's Task and resources."""
     first, _ = bridge.push()
     second, _ = bridge.push()
     bridge.notification(first)

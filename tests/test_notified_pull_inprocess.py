@@ -200,8 +200,7 @@ def test_expired_token_is_refused(world: World) -> None:
 
 
 def test_private_key_jwt_client_gets_a_token_once_per_assertion(world: World) -> None:
-    """A private-key JWT client gets a token; the same assertion is refused the second time, also
-    by another process on the same store."""
+    """A private-key JWT assertion gets one token, here and in another process on the store."""
     task_id = _push(world)
     now = int(START.timestamp())
     assertion = jwt.encode(

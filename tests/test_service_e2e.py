@@ -338,8 +338,7 @@ def test_openapi_json(service: ServiceProcess) -> None:
 
 
 def test_real_server_sends_no_banner_and_no_redirect(service: ServiceProcess) -> None:
-    """The uvicorn-served answers carry no Server header, and a trailing slash is no redirect
-    to the Host the request named."""
+    """Answers of the real server have no Server header and a trailing slash is no redirect."""
     for path in ("/healthz", "/healthz/", "/fhir/r4/Task/x/"):
         response = requests.get(
             service.base_url + path,
