@@ -248,3 +248,21 @@ def test_every_operation_of_the_endpoint_table_is_covered_allowed_and_refused() 
         variants = {c.variant.split(" ")[0] for c in CASES if c.operation == operation}
         assert variants == {"allowed", "refused"}, operation
     assert sum(c.rows for c in CASES) == 28
+
+
+def test_undecodable_compressed_body_is_recorded_as_the_refusal_it_gets(tmp_path: Path) -> None:
+    """A gzip body that does not decode is a 400 and one refused record with the patient."""
+    world = make_world(tmp_path)
+    mark = world.last_audit_id()
+    answer = world.call(
+        "PUT",
+        f"/fhir/r4/Task/{world.voorbeeld}",
+        WELFARE,
+        content=b"\x1f\x8b\x08\x00 not gzip",
+        headers={"Content-Type": FHIR_JSON, "Content-Encoding": "gzip", "If-Match": 'W/"1"'},
+    )
+    assert answer.status_code == 400
+    [row] = world.audit(mark)
+    assert (row["event"], row["outcome"], row["detail"]) == (UPDATE, "refused", "HTTP 400")
+    named = row["patient_id"] == world.patient_of(world.voorbeeld)  # never printed
+    assert named

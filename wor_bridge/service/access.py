@@ -37,6 +37,7 @@ from wor_bridge.config import ClientSettings
 from wor_bridge.core import identifiers as ids
 from wor_bridge.ports import Added, AuditEvent, Clock, OutboxStore, TaskRecord, TaskUpdate
 from wor_bridge.service.bodies import BodyRefused
+from wor_bridge.service.negotiation import BodyDecodeError
 from wor_bridge.usecases.caller import Caller, may_access
 
 UNKNOWN: Final = "(unknown)"
@@ -224,6 +225,10 @@ class AccessLog:
                 response = await handler()
             except BodyRefused as err:
                 response = self._refused(err)
+            except BodyDecodeError:  # answered 400 by the negotiation layer
+                if not attempt.recorded:
+                    await run_in_threadpool(self.record, attempt, 400)
+                raise
             except Exception:
                 if not attempt.recorded:
                     await run_in_threadpool(self.record, attempt, 500)

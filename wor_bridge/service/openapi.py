@@ -137,10 +137,11 @@ WHY: Final = {
     403: "the client lacks the scope, or access to the referral ended",
     404: "no such Task or resource for this caller (one that exists but is not the caller's "
     "is answered the same)",
+    406: "Accept or _format names only another FHIR version, or an unknown format",
     409: "an illegal or out-of-order status transition",
     412: "If-Match names an older version",
     413: "the body is larger than max_body_bytes",
-    415: "another media type or charset",
+    415: "another media type, charset, fhirVersion or Content-Encoding",
     422: "not acceptable: the gates, a missing reason, a status this side may not set, free "
     "text over its limit (with its location)",
     428: "If-Match is required",
@@ -227,11 +228,14 @@ def _content(media: str, schema: str) -> Json:
     return {media: {"schema": ref}}
 
 
-def _answers(op: Operation) -> Json:
+def _answers(op: Operation, path: str) -> Json:
     status, media, schema = op.success
     out: Json = {str(status): {"description": WHY.get(status, "ok"), "content": {}}}
     out[str(status)]["content"] = _content(media, schema)
-    for code in op.answers:
+    codes = list(op.answers)
+    if path.startswith("/fhir/"):  # the negotiation layer answers these on every FHIR route
+        codes += [c for c in (406, 415) if c not in codes]
+    for code in sorted(codes):
         if code == 503:
             body = _content("application/json", "")
         elif op.success[2] == "Token":
@@ -267,7 +271,7 @@ def describe(app: FastAPI) -> Json:
                     "required": True,
                     "content": {m: _content(m, s)[m] for m, s in op.body.items()},
                 }
-            operation["responses"] = _answers(op)
+            operation["responses"] = _answers(op, path)
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
