@@ -9,11 +9,12 @@ from pathlib import Path
 
 from wor_bridge.adapters.clock import SystemClock
 from wor_bridge.adapters.http import RequestsTransport
+from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import AppConfig, load_app
 from wor_bridge.core.outbox import RetryPolicy
 from wor_bridge.errors import ConfigError
-from wor_bridge.ports import Clock, OutboxStore, Transport
+from wor_bridge.ports import Clock, DirectoryReplica, OutboxStore, Transport
 
 MAX_RESOURCES = 8
 """Resources in one referral Bundle: the most PUTs one ``put`` delivery makes (feedback goes to
@@ -30,11 +31,13 @@ class Components:
     clock: Clock
     policy: RetryPolicy
     worker_id: str
+    directory: DirectoryReplica | None = None
+    """The care-services directory replica (with ``[directory]``; in the store's file)."""
 
 
 def build(config: AppConfig) -> Components:
     """Wire the SQLite store, the requests transport and the system clock."""
-    missing = [d.id for d in config.core.destinations if not d.endpoint]
+    missing = [d.id for d in config.core.destinations if not d.endpoint and not d.directory]
     if missing:
         raise ConfigError(f"{config.path}: destinations without an endpoint: {missing}")
     for dest in config.core.destinations:
@@ -64,6 +67,7 @@ def build(config: AppConfig) -> Components:
             max_age_s=delivery.max_age_s,
         ),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        directory=SqliteDirectoryReplica(store_path) if config.directory else None,
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wor_bridge.core import fhir
+from wor_bridge.core.directory import DirectorySettings, check_destinations
 from wor_bridge.core.settings import DEFAULT_PATIENT_RULES, MappingFile, Settings
 from wor_bridge.core.transform import REGISTRY
 from wor_bridge.errors import ConfigError
@@ -205,6 +206,7 @@ class Config(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     clients: tuple[ClientSettings, ...] = ()
     webhooks: tuple[WebhookSettings, ...] = ()
+    directory: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -231,6 +233,8 @@ class AppConfig:
     path: Path
     webhooks: tuple[WebhookSettings, ...] = ()
     mappings_dir: Path = Path()
+    directory: DirectorySettings | None = None
+    """``[directory]``: the care-services directory replicated for routing (None: not used)."""
 
 
 def load_app(path: Path | None = None) -> AppConfig:
@@ -276,6 +280,7 @@ def load_app(path: Path | None = None) -> AppConfig:
     if len(ids) != len(set(ids)):
         raise ConfigError(f"{path}: clients: every id must be unique")
     _check_clients_and_webhooks(cfg, settings, mappings_dir, path)
+    directory = _directory(cfg, settings, path)
     _log_configuration_facts(mappings)
     return AppConfig(
         settings,
@@ -286,7 +291,20 @@ def load_app(path: Path | None = None) -> AppConfig:
         path,
         cfg.webhooks,
         mappings_dir,
+        directory,
     )
+
+
+def _directory(cfg: Config, settings: Settings, path: Path) -> DirectorySettings | None:
+    """``[directory]`` checked, and the destinations that use it checked against it."""
+    try:
+        directory = DirectorySettings.model_validate(cfg.directory) if cfg.directory else None
+        check_destinations(directory, settings.destinations)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: directory: {_describe(exc)}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return directory
 
 
 def _check_clients_and_webhooks(

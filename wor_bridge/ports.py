@@ -6,10 +6,12 @@ Nothing outside ``bootstrap.py`` and the tests imports a concrete adapter.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from wor_bridge.core.delivery import HttpRequest, HttpResponse
+from wor_bridge.core.directory import DirectoryRecord, SyncState
 from wor_bridge.core.outbox import State
 from wor_bridge.core.settings import Destination
 
@@ -284,4 +286,38 @@ class OutboxStore(Protocol):
         self, task_id: str, message: NewMessage | None, *, audit: AuditEvent, now: dt.datetime
     ) -> bool:
         """Record the deadline alert once (with its outbox message and audit); False if done."""
+        ...
+
+
+class DirectoryReplica(Protocol):
+    """The local replica of the care-services directory (GF Adressering) and its sync state.
+
+    Writes never check references (L8 in docs/standards/gf-adressering-mcsd.md) and never let an
+    older version replace a newer one (S6, ``core.directory.newer``), so applying the same
+    changes twice, or out of order, leaves the same replica (S7).
+    """
+
+    def apply(self, records: Sequence[DirectoryRecord]) -> int:
+        """Store each record that is newer than what is kept (a tombstone included), in one
+        transaction; returns how many changed the replica."""
+        ...
+
+    def get(self, resource_type: str, resource_id: str) -> DirectoryRecord | None:
+        """The kept version of a resource (a tombstone when deleted), or None."""
+        ...
+
+    def find(self, resource_type: str, key: str) -> list[DirectoryRecord]:
+        """Live resources of a type with this index key (``ura|…``, ``providedBy|…``), by id."""
+        ...
+
+    def sync_state(self) -> SyncState:
+        """Where the replica stands (empty at first)."""
+        ...
+
+    def save_sync_state(self, state: SyncState) -> None:
+        """Remember where the replica stands after a round."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Live resources per type (for the operator)."""
         ...

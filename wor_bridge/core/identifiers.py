@@ -18,6 +18,14 @@ ICPC_2: Final = "http://hl7.org/fhir/sid/icpc-2"
 SNOMED: Final = "http://snomed.info/sct"
 URI_IDENTIFIER: Final = "urn:ietf:rfc:3986"
 
+# KvK (Chamber of Commerce) numbers are written under three systems; the directory code treats
+# them as one (docs/standards/gf-adressering-mcsd.md, section 3.4): the GF NamingSystem
+# ``kvk-nummer`` [GF-fsh namingsystem.fsh], ``http://www.kvk.nl/`` [NUTS identification.md] and
+# the system ZORG-AB returns [ZAB hydration_service.py].
+KVK_SYSTEMS: Final = frozenset(
+    {KVK, "http://www.kvk.nl/", "http://www.vzvz.nl/fhir/NamingSystem/kvk"}
+)
+
 _OIDS: Final[dict[str, str]] = {
     "2.16.840.1.113883.2.4.6.3": BSN,
     "2.16.840.1.113883.2.4.6.1": AGB,

@@ -111,6 +111,25 @@ class ClientTls(_Frozen):
     ca_file: str | None = None
 
 
+DestinationType = Literal["fhir-r4", "notified-pull-stu3", "zorgdomein-stu3"]
+
+
+class DestinationDirectory(_Frozen):
+    """A destination whose endpoint comes from the care-services directory (``[directory]``):
+    the organisation (URA or KvK; default the destination's ``identifier``) and the
+    HealthcareService ``type`` it offers.
+
+    ``static``: ``fallback`` uses the static ``endpoint``/``type`` only when the replica has no
+    valid endpoint; ``override`` always uses them (the directory is not asked). ``types``: the
+    destination types the directory may choose (default: the static ``type``).
+    """
+
+    service_type: Coding
+    organization: IdentifierSetting | None = None
+    static: Literal["fallback", "override"] = "fallback"
+    types: tuple[DestinationType, ...] = ()
+
+
 class Destination(_Frozen):
     """A welfare organisation's inbox: who it is, where it lives, which mapping it gets, and
     how the bridge delivers there."""
@@ -118,7 +137,7 @@ class Destination(_Frozen):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     name: str
     identifier: IdentifierSetting
-    type: Literal["fhir-r4", "notified-pull-stu3", "zorgdomein-stu3"] = "fhir-r4"
+    type: DestinationType = "fhir-r4"
     """``fhir-r4``: the transaction Bundle (or PUTs); ``notified-pull-stu3``: an STU3 notification
     Task without personal data, the receiver pulls; ``zorgdomein-stu3``: an STU3 document Bundle."""
     identifier_form: Literal["uri", "oid"] = "uri"
@@ -131,6 +150,8 @@ class Destination(_Frozen):
     tls: ClientTls | None = None
     connect_timeout_s: float = Field(default=3.05, gt=0, le=60)
     read_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    directory: DestinationDirectory | None = None
+    """Take the endpoint from the care-services directory at delivery time (``[directory]``)."""
 
 
 class PostcodeRoute(_Frozen):

@@ -57,6 +57,7 @@ class Dispatcher:
             owner=c.worker_id,
             lease_s=c.config.delivery.lease_s,
             limit=service.dispatcher_batch,
+            directory=delivery.Directory(c.directory, c.config.directory),
         )
         if self._metrics is not None:
             for attempt in attempts:

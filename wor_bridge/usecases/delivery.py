@@ -25,9 +25,18 @@ from wor_bridge.core.delivery import (
     classify_error,
     classify_response,
 )
+from wor_bridge.core.directory import DirectorySettings
 from wor_bridge.core.settings import Settings
 from wor_bridge.errors import TransportError
-from wor_bridge.ports import AuditEvent, Clock, OutboxEntry, OutboxStore, Transport
+from wor_bridge.ports import (
+    AuditEvent,
+    Clock,
+    DirectoryReplica,
+    OutboxEntry,
+    OutboxStore,
+    Transport,
+)
+from wor_bridge.usecases import directory_routing
 
 log = structlog.get_logger("wor_bridge.usecases.delivery")
 
@@ -44,10 +53,38 @@ class Attempt:
     duration_s: float
 
 
-def _send(entry: OutboxEntry, settings: Settings, transport: Transport, clock: Clock) -> Outcome:
-    """Send an entry's requests in order; the first answer that is not 2xx decides."""
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """The care-services directory replica and its settings: where destinations with a
+    ``directory`` block get their endpoint at delivery time (``directory_routing``)."""
+
+    replica: DirectoryReplica | None
+    settings: DirectorySettings | None
+
+
+def _send(
+    entry: OutboxEntry,
+    settings: Settings,
+    transport: Transport,
+    clock: Clock,
+    directory: Directory | None = None,
+) -> tuple[Outcome, str | None]:
+    """Send an entry's requests in order; the first answer that is not 2xx decides. Also says
+    where the endpoint came from, for destinations that use the directory."""
     try:
         destination = settings.destination(entry.destination)
+    except StopIteration:
+        return RetryLater("cannot send (StopIteration)"), None
+    source = None
+    if destination.directory is not None:
+        directory = directory or Directory(None, None)
+        route = directory_routing.resolve(
+            directory.replica, directory.settings, destination, clock.now()
+        )
+        if isinstance(route, directory_routing.Unresolved):
+            return RetryLater(f"no endpoint ({route.reason})"), "none"
+        destination, source = route.destination, route.source
+    try:
         requests = outbound.render(
             entry.payload,
             destination,
@@ -55,20 +92,20 @@ def _send(entry: OutboxEntry, settings: Settings, transport: Transport, clock: C
             settings,
             created_at=entry.created_at.isoformat(timespec="seconds"),
         )
-    except (StopIteration, ValueError, KeyError) as err:
-        # unknown destination, no endpoint, unreadable payload: backed off, then a dead letter
-        return RetryLater(f"cannot send ({type(err).__name__})")
+    except (ValueError, KeyError) as err:
+        # no endpoint, unreadable payload: backed off, then a dead letter
+        return RetryLater(f"cannot send ({type(err).__name__})"), source
     last = 0
     for request in requests:
         try:
             response = transport.send(request, destination)
         except TransportError as err:
-            return classify_error(err.kind)
+            return classify_error(err.kind), source
         outcome = classify_response(response, clock.now())
         if not isinstance(outcome, Delivered):
-            return outcome
+            return outcome, source
         last = outcome.status
-    return Delivered(last)
+    return Delivered(last), source
 
 
 def deliver_due(
@@ -82,8 +119,13 @@ def deliver_due(
     lease_s: float,
     limit: int,
     jitter: Callable[[], float] = random.random,
+    directory: Directory | None = None,
 ) -> list[Attempt]:
-    """Claim due entries and attempt each once; one bad entry never blocks the others."""
+    """Claim due entries and attempt each once; one bad entry never blocks the others.
+
+    A destination with a ``directory`` block is sent where the directory replica says at this
+    moment (or to its static endpoint); the audit record of the attempt names which.
+    """
     attempts = []
     for _ in range(limit):
         # one entry per claim: each lease starts when its delivery starts, so a slow round
@@ -93,7 +135,7 @@ def deliver_due(
             break
         entry = claimed[0]
         started = time.monotonic()
-        outcome = _send(entry, settings, transport, clock)
+        outcome, source = _send(entry, settings, transport, clock, directory)
         duration = time.monotonic() - started
         if isinstance(outcome, Delivered):
             faults.hit("after_send")
@@ -124,7 +166,8 @@ def deliver_due(
                 patient_id=record.patient_id if record else "",
                 object_type="Task",
                 object_id=entry.task_id,
-                detail=f"attempt {number}; {error or 'delivered'}",
+                detail=f"attempt {number}; {error or 'delivered'}"
+                + (f"; endpoint: {source}" if source else ""),
             ),
         )
         log.info(
@@ -138,6 +181,7 @@ def deliver_due(
             state=decision.state,
             duration_ms=round(duration * 1000, 1),
             lease_kept=recorded,
+            **({"endpoint": source} if source else {}),
         )
         attempts.append(
             Attempt(entry.id, entry.destination, outcome, decision.state, number, duration)
