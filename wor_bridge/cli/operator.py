@@ -1,4 +1,5 @@
-"""Operator commands: ``serve``, ``deliver``, ``poll`` (``--once``) and ``outbox ...``.
+"""Operator commands: ``serve``, ``deliver``, ``poll``, ``directory sync`` (``--once``) and
+``outbox ...``.
 
 ``outbox show`` prints no patient data unless ``--reveal`` is given, and a reveal is audited.
 """
@@ -93,6 +94,18 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_directory(args: argparse.Namespace) -> int:
+    """One sync round of the care-services directory replica; 0 when it completed, else 1."""
+    from wor_bridge.usecases.directory_sync import DirectorySync  # noqa: PLC0415
+
+    components = bootstrap.load(args.config)
+    result = DirectorySync(components).run_once(full=args.full)
+    replica = components.directory
+    counts = replica.counts() if replica is not None else {}
+    _print({**dataclasses.asdict(result), "resources": counts})
+    return 0 if result.complete else 1
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     """Inspect and repair the outbox."""
     c = bootstrap.load(args.config)
@@ -173,6 +186,12 @@ def add_commands(sub: Any) -> None:
     poll = with_config(sub.add_parser("poll", help="poll welfare FHIR servers for Task changes"))
     poll.add_argument("--once", action="store_true", required=True, help="one round, then exit")
     poll.set_defaults(func=cmd_poll)
+    directory = sub.add_parser("directory", help="the care-services directory replica")
+    directory_actions = directory.add_subparsers(dest="action", required=True)
+    sync = with_config(directory_actions.add_parser("sync", help="sync the replica (mCSD)"))
+    sync.add_argument("--once", action="store_true", required=True, help="one round, then exit")
+    sync.add_argument("--full", action="store_true", help="reload everything (initial load)")
+    sync.set_defaults(func=cmd_directory)
     box = with_config(sub.add_parser("outbox", help="inspect and repair the outbox"))
     box.add_argument("--operator", default="operator", help="who acts (recorded in the audit)")
     # the same options are accepted after the action too (``outbox list --config FILE``)

@@ -38,6 +38,7 @@ from wor_bridge.service.negotiation import FhirNegotiation
 from wor_bridge.service.stu3_routes import Stu3Routes
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.usecases import intake
+from wor_bridge.usecases.directory_sync import DirectorySync
 from wor_bridge.usecases.polling import Poller
 
 FHIR_JSON = "application/fhir+json"
@@ -117,6 +118,8 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
 
     polled = run_dispatcher and any(d.poll for d in config.core.destinations)
     poller = Poller(components, metrics) if polled else None
+    synced = run_dispatcher and components.directory is not None
+    directory_sync = DirectorySync(components) if synced else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -124,11 +127,15 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
             dispatcher.start()
         if poller is not None:
             poller.start()
+        if directory_sync is not None:
+            directory_sync.start()
         log.info("service_started", dispatcher=run_dispatcher, clients=len(config.clients))
         yield
         dispatcher.stop()
         if poller is not None:
             poller.stop()
+        if directory_sync is not None:
+            directory_sync.stop()
 
     app = FastAPI(
         title="wor_bridge",
