@@ -251,9 +251,9 @@ class DirectorySync:
             wait = outcome.retry_after_s
             if wait is None:
                 wait = IN_ROUND_BASE_S * 2**attempt * (0.5 + self._draw() / 2)
-            log.info("directory_request_retried", status=outcome.status, wait_s=round(wait, 1))
             if attempt + 1 == TRIES or wait > self._settings.max_wait_s:
                 raise _RoundEnded(outcome.reason, outcome.retry_after_s)
+            log.info("directory_request_retried", status=outcome.status, wait_s=round(wait, 1))
             if self._sleep(wait):
                 raise _RoundEnded("stopped")
         raise _RoundEnded("no answer")  # pragma: no cover - the loop always returns or raises
