@@ -225,7 +225,9 @@ class SimulatedDirectory:
 
     def __init__(self, base_path: str = "/fhir", port: int = 0) -> None:
         self._server = _Server(("127.0.0.1", port), base_path)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:
