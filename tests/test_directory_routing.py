@@ -381,3 +381,16 @@ def test_the_service_syncs_the_directory_and_delivers_where_it_says(
         (audit,) = [r for r in store.audit_records() if r["event"] == "referral_delivery"]
         assert audit["detail"] == "attempt 1; delivered; endpoint: directory Endpoint/e-1"
         assert json.loads(json.dumps(audit))["outcome"] == "delivered"
+
+
+def test_the_example_directory_section_loads_when_uncommented(tmp_path: Path) -> None:
+    """The commented ``[directory]`` example of config/wor-bridge.toml is a valid section."""
+    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    block = text[text.index("# [directory]") :].splitlines()
+    section = "\n".join(line.removeprefix("# ") for line in block if line.startswith("# "))
+    text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
+    path = tmp_path / "c.toml"
+    path.write_text(f"{text}\n{section}\n", encoding="utf-8")
+    config = load_app(path)
+    assert config.directory is not None
+    assert config.directory.interval_s == 900.0
