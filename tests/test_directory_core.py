@@ -255,8 +255,7 @@ def test_an_unusable_page_is_refused_with_its_location(body: object, location: s
     ],
 )
 def test_period_includes_the_moment(period: dict[str, str] | None, valid: bool) -> None:
-    """Rule 1: bounds count at their precision, the end inclusive (a date in UTC); junk never
-    matches."""
+    """Rule 1: bounds at their precision, end inclusive, dates in UTC; junk never matches."""
     assert endpoint_choice.in_period(period, NOW) is valid
 
 

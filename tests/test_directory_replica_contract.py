@@ -78,8 +78,7 @@ def test_applying_the_same_changes_twice_has_one_effect(replica: DirectoryReplic
 
 
 def test_a_deletion_is_a_tombstone_that_blocks_older_versions(replica: DirectoryReplica) -> None:
-    """A deleted resource is not found, keeps its version, and an older update cannot revive it;
-    a newer one can."""
+    """A deletion hides the resource and keeps its version: only a newer one revives it."""
     replica.apply([org("o1", T0, "1", "kvk|1"), tombstone("o1", T0 + 10, "2")])
     kept = replica.get("Organization", "o1")
     assert kept is not None

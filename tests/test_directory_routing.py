@@ -149,8 +149,7 @@ def writes(world: World, server: SimulatedFhirServer) -> list[tuple[str, str]]:
 def test_delivery_goes_to_the_endpoint_valid_at_the_time(
     world: World, settings: Settings, now: dt.datetime, used: str
 ) -> None:
-    """A receiver switching systems on a date: the Endpoint whose period holds the moment of
-    delivery gets the referral, and the audit record names it."""
+    """A cut-over by period: the Endpoint valid at delivery gets it; the audit names it."""
     audit = send(world, configured(settings, world), now)
     servers = {"old": world.old, "new": world.new}
     assert [len(writes(world, s)) for s in (servers[used], world.static)] == [1, 0]
@@ -223,8 +222,7 @@ def test_a_static_destination_is_audited_as_before(world: World, settings: Setti
 def test_a_notified_pull_endpoint_from_the_directory_gets_the_notification(
     world: World, settings: Settings
 ) -> None:
-    """fhirVersion=3.0 and the TA-notification payload type make the receiver notified pull:
-    the notification Task is POSTed to the Endpoint's address."""
+    """fhirVersion=3.0 + TA-notification: notified pull, the Task POSTed to the address."""
     ura = IdentifierSetting(system="http://fhir.nl/fhir/NamingSystem/ura", value="22222222")
     destinations = tuple(
         d.model_copy(update={"endpoint": None, "directory": lookup(organization=ura)})
@@ -270,8 +268,7 @@ LOOKUP = (
 
 
 def test_directory_configuration_loads(tmp_path: Path) -> None:
-    """``[directory]`` with its auth, interval and endpoint types loads; the destination needs
-    no static endpoint; the replica lives in the store's file."""
+    """[directory] loads; its destination needs no endpoint; the replica is in the store."""
     section = (
         '[directory]\nbase_url = "https://lrza.example/fhir"\ninterval_s = 600\n'
         'auth = { type = "bearer", token = "directory-token" }\n'
@@ -331,8 +328,7 @@ def test_inconsistent_directory_configuration_is_refused(
 def test_the_service_syncs_the_directory_and_delivers_where_it_says(
     tmp_path: Path, settings: Settings
 ) -> None:
-    """End to end in one process: the service's sync thread loads the loopback directory, a
-    pushed referral is delivered to the directory's endpoint, and the audit names it."""
+    """The service syncs the directory and delivers where it says; the audit names it."""
     with simulated_directory() as directory, simulated_fhir_server() as welfare:
         directory.put(organization("o-voorbeeld", kvk=KVK_VOORBEELD))
         directory.put(service("s-wor", "o-voorbeeld", ["e-1"]))

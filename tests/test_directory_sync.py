@@ -99,8 +99,7 @@ def route(components: Components) -> directory_routing.Resolved | directory_rout
 def test_initial_load_pages_then_catches_up_from_the_first_page_time(
     sync: DirectorySync, directory: SimulatedDirectory, components: Components
 ) -> None:
-    """L1-L6: every type is loaded page by page in L4 order, then _history since the server
-    time of the very first page; the replica is then ready."""
+    """L1-L6: types paged in L4 order, then _history since the first page's server time; ready."""
     result = sync.run_once()
     assert (result.mode, result.complete, result.ready, result.broken) == ("initial", True, True, 0)
     seen = directory.requests()
@@ -208,8 +207,7 @@ def test_a_429_waits_for_retry_after_and_the_round_completes(
 def test_a_long_retry_after_ends_the_round_and_keeps_the_watermark(
     sync: DirectorySync, directory: SimulatedDirectory, components: Components, sleeper: Sleeper
 ) -> None:
-    """S8/S9: beyond max_wait_s the round ends unsynced; the next round starts from the same
-    watermark and completes."""
+    """S8/S9: beyond max_wait_s the round ends; the next one resumes from the same watermark."""
     sync.run_once()
     assert components.directory is not None
     before = components.directory.sync_state()
@@ -254,8 +252,7 @@ def test_a_broken_entry_does_not_stop_the_sync(
 def test_an_unresolved_reference_is_accepted_and_resolves_later(
     sync: DirectorySync, directory: SimulatedDirectory, components: Components
 ) -> None:
-    """L8: a service naming an Endpoint not yet in the directory is stored; the Endpoint
-    arriving in a later delta makes the route work."""
+    """L8: a service naming a missing Endpoint is kept; the Endpoint's later delta completes it."""
     directory.put(service("s-wor", "o-dept", ["e-later"]))
     sync.run_once()
     missing = route(components)
@@ -294,8 +291,7 @@ def test_the_worker_thread_loads_at_start_and_stops(components: Components) -> N
 def test_cli_directory_sync_once_prints_a_summary(
     directory: SimulatedDirectory, tmp_path: Path
 ) -> None:
-    """``wor-bridge directory sync --once`` syncs, prints counts (no values) and exits 0; a
-    second run is a delta."""
+    """`directory sync --once` syncs, prints counts (no values), exits 0; a rerun is a delta."""
     text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
     text = re.sub(r"(?m)^mappings_dir\s*=.*$", f'mappings_dir = "{REPO / "mappings"}"', text)
     text = re.sub(r'(?m)^path = "wor-bridge.sqlite".*$', f'path = "{tmp_path / "s.sqlite"}"', text)
