@@ -107,7 +107,11 @@ def _nested_extras(root: Json, c: str) -> list[tuple[Json, str, Any]]:
         ),
         (sr["code"], "text", c),
         (consent, "sourceAttachment", {"title": c}),
-        (consent["provision"], "actor", [{"role": {"text": c}, "reference": {"display": c}}]),
+        (
+            consent["provision"]["provision"][0],  # on a permit exception: it cannot deny
+            "actor",
+            [{"role": {"text": c}, "reference": {"display": c}}],
+        ),
         (prac, "qualification", [{"code": {"text": c}}]),
         (org, "alias", [c]),
     ]

@@ -1,8 +1,13 @@
 """The gates a referral passes before anything is forwarded; all problems are reported at once.
 
-Z68 + WoR marker, consent, validity (BSN 11-test, name, contact route, identified referrer and
-practice, one-line help question, referral date). Pure: values in, a ``Referral`` or a
-``MappingError`` out. Diagnostics say what was expected, never the patient's value.
+Z68 + WoR marker, validity (BSN 11-test, a current name, a current contact route, identified
+referrer and practice, one-line help question, referral date), the route (``core/routing.py``) and
+the consent to disclose to that destination (``core/consent.py``). Pure: values in, a ``Referral``
+or the issues out. Diagnostics say what was expected, never the patient's value.
+
+Current means current at ``authoredOn`` (``core/period.py``): a name, phone, e-mail or address
+with ``use`` old or a ``period`` that ended before (or starts after) the referral date does not
+count towards the patient gate.
 """
 
 from __future__ import annotations
@@ -11,23 +16,42 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Final
 
+from wor_bridge.core import consent as consents
 from wor_bridge.core import identifiers as ids
+from wor_bridge.core import routing
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.graph import Graph, Located
-from wor_bridge.core.settings import Coding, GateSettings
+from wor_bridge.core.identifiers import codings, identifiers_in
+from wor_bridge.core.period import Span, current, span
+from wor_bridge.core.settings import (
+    WOR_PROGRAMME_SYSTEM,
+    Coding,
+    Destination,
+    GateSettings,
+    Settings,
+)
 from wor_bridge.errors import Issue
+
+__all__ = ["Referral", "check", "codings", "identifiers_in"]
 
 ORDER_INTENTS: Final = frozenset(
     {"order", "original-order", "reflex-order", "filler-order", "instance-order"}
 )
-IDSCL: Final = ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "IDSCL")
-PATIENT_PRIVACY: Final = ("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy")
+ADDED_CODES: Final = frozenset(
+    {
+        (WOR_PROGRAMME_SYSTEM, "wor"),
+        (ids.SNOMED, "3457005"),
+        ("http://hl7.org/fhir/CodeSystem/task-code", "fulfill"),
+    }
+)
+"""Codes the bridge itself writes into what it discloses (programme, notification Task code)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Referral:
     """A referral that passed every gate: the resolved resources and the facts the gates found."""
 
+    graph: Graph
     service_request: Located
     patient: Located
     role: Located
@@ -38,36 +62,14 @@ class Referral:
     z68: Coding
     reason: str
     authored_on: str
+    at: Span
+    """``authoredOn`` as instants: what current data and the consent are judged against."""
+    destination: Destination
 
     @property
     def authored_date(self) -> dt.date:
         """The referral date (the date part of ``authoredOn``)."""
         return dt.date.fromisoformat(self.authored_on[:10])
-
-
-def codings(concepts: Any) -> list[tuple[str, str]]:
-    """``(system in URI form, code)`` of every coding in a CodeableConcept or a list of them."""
-    items = concepts if isinstance(concepts, list) else [concepts]
-    out = []
-    for concept in items:
-        if not isinstance(concept, dict):
-            continue
-        for c in concept.get("coding") or []:
-            if isinstance(c.get("system"), str) and isinstance(c.get("code"), str):
-                out.append((ids.normalize_system(c["system"]), c["code"]))
-    return out
-
-
-def identifiers_in(resource: JsonDict, systems: frozenset[str]) -> list[tuple[str, str]]:
-    """``(system in URI form, value)`` of the resource's identifiers in ``systems``."""
-    out = []
-    for ident in resource.get("identifier") or []:
-        system, value = ident.get("system"), ident.get("value")
-        if isinstance(system, str) and isinstance(value, str) and value.strip():
-            norm = ids.normalize_system(system)
-            if norm in systems:
-                out.append((norm, value.strip()))
-    return out
 
 
 class _Checker:
@@ -102,19 +104,30 @@ class _Checker:
         return found
 
 
-def check(graph: Graph, settings: GateSettings) -> Referral | list[Issue]:
-    """Run every gate; return the Referral, or every issue found."""
-    c = _Checker(graph, settings)
+def check(graph: Graph, settings: Settings) -> Referral | list[Issue]:
+    """Run every gate, route, decide the consent; return the Referral, or every issue found."""
+    c = _Checker(graph, settings.gates)
     sr = c.sr.resource
     loc = c.sr.location
     referral_id = _check_request(c, sr, loc)
+    at = span(sr.get("authoredOn"))
     z68 = _check_codes(c, sr, loc)
     reason = _check_reason(c, sr, loc)
     patient = c.referenced(sr.get("subject"), f"{loc}.subject", "Patient", "patient")
     if patient is not None:
-        _check_patient(c, patient)
+        _check_patient(c, patient, at)
     role, practitioner, practice = _check_referrer(c, sr, loc)
-    consent = _check_consent(c, sr, loc, patient)
+    destination = None
+    if patient is not None and role is not None and practice is not None and at is not None:
+        found = routing.route(patient, practice, at, settings, f"{role.location}.organization")
+        if isinstance(found, Issue):
+            c.fail(found.code, found.expression, found.diagnostics)
+        else:
+            destination = found
+    parties = tuple(p for p in (role, practitioner, practice) if p is not None)
+    consent = _check_consent(
+        c, patient=patient, parties=parties, destination=destination, at=at, settings=settings
+    )
     if (
         c.issues
         or patient is None
@@ -124,9 +137,12 @@ def check(graph: Graph, settings: GateSettings) -> Referral | list[Issue]:
         or referral_id is None
         or z68 is None
         or reason is None
+        or at is None
+        or destination is None
     ):
         return c.issues  # every None above recorded its issue
     return Referral(
+        graph=graph,
         service_request=c.sr,
         patient=patient,
         role=role,
@@ -137,6 +153,8 @@ def check(graph: Graph, settings: GateSettings) -> Referral | list[Issue]:
         z68=z68,
         reason=reason,
         authored_on=str(sr["authoredOn"]),
+        at=at,
+        destination=destination,
     )
 
 
@@ -244,7 +262,7 @@ def _strings_at(resource: JsonDict, path: str, loc: str) -> list[tuple[str, str]
     return [(where, v) for where, v in values if isinstance(v, str)]
 
 
-def _check_patient(c: _Checker, patient: Located) -> None:
+def _check_patient(c: _Checker, patient: Located, at: Span | None) -> None:
     res, loc = patient.resource, patient.location
     for i, ident in enumerate(res.get("identifier") or []):
         system = ident.get("system")
@@ -257,25 +275,29 @@ def _check_patient(c: _Checker, patient: Located) -> None:
                     f"{loc}.identifier[{i}].value",
                     f"must be a BSN that passes the 11-test ({ids.describe_bsn_problem(value)})",
                 )
-    names = res.get("name") or []
-    if not any(n.get("family") or n.get("given") or n.get("text") for n in names):
-        c.fail("required", f"{loc}.name", "must give the patient's name (family, given or text)")
+
+    def now(key: str) -> list[Any]:
+        items = res.get(key) or []
+        return current(items, at) if at is not None else list(items)
+
+    if not any(n.get("family") or n.get("given") or n.get("text") for n in now("name")):
+        c.fail(
+            "required",
+            f"{loc}.name",
+            "must give the patient's current name (family, given or text; a name with use old "
+            "or a period that does not cover authoredOn does not count)",
+        )
     phones = [
-        t
-        for t in res.get("telecom") or []
-        if t.get("system") in ("phone", "email", "sms") and t.get("value")
+        t for t in now("telecom") if t.get("system") in ("phone", "email", "sms") and t.get("value")
     ]
-    postal = [
-        a
-        for a in res.get("address") or []
-        if a.get("line") and (a.get("postalCode") or a.get("city"))
-    ]
+    postal = [a for a in now("address") if a.get("line") and (a.get("postalCode") or a.get("city"))]
     if not phones and not postal:
         c.fail(
             "required",
             f"{loc}.telecom",
-            "must give at least one contact route: a phone number, an e-mail address, "
-            "or an address with a street line and a postal code or city",
+            "must give at least one current contact route: a phone number, an e-mail address, "
+            "or an address with a street line and a postal code or city (use old, or a period "
+            "that does not cover authoredOn, does not count)",
         )
 
 
@@ -318,40 +340,62 @@ def _check_referrer(
     return role, practitioner, practice
 
 
-def _check_consent(c: _Checker, sr: JsonDict, loc: str, patient: Located | None) -> Located | None:
-    consents = [
-        found
+def _check_consent(
+    c: _Checker,
+    *,
+    patient: Located | None,
+    parties: tuple[Located, ...],
+    destination: Destination | None,
+    at: Span | None,
+    settings: Settings,
+) -> Located | None:
+    """Every Consent the referral cites must permit the disclosure (``core/consent.py``)."""
+    sr, loc = c.sr.resource, c.sr.location
+    found = [
+        located
         for ref in sr.get("supportingInfo") or []
-        if (found := c.graph.resolve(ref)) is not None and found.type == "Consent"
+        if (located := c.graph.resolve(ref)) is not None and located.type == "Consent"
     ]
-    if not consents:
+    if not found:
         c.fail(
             "business-rule",
             f"{loc}.supportingInfo",
             "must reference the patient's active Consent to the referral (none found)",
         )
         return None
-    consent = consents[0]
-    res, cloc = consent.resource, consent.location
-    if res.get("status") != "active":
-        c.fail("business-rule", f"{cloc}.status", "must be active (the patient consented)")
-    provision = res.get("provision") or {}
-    if provision.get("type") == "deny":
-        c.fail("business-rule", f"{cloc}.provision.type", "must permit the referral (got deny)")
-    end = (provision.get("period") or {}).get("end")
-    authored = sr.get("authoredOn")
-    if isinstance(end, str) and isinstance(authored, str) and end[:10] < authored[:10]:
-        c.fail(
-            "business-rule", f"{cloc}.provision.period.end", "must not end before the referral date"
-        )
-    kinds = set(codings(res.get("category"))) | set(codings(res.get("scope")))
-    if IDSCL not in kinds and PATIENT_PRIVACY not in kinds:
-        c.fail(
-            "business-rule",
-            f"{cloc}.category",
-            "must be a consent to disclose information (category IDSCL or scope patient-privacy)",
-        )
-    subject = c.graph.resolve(res.get("patient"))
-    if patient is not None and (subject is None or subject.resource is not patient.resource):
-        c.fail("business-rule", f"{cloc}.patient", "must be the consent of the referred patient")
-    return consent
+    if at is None:
+        return found[0]  # the request gate reported authoredOn; consent is judged against it
+    disclosure = consents.Disclosure(
+        graph=c.graph,
+        patient=patient,
+        parties=parties,
+        destination=destination,
+        at=at,
+        codes=_disclosed_codes(sr, parties, destination, settings),
+    )
+    permitting = frozenset(settings.gates.permitting_policies)
+    for consent in found:
+        for issue in consents.check(consent, disclosure, permitting):
+            c.fail(issue.code, issue.expression, issue.diagnostics)
+    return found[0]
+
+
+def _disclosed_codes(
+    sr: JsonDict,
+    parties: tuple[Located, ...],
+    destination: Destination | None,
+    settings: Settings,
+) -> frozenset[tuple[str, str]]:
+    """Every code in what is disclosed (and its translations for the destination)."""
+    found = set(ADDED_CODES)
+    for key in ("code", "category", "reasonCode", "locationCode"):
+        found.update(codings(sr.get(key)))
+    for party in parties:
+        for key in ("code", "specialty"):
+            found.update(codings(party.resource.get(key)))
+    if destination is not None and destination.mapping is not None:
+        for tr in settings.mapping_for(destination).code_translations:
+            pair = {(tr.source.system, tr.source.code), (tr.target.system, tr.target.code)}
+            if pair & found:
+                found |= pair
+    return frozenset(found)

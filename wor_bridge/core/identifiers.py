@@ -5,7 +5,7 @@ Pure functions over strings. The table follows DOMAIN.md section 7 (fhir.nl Nami
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 BSN: Final = "http://fhir.nl/fhir/NamingSystem/bsn"
 AGB: Final = "http://fhir.nl/fhir/NamingSystem/agb-z"
@@ -80,3 +80,31 @@ def describe_bsn_problem(value: str) -> str:
     if len(value) != 9:
         return f"got {len(value)} digits"
     return "got 9 digits that fail the 11-test"
+
+
+def identifier_pairs(values: Any) -> list[tuple[str, str]]:
+    """``(system in URI form, value)`` of FHIR Identifiers (a list of them, or one)."""
+    out = []
+    for ident in values if isinstance(values, list) else [values]:
+        if isinstance(ident, dict):
+            system, value = ident.get("system"), ident.get("value")
+            if isinstance(system, str) and isinstance(value, str) and value.strip():
+                out.append((normalize_system(system), value.strip()))
+    return out
+
+
+def identifiers_in(resource: dict[str, Any], systems: frozenset[str]) -> list[tuple[str, str]]:
+    """``(system in URI form, value)`` of the resource's identifiers in ``systems``."""
+    return [p for p in identifier_pairs(resource.get("identifier")) if p[0] in systems]
+
+
+def codings(concepts: Any) -> list[tuple[str, str]]:
+    """``(system in URI form, code)`` of every coding in a CodeableConcept or a list of them."""
+    out = []
+    for concept in concepts if isinstance(concepts, list) else [concepts]:
+        found = concept.get("coding") if isinstance(concept, dict) else None
+        for c in found if isinstance(found, list) else []:
+            system, code = (c.get("system"), c.get("code")) if isinstance(c, dict) else (0, 0)
+            if isinstance(system, str) and isinstance(code, str):
+                out.append((normalize_system(system), code))
+    return out

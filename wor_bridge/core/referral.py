@@ -65,7 +65,7 @@ def _bridge_id(rid: str) -> JsonDict:
 
 def _patient(referral: Referral, mapping: MappingFile, pid: str) -> JsonDict:
     src = referral.patient.resource
-    ctx = TransformContext(referral.authored_date, mapping.age_bands)
+    ctx = TransformContext(referral.authored_date, mapping.age_bands, referral.at)
     identifiers = [_bridge_id(pid)]
     extensions: list[JsonDict] = []
     fields: JsonDict = {}
@@ -91,7 +91,7 @@ def _patient(referral: Referral, mapping: MappingFile, pid: str) -> JsonDict:
 
 def _practitioner(referral: Referral, mapping: MappingFile, rid: str) -> JsonDict:
     src = referral.practitioner.resource if referral.practitioner else {}
-    ctx = TransformContext(referral.authored_date, mapping.age_bands)
+    ctx = TransformContext(referral.authored_date, mapping.age_bands, referral.at)
     out: JsonDict = {
         "resourceType": "Practitioner",
         "meta": _meta(mapping, "nl-core-HealthProfessional-Practitioner"),
@@ -111,7 +111,7 @@ def _practitioner(referral: Referral, mapping: MappingFile, rid: str) -> JsonDic
 
 def _role(referral: Referral, mapping: MappingFile, i: Ids) -> JsonDict:
     src = referral.role.resource
-    ctx = TransformContext(referral.authored_date, mapping.age_bands)
+    ctx = TransformContext(referral.authored_date, mapping.age_bands, referral.at)
     out: JsonDict = {
         "resourceType": "PractitionerRole",
         "meta": _meta(mapping, "nl-core-HealthProfessional-PractitionerRole"),
@@ -135,7 +135,7 @@ def _role(referral: Referral, mapping: MappingFile, i: Ids) -> JsonDict:
 
 def _practice(referral: Referral, mapping: MappingFile, rid: str) -> JsonDict:
     src = referral.practice.resource
-    ctx = TransformContext(referral.authored_date, mapping.age_bands)
+    ctx = TransformContext(referral.authored_date, mapping.age_bands, referral.at)
     out: JsonDict = {
         "resourceType": "Organization",
         "meta": _meta(mapping, "nl-core-HealthcareProvider-Organization"),
@@ -164,7 +164,6 @@ def _welfare(destination: Destination, mapping: MappingFile, rid: str) -> JsonDi
     }
 
 
-_PROVISION_KEYS: Final = ("type", "period")
 _PATIENT_PRIVACY: Final = {
     "coding": [
         {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
@@ -173,28 +172,65 @@ _PATIENT_PRIVACY: Final = {
 _IDSCL: Final = {
     "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IDSCL"}]
 }
-_PROVISION_CONCEPTS: Final = ("action", "purpose", "code")
 
 
-def _provision(src: Any) -> JsonDict | None:
-    """A consent provision with its permissions (type, period, action, purpose, code), nested."""
-    if not isinstance(src, dict):
+def _codings_only(value: Any) -> list[JsonDict]:
+    """A list of Codings reduced to system (URI form) and code."""
+    items = value if isinstance(value, list) else []
+    return [{"system": s, "code": c} for s, c in codings([{"coding": items}])]
+
+
+def _party(ref: Any, referral: Referral, i: Ids) -> str | None:
+    """The output id of the party a consent actor names (the patient, the referrer, the practice
+    or the welfare organisation), or None for anyone else."""
+    found = referral.graph.resolve(ref)
+    pairs = [
+        (referral.patient, i.patient),
+        (referral.role, i.role),
+        (referral.practitioner, i.practitioner),
+        (referral.practice, i.practice),
+    ]
+    for located, rid in pairs:
+        if located is not None and found is not None and found.resource is located.resource:
+            return rid
+    named = ids.identifier_pairs(ref.get("identifier") if isinstance(ref, dict) else None)
+    named += ids.identifier_pairs(found.resource.get("identifier") if found else None)
+    dest = referral.destination.identifier
+    return i.welfare if (dest.system, dest.value) in named else None
+
+
+def _provision(src: Any, referral: Referral, i: Ids, nested: bool) -> JsonDict | None:
+    """A consent provision as the destination can read it, with its nested provisions.
+
+    Actors become references into the Bundle. A nested provision that names only other actors,
+    or specific data (``data``), concerns others: it was applied here and does not travel (a
+    receiver would read it without its actor as a rule for everyone).
+    """
+    if not isinstance(src, dict) or (nested and src.get("data")):
         return None
-    out: JsonDict = {k: src[k] for k in _PROVISION_KEYS if k in src}
-    for key in _PROVISION_CONCEPTS:
-        if key == "purpose":
-            kept = [
-                {"system": ids.normalize_system(c["system"]), "code": c["code"]}
-                for c in src.get("purpose") or []
-                if isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
-            ]
-        else:
-            kept = _concepts(src.get(key))
-        if kept:
-            out[key] = kept
-    nested = [p for p in (_provision(x) for x in src.get("provision") or []) if p]
-    if nested:
-        out["provision"] = nested
+    out: JsonDict = {k: src[k] for k in ("type", "period") if k in src}
+    actors = []
+    for actor in src.get("actor") or []:
+        rid = _party(actor.get("reference"), referral, i)
+        role = _concepts(actor.get("role"))
+        if rid and role:
+            actors.append({"role": role[0], "reference": _ref(rid)})
+    if nested and src.get("actor") and not actors:
+        return None
+    if actors:
+        out["actor"] = actors
+    conditions: JsonDict = {
+        "action": _concepts(src.get("action")),
+        "securityLabel": _codings_only(src.get("securityLabel")),
+        "purpose": _codings_only(src.get("purpose")),
+        "class": _codings_only(src.get("class")),
+        "code": _concepts(src.get("code")),
+        "dataPeriod": src.get("dataPeriod"),
+    }
+    out.update({k: v for k, v in conditions.items() if v})
+    inner = [p for p in (_provision(x, referral, i, True) for x in src.get("provision") or []) if p]
+    if inner:
+        out["provision"] = inner
     return out or None
 
 
@@ -211,10 +247,13 @@ def _consent(referral: Referral, mapping: MappingFile, i: Ids) -> JsonDict:
     }
     if isinstance(src.get("dateTime"), str):
         out["dateTime"] = src["dateTime"]
+    policies = [{"uri": p["uri"]} for p in src.get("policy") or [] if isinstance(p.get("uri"), str)]
+    if policies:
+        out["policy"] = policies
     policy = _concepts(src.get("policyRule"))
     if policy:
         out["policyRule"] = policy[0]
-    provision = _provision(src.get("provision"))
+    provision = _provision(src.get("provision"), referral, i, False)
     if provision:
         out["provision"] = provision
     return out

@@ -69,6 +69,16 @@ class GateSettings(_Frozen):
     wor_markers: tuple[Coding, ...] = DEFAULT_WOR_MARKERS
     reason_paths: tuple[str, ...] = ("reasonCode.text",)
     max_reason_chars: int = Field(default=200, ge=20, le=1000)
+    permitting_policies: tuple[str, ...] = ()
+    """Policy URIs (a ``policyRule`` coding of system ``urn:ietf:rfc:3986``, or ``policy.uri``)
+    whose consent permits disclosure as OPTIN does; other URIs are refused (``core/consent.py``)."""
+
+    @field_validator("permitting_policies")
+    @classmethod
+    def _absolute_uris(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(":" not in uri or uri != uri.strip() or not uri for uri in value):
+            raise ValueError("permitting_policies must be absolute URIs")
+        return value
 
     @field_validator("reason_paths")
     @classmethod

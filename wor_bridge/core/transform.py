@@ -4,6 +4,18 @@ Each transform takes the source element's value and a context and returns the va
 ``None`` to write nothing. They are allow-lists: a transform copies only the parts it names, so an
 element (or extension) nobody listed can never travel. Mapping files refer to them by name; an
 unknown name stops the program at start-up.
+
+Names, contact points and addresses travel only when they are **current** at ``authoredOn``
+(``core/period.py``): one with ``use`` old, or a ``period`` that ended before (or starts after)
+the referral date, is dropped, not forwarded with its use/period. Data minimisation decides it:
+the coach needs today's route to the patient; a former address or number is personal data the
+referral's purpose does not need, and a receiver that ignores ``use``/``period`` would call it.
+
+The nl-core mobile-phone marker is kept: zib ContactInformation (Nictiz R4 zib2020,
+zib-ContactInformation-TelephoneNumbers) carries TelecomType on ``ContactPoint.system`` as the
+``ext-CodeSpecification`` extension, and a mobile number as v3-AddressUse ``MC`` with no ``use``
+(FHIR's ``use`` holds NumberType). The extension travels on ``_system``, and a mobile number
+without ``use`` gets ``use`` mobile, so a receiver without nl-core knows it too.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from wor_bridge.core import identifiers as ids
+from wor_bridge.core.period import Span, current
 from wor_bridge.core.settings import LOCAL_BASE
 
 AGE_BAND_URL: Final = f"{LOCAL_BASE}/StructureDefinition/age-band"
@@ -40,6 +53,19 @@ ADDRESS_LINE_EXTENSIONS: Final = frozenset(
         "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-unitID",
     }
 )
+CODE_SPECIFICATION: Final = frozenset(
+    {
+        "http://nictiz.nl/fhir/StructureDefinition/ext-CodeSpecification",
+        "http://nictiz.nl/fhir/StructureDefinition/code-specification",
+    }
+)
+V3_ADDRESS_USE: Final = frozenset(
+    {
+        "http://terminology.hl7.org/CodeSystem/v3-AddressUse",
+        "http://hl7.org/fhir/v3/AddressUse",
+        "urn:oid:2.16.840.1.113883.5.1119",
+    }
+)
 _SIMPLE_VALUE_KEYS: Final = ("valueString", "valueCode", "valueCoding")
 
 
@@ -49,6 +75,8 @@ class TransformContext:
 
     reference_date: dt.date
     age_bands: tuple[int, ...]
+    at: Span
+    """``authoredOn`` as instants: what is current is judged against it."""
 
 
 Transform = Callable[[Any, TransformContext], Any]
@@ -76,6 +104,13 @@ def _extensions(value: Any, allowed: frozenset[str]) -> list[dict[str, Any]]:
         for key in _SIMPLE_VALUE_KEYS:
             if key in ext:
                 kept[key] = _copy.deepcopy(ext[key])
+        concept = ext.get("valueCodeableConcept")
+        if isinstance(concept, dict):  # codings only: free text never travels
+            kept["valueCodeableConcept"] = {
+                "coding": [
+                    _pick(c, ("system", "code", "display")) for c in _list(concept, "coding")
+                ]
+            }
         out.append(kept)
     return out
 
@@ -99,10 +134,15 @@ def _pick(src: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     return {k: _copy.deepcopy(src[k]) for k in keys if k in src}
 
 
-def human_names(value: Any, _ctx: TransformContext) -> list[dict[str, Any]] | None:
-    """Names with their Dutch parts (voorvoegsels, partner name) and nothing else."""
+def _list(src: Any, key: str) -> list[dict[str, Any]]:
+    found = src.get(key) if isinstance(src, dict) else None
+    return [x for x in found if isinstance(x, dict)] if isinstance(found, list) else []
+
+
+def human_names(value: Any, ctx: TransformContext) -> list[dict[str, Any]] | None:
+    """Current names with their Dutch parts (voorvoegsels, partner name) and nothing else."""
     out = []
-    for name in value if isinstance(value, list) else []:
+    for name in current(value, ctx.at):
         kept = _pick(name, ("use", "text", "family", "given", "prefix", "suffix"))
         ext = _extensions(name.get("extension"), NAME_EXTENSIONS)
         if ext:
@@ -118,20 +158,36 @@ def human_names(value: Any, _ctx: TransformContext) -> list[dict[str, Any]] | No
     return out or None
 
 
-def contact_points(value: Any, _ctx: TransformContext) -> list[dict[str, Any]] | None:
-    """Phone numbers and e-mail addresses (system, value, use, rank)."""
+def contact_points(value: Any, ctx: TransformContext) -> list[dict[str, Any]] | None:
+    """Current phone numbers and e-mail addresses (system, value, use, rank, nl-core type)."""
     out = []
-    for point in value if isinstance(value, list) else []:
+    for point in current(value, ctx.at):
         if point.get("system") in ("phone", "email", "sms") and point.get("value"):
-            out.append(_pick(point, ("system", "value", "use", "rank")))
+            kept = _pick(point, ("system", "value", "use", "rank"))
+            system_ext = _primitive_ext(point.get("_system"), CODE_SPECIFICATION)
+            if system_ext and "use" not in kept and _is_mobile(system_ext):
+                kept = {"system": kept["system"], "value": kept["value"], "use": "mobile", **kept}
+            if system_ext:
+                kept["_system"] = system_ext
+            out.append(kept)
     return out or None
 
 
-def addresses(value: Any, _ctx: TransformContext) -> list[dict[str, Any]] | None:
-    """Postal addresses with Dutch street/house-number parts; no periods, no free extensions."""
+def _is_mobile(system_ext: dict[str, Any]) -> bool:
+    """The nl-core TelecomType says mobile: v3-AddressUse ``MC`` in ext-CodeSpecification."""
+    return any(
+        c.get("system") in V3_ADDRESS_USE and c.get("code") == "MC"
+        for ext in _list(system_ext, "extension")
+        for c in _list(ext.get("valueCodeableConcept"), "coding")
+    )
+
+
+def addresses(value: Any, ctx: TransformContext) -> list[dict[str, Any]] | None:
+    """Current postal addresses with Dutch street/house-number parts; no periods, no free
+    extensions."""
     out = []
     keys = ("use", "type", "text", "line", "city", "district", "postalCode", "country")
-    for address in value if isinstance(value, list) else []:
+    for address in current(value, ctx.at):
         kept = _pick(address, keys)
         line_ext = _primitive_ext_list(address.get("_line"), ADDRESS_LINE_EXTENSIONS)
         if line_ext:

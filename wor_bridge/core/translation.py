@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wor_bridge.core import gates, graph, inbound, referral, resource_ids, routing
+from wor_bridge.core import gates, graph, inbound, referral, resource_ids
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.settings import Destination, Settings
 from wor_bridge.errors import MappingError
@@ -34,16 +34,16 @@ class Translated:
 
 
 def check(data: bytes, content_type: str | None, settings: Settings) -> Checked:
-    """Read and gate ``data`` and route it. Raises InboundError or MappingError with every issue."""
+    """Read, gate and route ``data`` and decide its consent for that destination.
+
+    Raises InboundError or MappingError with every issue.
+    """
     root = inbound.read(data, content_type, max_bytes=settings.max_body_bytes)
     g = graph.build(root)
-    result = gates.check(g, settings.gates)
+    result = gates.check(g, settings)
     if isinstance(result, list):
         raise MappingError(result)
-    destination = routing.route(result, settings)
-    if not isinstance(destination, Destination):
-        raise MappingError([destination])
-    return Checked(result, destination)
+    return Checked(result, result.destination)
 
 
 def translate(
