@@ -9,8 +9,15 @@ implied there and restored towards R4. STU3 §6.2.5 defines the policy URIs
 ``http://hl7.org/fhir/ConsentPolicy/opt-in``/``opt-out``; they stand for v3-ActCode
 ``OPTIN``/``OPTOUT``, the R4 policy rules.
 
+The base decision survives the conversion as ``core/consent.py`` reads it (issue 10): STU3 states
+the base rule by ``policyRule`` alone, so an R4 root ``provision.type`` (which overrides the R4
+policy rule) becomes the STU3 ``policyRule`` (permit: opt-in, deny: opt-out; a differing R4 rule is
+then listed as lost), also when the R4 Consent has no policyRule (nl-core examples); ``OPTINR``
+and ``OPTOUTE`` travel as their base, opt-in and opt-out, whose restrictions and exceptions are the
+``except`` entries. An STU3 reader never sees "opt-out" where the bridge decided "permit".
+
 Lost towards STU3: ``identifier`` after the first, any other ``scope``, ``verification``, the root
-provision's ``type``, ``class`` and ``code`` (STU3 states the base rule by ``policyRule``), nested
+provision's ``type`` (the element; its meaning is the policyRule), ``class`` and ``code``, nested
 provisions below the first level, a nested provision without a ``type`` (required in STU3), a
 ``policyRule`` without a URI form, and an ``except.code`` whose concept is more than one coding.
 Lost towards R4: ``sourceIdentifier``.
@@ -32,6 +39,13 @@ POLICY_URIS: Final = {
     "OPTOUT": "http://hl7.org/fhir/ConsentPolicy/opt-out",
 }
 _POLICY_CODES: Final = {uri: code for code, uri in POLICY_URIS.items()}
+_BASE_URIS: Final = {
+    **POLICY_URIS,
+    "OPTINR": POLICY_URIS["OPTIN"],
+    "OPTOUTE": POLICY_URIS["OPTOUT"],
+    "permit": POLICY_URIS["OPTIN"],
+    "deny": POLICY_URIS["OPTOUT"],
+}
 _ROOT_PROVISION: Final = ("period", "actor", "action", "securityLabel", "purpose")
 _ROOT_PROVISION_DATA: Final = ("dataPeriod", "data")
 
@@ -41,11 +55,30 @@ def _scope_to_stu3(slot: Slot) -> Pairs:
     return [] if slot.value == PRIVACY_SCOPE else slot.walk.lose(slot.path)
 
 
+def _root_type(consent: JsonDict) -> str | None:
+    """The root provision's ``type`` when it states permit or deny (it overrides policyRule)."""
+    root = consent.get("provision")
+    found = root.get("type") if isinstance(root, dict) else None
+    return found if found in ("permit", "deny") else None
+
+
 def _provision_to_stu3(slot: Slot) -> Pairs:
-    """The root provision's elements onto the Consent; its ``provision`` list becomes ``except``."""
+    """The root provision's elements onto the Consent; its ``provision`` list becomes ``except``.
+
+    Its ``type`` has no element there (listed as lost); its meaning travels as the STU3
+    ``policyRule`` (``_policy_rule_to_stu3``, ``_base_rule``).
+    """
     if not isinstance(slot.value, dict):
         return slot.walk.lose(slot.path)
     return list(fit_object(slot.value, "ConsentProvision", "Consent", slot.path, slot.walk).items())
+
+
+def _base_rule(consent: JsonDict) -> Pairs:
+    """Without an R4 policyRule, the root provision's type is the STU3 base rule."""
+    root_type = _root_type(consent)
+    if "policyRule" in consent or root_type is None:
+        return []
+    return [("policyRule", _BASE_URIS[root_type])]
 
 
 def _policy_uri(coding: Any) -> str | None:
@@ -55,15 +88,23 @@ def _policy_uri(coding: Any) -> str | None:
     system, code = coding.get("system"), coding.get("code")
     if system == URI_SYSTEM and isinstance(code, str):
         return code
-    return POLICY_URIS.get(str(code)) if system == V3_ACT_CODE else None
+    return _BASE_URIS.get(str(code)) if system == V3_ACT_CODE else None
 
 
 def _policy_rule_to_stu3(slot: Slot) -> Pairs:
-    """The first coding with a URI form; the concept's other parts are lost."""
+    """The first coding with a URI form; the concept's other parts are lost.
+
+    A root ``provision.type`` overrides it: then the STU3 rule is that type's URI, and an R4 rule
+    that says otherwise is lost.
+    """
     concept: JsonDict = slot.value if isinstance(slot.value, dict) else {}
     found_codings = concept.get("coding")
     codings: list[Any] = found_codings if isinstance(found_codings, list) else []
     found = next(((i, _policy_uri(c)) for i, c in enumerate(codings) if _policy_uri(c)), None)
+    root_type = _root_type(slot.owner)
+    if root_type is not None and (found is None or found[1] != _BASE_URIS[root_type]):
+        slot.walk.lose(slot.path)
+        return [("policyRule", _BASE_URIS[root_type])]
     if found is None:
         return slot.walk.lose(slot.path)
     index, uri = found
@@ -122,7 +163,8 @@ TO_STU3: Final = {
             "performer": Rename("consentingParty"),
             "policyRule": _policy_rule_to_stu3,
             "provision": _provision_to_stu3,
-        }
+        },
+        added=_base_rule,
     ),
     ("ConsentProvision", "Consent"): Spec({"provision": Rename("except")}),
     ("ConsentProvision", "ConsentExcept"): Spec({"code": _concepts_to_codings}, needs=("type",)),
