@@ -23,6 +23,14 @@ PATIENT_VALUES = (
     "3511 AA",
     "client@example.org",
     "Voelt zich eenzaam",
+    "Oudestraat",
+    "4001 AB",
+    "Hendrika",
+    "Wit-van den Akker",
+    "+31600000042",
+    "riek.voorbeeld@example.org",
+    "1948-05-17",
+    "Weinig sociale contacten",
 )
 
 
