@@ -330,7 +330,7 @@ def _actor(ref: Any, d: Disclosure) -> State:
         return "yes"
     if rtype in ("Patient", "RelatedPerson"):
         return "no"
-    if rtype == "Organization" and any(s == dest.system for s, _ in named):
+    if rtype in (None, "Organization") and any(s == dest.system for s, _ in named):
         return "no"
     return "unknown"
 
