@@ -107,3 +107,24 @@ def test_unreadable_toml_is_a_configuration_error(tmp_path: Path) -> None:
         wor_bridge.load_settings(bad)
     with pytest.raises(wor_bridge.ConfigError, match="cannot read"):
         wor_bridge.load_settings(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("value", "loads"),
+    [
+        ('["https://example.nl/policy/wor"]', True),
+        ('["not a uri"]', False),
+        ('[" urn:x:y"]', False),
+    ],
+)
+def test_permitting_policies_must_be_absolute_uris(tmp_path: Path, value: str, loads: bool) -> None:
+    """gates.permitting_policies takes absolute URIs; anything else stops loading."""
+    target = _copy_config(tmp_path)
+    text = target.read_text(encoding="utf-8")
+    target.write_text(text.replace("permitting_policies = []", f"permitting_policies = {value}"))
+    if loads:
+        settings = wor_bridge.load_settings(target)
+        assert settings.gates.permitting_policies == ("https://example.nl/policy/wor",)
+    else:
+        with pytest.raises(wor_bridge.ConfigError, match="permitting_policies"):
+            wor_bridge.load_settings(target)
