@@ -532,9 +532,17 @@ def test_stu3_consent_says_opt_in_when_root_permit_overrides_opt_out(settings: S
     assert "Consent.policyRule" in stu3.to_stu3(out).lost
 
 
-def test_stu3_consent_without_policy_rule_gets_the_root_type(settings: Settings) -> None:
-    """An nl-core Consent with only a root permit gets STU3 policyRule opt-in (ppc-1 holds)."""
-    assert _stu3_rule(_output_consent(consent(policyRule=None), settings)) == OPT_IN
+def test_forwarded_consent_states_its_base_policy(settings: Settings) -> None:
+    """A Consent decided by its root permit alone is forwarded with policyRule OPTIN (ppc-1)."""
+    assert _output_consent(consent(policyRule=None), settings)["policyRule"] == _rule("OPTIN")
+
+
+def test_stu3_consent_without_policy_rule_gets_the_root_type() -> None:
+    """An R4 Consent with only a root provision type gets that type's STU3 policyRule."""
+    for kind, uri in (("permit", OPT_IN), ("deny", OPT_OUT)):
+        r4 = copy.deepcopy(_consent(BASE)) | {"provision": {"type": kind}}
+        del r4["policyRule"], r4["id"]
+        assert _stu3_rule(r4) == uri
 
 
 def test_stu3_consent_carries_opt_in_with_restrictions_as_opt_in(settings: Settings) -> None:

@@ -169,9 +169,8 @@ _PATIENT_PRIVACY: Final = {
         {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
     ]
 }
-_IDSCL: Final = {
-    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IDSCL"}]
-}
+V3_ACT_CODE: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+_IDSCL: Final = {"coding": [{"system": V3_ACT_CODE, "code": "IDSCL"}]}
 
 
 def _codings_only(value: Any) -> list[JsonDict]:
@@ -253,6 +252,8 @@ def _consent(referral: Referral, mapping: MappingFile, i: Ids) -> JsonDict:
     policy = _concepts(src.get("policyRule"))
     if policy:
         out["policyRule"] = policy[0]
+    elif not policies:  # a root permit alone decided it: state it, as ppc-1 asks
+        out["policyRule"] = {"coding": [{"system": V3_ACT_CODE, "code": "OPTIN"}]}
     provision = _provision(src.get("provision"), referral, i, False)
     if provision:
         out["provision"] = provision
