@@ -219,6 +219,8 @@ REFUSED: list[tuple[str, Mutation, str]] = [
         f"{AT}.policyRule",
     ),
     ("optin-root-deny", root(type="deny"), f"{AT}.provision.type"),
+    ("root-type-not-permit-or-deny", root(type="maybe"), f"{AT}.provision.type"),
+    ("nested-type-not-permit-or-deny", nested("maybe"), f"{NESTED}.type"),
     (
         "optin-and-optout-codings",
         consent(policyRule={"coding": [*_rule("OPTIN")["coding"], *_rule("OPTOUT")["coding"]]}),

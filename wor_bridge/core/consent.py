@@ -1,6 +1,10 @@
 """May this referral be disclosed to this destination on ``authoredOn``? FHIR R4 Consent, closed.
 
-Read as FHIR R4 (4.0.1) defines a privacy Consent (consent.html, consent-definitions.html):
+Read as FHIR R4 (4.0.1) defines a privacy Consent: consent.html (§ Resource Content, the
+privacy use case) and its element definitions, consent-definitions.html#Consent.status,
+#Consent.patient, #Consent.dateTime, #Consent.policyRule, #Consent.provision and
+#Consent.provision.type/.period/.actor/.action/.purpose/.class/.code/.provision; v3 ActCode
+``_ActConsentDirective`` (terminology.hl7.org CodeSystem-v3-ActCode); datatypes.html#Period.
 
 - ``Consent.status`` must be ``active`` (consent-state-codes: draft and proposed are not yet in
   force; rejected, inactive and entered-in-error are not, or no longer).
@@ -204,6 +208,8 @@ def _decide(res: JsonDict, loc: str, d: Disclosure, base: Effect | None) -> list
     root: JsonDict = found if isinstance(found, dict) else {}
     rloc = f"{loc}.provision"
     typed = root.get("type") in ("permit", "deny")
+    if "type" in root and not typed:
+        return [_issue(f"{rloc}.type", "must be permit or deny (got another code)")]
     effect: Effect | None = root["type"] if typed else base
     if effect is None:
         why = "must state consent: policyRule, a declared policy or provision.type (got none)"

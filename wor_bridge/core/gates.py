@@ -37,13 +37,12 @@ __all__ = ["Referral", "check", "codings", "identifiers_in"]
 ORDER_INTENTS: Final = frozenset(
     {"order", "original-order", "reflex-order", "filler-order", "instance-order"}
 )
-ADDED_CODES: Final = frozenset(
-    {
-        (WOR_PROGRAMME_SYSTEM, "wor"),
-        (ids.SNOMED, "3457005"),
-        ("http://hl7.org/fhir/CodeSystem/task-code", "fulfill"),
-    }
-)
+TASK_CODE: Final = "http://hl7.org/fhir/CodeSystem/task-code"
+ADDED_CODES: Final = {
+    (WOR_PROGRAMME_SYSTEM, "wor"),
+    (ids.SNOMED, "3457005"),
+    (TASK_CODE, "fulfill"),
+}
 """Codes the bridge itself writes into what it discloses (programme, notification Task code)."""
 
 
@@ -121,7 +120,7 @@ def check(graph: Graph, settings: Settings) -> Referral | list[Issue]:
     if patient is not None and role is not None and practice is not None and at is not None:
         found = routing.route(patient, practice, at, settings, f"{role.location}.organization")
         if isinstance(found, Issue):
-            c.fail(found.code, found.expression, found.diagnostics)
+            c.issues.append(found)
         else:
             destination = found
     parties = tuple(p for p in (role, practitioner, practice) if p is not None)
@@ -375,16 +374,12 @@ def _check_consent(
     )
     permitting = frozenset(settings.gates.permitting_policies)
     for consent in found:
-        for issue in consents.check(consent, disclosure, permitting):
-            c.fail(issue.code, issue.expression, issue.diagnostics)
+        c.issues.extend(consents.check(consent, disclosure, permitting))
     return found[0]
 
 
 def _disclosed_codes(
-    sr: JsonDict,
-    parties: tuple[Located, ...],
-    destination: Destination | None,
-    settings: Settings,
+    sr: JsonDict, parties: tuple[Located, ...], destination: Destination | None, settings: Settings
 ) -> frozenset[tuple[str, str]]:
     """Every code in what is disclosed (and its translations for the destination)."""
     found = set(ADDED_CODES)
