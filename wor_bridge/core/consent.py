@@ -6,10 +6,8 @@ privacy use case) and its element definitions, consent-definitions.html#Consent.
 #Consent.provision.type/.period/.actor/.action/.purpose/.class/.code/.provision; v3 ActCode
 ``_ActConsentDirective`` (terminology.hl7.org CodeSystem-v3-ActCode); datatypes.html#Period.
 
-- ``Consent.status`` must be ``active`` (consent-state-codes: draft and proposed are not yet in
-  force; rejected, inactive and entered-in-error are not, or no longer).
-- ``scope`` ``patient-privacy`` or ``category`` v3-ActCode ``IDSCL`` (information disclosure): a
-  treatment or research consent is no consent to share.
+- ``status`` ``active`` only (draft and proposed are not yet in force, the others no longer);
+  ``scope`` ``patient-privacy`` or ``category`` v3-ActCode ``IDSCL``: no treatment consent.
 - ``Consent.patient`` "who the consent applies to": a literal reference that resolves (as every
   reference, by ``core/graph.py``) to the referred Patient, or a logical reference whose
   ``identifier`` is the referred patient's BSN (either system form, ``core/identifiers.py``).
@@ -31,7 +29,8 @@ privacy use case) and its element definitions, consent-definitions.html#Consent.
   conditions do. ``provision.provision`` are "rules which provide exceptions to the base rule or
   subrules", each with a ``type`` ("required in all nested rules"): a nested provision applies
   when every condition it states covers this disclosure (``action``, ``actor``, ``purpose``,
-  ``class``, ``code``, ``period``, ``dataPeriod``, ``data``, ``securityLabel``; absent = any).
+  ``class``, ``code``, ``period``, ``dataPeriod``; absent = any; ``data`` and ``securityLabel``
+  are per resource: undecidable for a referral as a whole).
   Applying exceptions flip the decision, their own exceptions flip it back; among siblings a
   deny wins.
 
@@ -44,7 +43,7 @@ FHIRPath of the element in the input and never carry the patient's value. Pure.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from wor_bridge.core import identifiers as ids
@@ -57,12 +56,10 @@ from wor_bridge.errors import Issue
 V3_ACT_CODE: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 V3_ACT_REASON: Final = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 CONSENT_ACTION: Final = "http://terminology.hl7.org/CodeSystem/consentaction"
-CONSENT_SCOPE: Final = "http://terminology.hl7.org/CodeSystem/consentscope"
 RESOURCE_TYPES: Final = "http://hl7.org/fhir/resource-types"
 MIME_TYPES: Final = "urn:ietf:bcp:13"
 URI: Final = "urn:ietf:rfc:3986"
-IDSCL: Final = (V3_ACT_CODE, "IDSCL")
-PATIENT_PRIVACY: Final = (CONSENT_SCOPE, "patient-privacy")
+PATIENT_PRIVACY: Final = ("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy")
 _ALIASES: Final = {
     "http://hl7.org/fhir/v3/ActCode": V3_ACT_CODE,
     "urn:oid:2.16.840.1.113883.5.4": V3_ACT_CODE,
@@ -107,6 +104,8 @@ class Disclosure:
     at: Span
     codes: frozenset[tuple[str, str]]
     """(system, code) found in what is disclosed, with their translations."""
+    within: str | None = None
+    """The Consent's FHIRPath: its references resolve against its Bundle entry (R4 rules)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +118,12 @@ class _Cover:
 def check(consent: Located, disclosure: Disclosure, permitting: frozenset[str]) -> list[Issue]:
     """Every reason this Consent does not permit the disclosure (empty: permitted)."""
     res, loc = consent.resource, consent.location
+    disclosure = replace(disclosure, within=loc)
     issues: list[Issue] = []
     if res.get("status") != "active":
         issues.append(_issue(f"{loc}.status", "must be active (the consent in force)"))
     kinds = set(_codings(res.get("category"))) | set(_codings(res.get("scope")))
-    if IDSCL not in kinds and PATIENT_PRIVACY not in kinds:
+    if (V3_ACT_CODE, "IDSCL") not in kinds and PATIENT_PRIVACY not in kinds:
         why = "must be a consent to disclose (category IDSCL or scope patient-privacy)"
         issues.append(_issue(f"{loc}.category", why))
     issues += _patient(res, loc, disclosure)
@@ -152,7 +152,7 @@ def _patient(res: JsonDict, loc: str, d: Disclosure) -> list[Issue]:
     if not isinstance(ref, dict) or ref.get("type") not in (None, "Patient"):
         return [_issue(where, "must reference the referred Patient (literal, or by BSN)")]
     if isinstance(ref.get("reference"), str):
-        found = d.graph.resolve(ref)
+        found = d.graph.resolve(ref, where)
         if found is not None and found.resource is d.patient.resource:
             return []
         if found is not None or not isinstance(ref.get("identifier"), dict):
@@ -323,7 +323,7 @@ def _actors(value: Any, d: Disclosure) -> Found:
 def _actor(ref: Any, d: Disclosure) -> State:
     if not isinstance(ref, dict) or d.destination is None:
         return "unknown"
-    found = d.graph.resolve(ref)
+    found = d.graph.resolve(ref, d.within)
     if found is not None and any(found.resource is p.resource for p in d.parties):
         return "yes"
     named = set(ids.identifier_pairs([ref.get("identifier")]))

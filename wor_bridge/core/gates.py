@@ -352,8 +352,9 @@ def _check_consent(
     sr, loc = c.sr.resource, c.sr.location
     found = [
         located
-        for ref in sr.get("supportingInfo") or []
-        if (located := c.graph.resolve(ref)) is not None and located.type == "Consent"
+        for i, ref in enumerate(sr.get("supportingInfo") or [])
+        if (located := c.graph.resolve(ref, f"{loc}.supportingInfo[{i}]")) is not None
+        and located.type == "Consent"
     ]
     if not found:
         c.fail(

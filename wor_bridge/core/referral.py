@@ -182,7 +182,7 @@ def _codings_only(value: Any) -> list[JsonDict]:
 def _party(ref: Any, referral: Referral, i: Ids) -> str | None:
     """The output id of the party a consent actor names (the patient, the referrer, the practice
     or the welfare organisation), or None for anyone else."""
-    found = referral.graph.resolve(ref)
+    found = referral.graph.resolve(ref, referral.consent.location)
     pairs = [
         (referral.patient, i.patient),
         (referral.role, i.role),
