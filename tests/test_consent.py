@@ -15,7 +15,7 @@ import pytest
 
 import wor_bridge
 from tests.cases import PATIENT_VALUES, case_input
-from wor_bridge.core.settings import Settings
+from wor_bridge.core.settings import Coding, DestinationDirectory, IdentifierSetting, Settings
 from wor_bridge.core.stu3 import convert as stu3
 
 Json = dict[str, Any]
@@ -554,3 +554,20 @@ def test_stu3_consent_carries_opt_in_with_restrictions_as_opt_in(settings: Setti
     converted = stu3.to_stu3(out)
     assert converted.resource["policyRule"] == OPT_IN
     assert "Consent.policyRule" not in converted.lost
+
+
+def test_actor_named_by_the_directory_organisation_is_this_destination(settings: Settings) -> None:
+    """A deny for the destination's directory organisation (URA) covers it like its KvK does."""
+    directory = DestinationDirectory(
+        service_type=Coding(system="urn:example:service", code="wor"),
+        organization=IdentifierSetting(system=URA, value="90000123"),
+    )
+    destinations = tuple(
+        d.model_copy(update={"directory": directory}) if d.id == "welzijn-voorbeeld" else d
+        for d in settings.destinations
+    )
+    with_directory = settings.model_copy(update={"destinations": destinations})
+    deny = nested_actor(lambda sr: {"reference": _welfare(sr, URA, "90000123")})
+    with pytest.raises(wor_bridge.RefusedError) as caught:
+        wor_bridge.translate(_changed(deny), None, with_directory)
+    assert ("business-rule", NESTED) in [(i.code, i.expression) for i in caught.value.issues]

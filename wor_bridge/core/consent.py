@@ -330,13 +330,13 @@ def _actor(ref: Any, d: Disclosure) -> State:
     if found is not None:
         named |= set(ids.identifier_pairs(found.resource.get("identifier")))
     rtype = found.type if found is not None else ref.get("type")
-    dest = d.destination.identifier
+    dest = d.destination.identifiers()
     party_ids = {i for p in d.parties for i in ids.identifier_pairs(p.resource.get("identifier"))}
-    if (dest.system, dest.value) in named or named & party_ids:
+    if named & (dest | party_ids):
         return "yes"
     if rtype in ("Patient", "RelatedPerson"):
         return "no"
-    if rtype in (None, "Organization") and any(s == dest.system for s, _ in named):
+    if rtype in (None, "Organization") and {s for s, _ in named} & {s for s, _ in dest}:
         return "no"
     return "unknown"
 

@@ -194,8 +194,7 @@ def _party(ref: Any, referral: Referral, i: Ids) -> str | None:
             return rid
     named = ids.identifier_pairs(ref.get("identifier") if isinstance(ref, dict) else None)
     named += ids.identifier_pairs(found.resource.get("identifier") if found else None)
-    dest = referral.destination.identifier
-    return i.welfare if (dest.system, dest.value) in named else None
+    return i.welfare if referral.destination.identifiers() & set(named) else None
 
 
 def _provision(src: Any, referral: Referral, i: Ids, nested: bool) -> JsonDict | None:

@@ -163,6 +163,14 @@ class Destination(_Frozen):
     directory: DestinationDirectory | None = None
     """Take the endpoint from the care-services directory at delivery time (``[directory]``)."""
 
+    def identifiers(self) -> frozenset[tuple[str, str]]:
+        """``(system, value)`` of every identifier the organisation is known by (its identifier
+        and the directory's organisation): what a Consent actor naming it can carry."""
+        found = {(self.identifier.system, self.identifier.value)}
+        if self.directory is not None and self.directory.organization is not None:
+            found.add((self.directory.organization.system, self.directory.organization.value))
+        return frozenset(found)
+
 
 class PostcodeRoute(_Frozen):
     """Patients whose 4-digit postcode lies in ``[low, high]`` go to ``destination``."""
