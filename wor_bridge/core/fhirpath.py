@@ -1,4 +1,4 @@
-"""FHIRPath locations in FHIR JSON that name only what the R4 element model knows.
+"""FHIRPath locations in FHIR JSON that name only what the R4 (or STU3) element model knows.
 
 A refusal points at the place in the input (``Bundle.entry[2].resource.name[0].family``), but a
 name the model does not know is the sender's text, not an element: it may be anything, patient
@@ -20,20 +20,22 @@ Segment = str | int
 _RESOURCE: Final = "(resource)"  # the next object's own resourceType decides its type
 
 
-def _resource_type(node: object) -> str | None:
+def _resource_type(node: object, version: fhir.Version = "R4") -> str | None:
     rtype = node.get("resourceType") if isinstance(node, dict) else None
-    return rtype if isinstance(rtype, str) and fhir.is_resource_type(rtype) else None
+    return rtype if isinstance(rtype, str) and fhir.is_resource_type(rtype, version) else None
 
 
-def _step(type_name: str | None, node: object, name: str) -> tuple[bool, str | None]:
+def _step(
+    type_name: str | None, node: object, name: str, version: fhir.Version = "R4"
+) -> tuple[bool, str | None]:
     """Is ``name`` an element of the node's type, and which type do its values have?"""
     if type_name == _RESOURCE:
-        type_name = _resource_type(node)
+        type_name = _resource_type(node, version)
         if name == "resourceType":
             return type_name is not None, None
     if type_name is None:
         return False, None
-    elements = fhir.elements(type_name)
+    elements = fhir.elements(type_name, version)
     if name.startswith("_"):
         info = elements.get(name[1:])
         primitive = info is not None and info.kind not in ("complex", "resource")
@@ -46,13 +48,16 @@ def _step(type_name: str | None, node: object, name: str) -> tuple[bool, str | N
     return True, info.type_name if info.kind == "complex" else None
 
 
-def locate(root: dict[str, Any], segments: Sequence[Segment]) -> tuple[str, bool]:
+def locate(
+    root: dict[str, Any], segments: Sequence[Segment], version: fhir.Version = "R4"
+) -> tuple[str, bool]:
     """The FHIRPath of ``segments`` under the root resource, and whether every name was known.
 
     The path stops before the first name that is not an element of its parent's type (or that
-    goes inside a primitive), so only model names (and indices) ever appear in it.
+    goes inside a primitive), so only model names (and indices) ever appear in it. ``version``
+    picks the element model (R4, or STU3 for the STU3 intake).
     """
-    start = _resource_type(root)
+    start = _resource_type(root, version)
     if start is None:
         return "(body)", False
     out = start
@@ -63,7 +68,7 @@ def locate(root: dict[str, Any], segments: Sequence[Segment]) -> tuple[str, bool
             out += f"[{seg}]"
             node = node[seg] if isinstance(node, list) and 0 <= seg < len(node) else None
             continue
-        known, next_type = _step(type_name, node, seg)
+        known, next_type = _step(type_name, node, seg, version)
         if not known:
             return out, False
         out += f".{seg}"

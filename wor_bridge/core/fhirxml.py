@@ -4,7 +4,8 @@ The FHIR XML rules (https://hl7.org/fhir/R4/xml.html): primitives carry ``value`
 may have an ``id`` attribute and ``extension`` children (-> ``_name`` in JSON); ``Extension.url``
 and element ids are attributes; a resource inside ``contained``/``resource`` is wrapped in an
 element named by its type; ``Narrative.div`` is XHTML. Which elements are arrays and which
-primitives are JSON booleans or numbers comes from the R4B models (``fhir.elements``).
+primitives are JSON booleans or numbers comes from the R4B models (``fhir.elements``; the STU3
+models for the STU3 intake).
 
 The result is validated like JSON input afterwards, so this reader only has to be faithful, not
 strict; but it never picks one of two occurrences of an element whose maximum cardinality is 1
@@ -27,14 +28,21 @@ _FHIR: Final = "{" + FHIR_NS + "}"
 
 
 class _Reader:
-    def __init__(self) -> None:
+    def __init__(self, version: fhir.Version) -> None:
         self.issues: list[Issue] = []
+        self.version = version
 
     def resource(self, element: etree._Element, path: str) -> dict[str, Any] | None:
         rtype = etree.QName(element).localname
-        if etree.QName(element).namespace != FHIR_NS or not fhir.is_resource_type(rtype):
+        if etree.QName(element).namespace != FHIR_NS or not fhir.is_resource_type(
+            rtype, self.version
+        ):
             self.issues.append(
-                Issue("structure", path, "must be a FHIR R4 resource element (unknown type)")
+                Issue(
+                    "structure",
+                    path,
+                    f"must be a FHIR {self.version} resource element (unknown type)",
+                )
             )
             return None
         out: dict[str, Any] = {"resourceType": rtype}
@@ -44,7 +52,7 @@ class _Reader:
     def children(
         self, element: etree._Element, type_name: str, out: dict[str, Any], path: str
     ) -> None:
-        known = fhir.elements(type_name)
+        known = fhir.elements(type_name, self.version)
         seen: set[str] = set()  # elements of maximum cardinality 1 met so far
         for child in element:
             if not isinstance(child.tag, str):
@@ -61,7 +69,7 @@ class _Reader:
                     Issue(
                         "structure",
                         path if info is None else where,
-                        "must hold only elements of its FHIR R4 type "
+                        f"must hold only elements of its FHIR {self.version} type "
                         "(got an element it does not define)",
                     )
                 )
@@ -177,10 +185,11 @@ def _convert(raw: str, kind: str) -> Any:  # noqa: PLR0911 - one exit per JSON k
     return raw
 
 
-def read(root: etree._Element) -> fhir.JsonDict | list[Issue]:
-    """Convert the root resource element to FHIR JSON, or return the structural issues found."""
-    reader = _Reader()
+def read(root: etree._Element, version: fhir.Version = "R4") -> fhir.JsonDict | list[Issue]:
+    """Convert the root resource element to FHIR JSON, or return the structural issues found
+    (``version``: the element model to follow, R4 or STU3)."""
+    reader = _Reader(version)
     result = reader.resource(root, etree.QName(root).localname)
     if reader.issues or result is None:
-        return reader.issues or [Issue("structure", "(body)", "must be a FHIR R4 resource")]
+        return reader.issues or [Issue("structure", "(body)", f"must be a FHIR {version} resource")]
     return result

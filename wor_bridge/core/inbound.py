@@ -1,5 +1,8 @@
 """Read pushed bytes (FHIR R4 JSON or XML) into a validated FHIR JSON dict, or refuse.
 
+``version="STU3"`` reads an STU3 ReferralRequest or Bundle the same way, against the STU3 models
+(the STU3 intake, ``core/stu3/intake.py``, converts it to R4 afterwards).
+
 Ambiguous input is refused, never resolved by "the last one wins":
 
 - JSON is parsed in one pass whose ``object_pairs_hook`` (``_JsonScan``) records, bottom-up, a
@@ -29,7 +32,10 @@ from wor_bridge.core import fhir, fhirpath, fhirxml, media
 from wor_bridge.errors import InboundError, Issue
 
 FHIR_NS: Final = "http://hl7.org/fhir"
-ACCEPTED_ROOTS: Final = ("ServiceRequest", "Bundle")
+ACCEPTED_ROOTS: Final[dict[fhir.Version, tuple[str, str]]] = {
+    "R4": ("ServiceRequest", "Bundle"),
+    "STU3": ("ReferralRequest", "Bundle"),
+}
 Format = Literal["json", "xml"]
 
 _DTD_MARKERS: Final = re.compile(rb"<!(DOCTYPE|ENTITY|ELEMENT|ATTLIST)", re.IGNORECASE)
@@ -45,15 +51,16 @@ def _refuse(code: Any, where: str, diagnostics: str) -> InboundError:
     return InboundError([Issue(code, where, diagnostics)])
 
 
-def detect_format(data: bytes, content_type: str | None) -> Format:
+def detect_format(data: bytes, content_type: str | None, version: fhir.Version = "R4") -> Format:
     """Pick JSON or XML from the media type, or from the first byte when none is given.
 
-    A ``fhirVersion`` parameter other than 4.0 is refused (415 at ``(content-type)``).
+    A ``fhirVersion`` parameter other than ``version``'s (4.0, or 3.0) is refused (415 at
+    ``(content-type)``).
     """
     if content_type:
-        version = media.version_issue(content_type, "R4")
-        if version is not None:
-            raise InboundError([version])
+        wrong = media.version_issue(content_type, version)
+        if wrong is not None:
+            raise InboundError([wrong])
         mtype = media.parse(content_type).type
         if mtype in media.JSON_TYPES:
             return "json"
@@ -72,13 +79,16 @@ def detect_format(data: bytes, content_type: str | None) -> Format:
     raise _refuse("structure", "(body)", "must be FHIR JSON (starting with '{') or FHIR XML ('<')")
 
 
-def read(data: bytes, content_type: str | None, *, max_bytes: int) -> fhir.JsonDict:
-    """Parse and validate ``data``; return the root resource (a ServiceRequest or a Bundle)."""
+def read(
+    data: bytes, content_type: str | None, *, max_bytes: int, version: fhir.Version = "R4"
+) -> fhir.JsonDict:
+    """Parse and validate ``data``; return the root resource (a ServiceRequest or a Bundle; for
+    ``version="STU3"`` a ReferralRequest or a Bundle, validated against the STU3 models)."""
     if len(data) > max_bytes:
         raise _refuse(
             "too-costly", "(body)", f"must be at most {max_bytes} bytes (got {len(data)} bytes)"
         )
-    fmt = detect_format(data, content_type)
+    fmt = detect_format(data, content_type, version)
     if data.startswith(_GZIP_MAGIC):
         raise _refuse(
             "structure",
@@ -87,7 +97,7 @@ def read(data: bytes, content_type: str | None, *, max_bytes: int) -> fhir.JsonD
             "send them with Content-Encoding: gzip)",
         )
     body = data.removeprefix(_BOM)
-    return _read_json(body) if fmt == "json" else _read_xml(body)
+    return _read_json(body, version) if fmt == "json" else _read_xml(body, version)
 
 
 _Kind = Literal["duplicate", "control", "surrogate", "name"]
@@ -111,8 +121,9 @@ class _JsonScan:
     that holds the array.
     """
 
-    def __init__(self, check_strings: bool) -> None:
+    def __init__(self, check_strings: bool, version: fhir.Version = "R4") -> None:
         self.check_strings = check_strings
+        self.version = version
         self.pending: dict[int, list[_Finding]] = {}
         self.count = 0
 
@@ -152,8 +163,12 @@ class _JsonScan:
         """The root's findings as issues, located by model names only."""
         out = []
         for f in self.pending.pop(id(root), [])[: fhir.MAX_ISSUES]:
-            where, complete = fhirpath.locate(root, f.path)
-            inside = "" if complete else " (in an element that is not part of this FHIR R4 type)"
+            where, complete = fhirpath.locate(root, f.path, self.version)
+            inside = (
+                ""
+                if complete
+                else f" (in an element that is not part of this FHIR {self.version} type)"
+            )
             out.append(_issue(f, where, inside))
         return out
 
@@ -185,8 +200,8 @@ def _issue(f: _Finding, where: str, inside: str) -> Issue:
     )
 
 
-def _read_json(body: bytes) -> fhir.JsonDict:
-    scan = _JsonScan(check_strings=_ESCAPES.search(body) is not None)
+def _read_json(body: bytes, version: fhir.Version) -> fhir.JsonDict:
+    scan = _JsonScan(_ESCAPES.search(body) is not None, version)
     try:
         raw = json.loads(body, object_pairs_hook=scan)
     except UnicodeDecodeError:
@@ -209,11 +224,11 @@ def _read_json(body: bytes) -> fhir.JsonDict:
         raise _refuse("too-costly", "(body)", "must not nest JSON this deeply") from None
     if not isinstance(raw, dict):
         raise _refuse("structure", "(body)", "must be a JSON object with a resourceType")
-    resource_type = _check_root_type(raw.get("resourceType"))
+    resource_type = _check_root_type(raw.get("resourceType"), version)
     issues = scan.issues(raw)
     if issues:
         raise InboundError(issues)
-    issues = fhir.validate(raw, resource_type)
+    issues = fhir.validate(raw, resource_type, version)
     if issues:
         raise InboundError(issues)
     return raw
@@ -259,7 +274,7 @@ def _control_issues(resource: fhir.JsonDict, location: str) -> list[Issue]:
     ]
 
 
-def _read_xml(body: bytes) -> fhir.JsonDict:
+def _read_xml(body: bytes, version: fhir.Version) -> fhir.JsonDict:
     if _DTD_MARKERS.search(body):
         raise _refuse(
             "security",
@@ -283,22 +298,23 @@ def _read_xml(body: bytes) -> fhir.JsonDict:
             "(body)",
             f"must be an element in the FHIR namespace {FHIR_NS} (got another namespace)",
         )
-    resource_type = _check_root_type(qname.localname)
-    result = fhirxml.read(root)
+    resource_type = _check_root_type(qname.localname, version)
+    result = fhirxml.read(root, version)
     if isinstance(result, list):
         raise InboundError(result)
     if marked:
         raise InboundError(_control_issues(result, resource_type))
-    issues = fhir.validate(result, resource_type)
+    issues = fhir.validate(result, resource_type, version)
     if issues:
         raise InboundError(issues)
     return result
 
 
-def _check_root_type(resource_type: object) -> str:
-    if isinstance(resource_type, str) and resource_type in ACCEPTED_ROOTS:
+def _check_root_type(resource_type: object, version: fhir.Version = "R4") -> str:
+    roots = ACCEPTED_ROOTS[version]
+    if isinstance(resource_type, str) and resource_type in roots:
         return resource_type
-    what = "no FHIR R4 resource type"
-    if isinstance(resource_type, str) and fhir.is_resource_type(resource_type):
+    what = f"no FHIR {version} resource type"
+    if isinstance(resource_type, str) and fhir.is_resource_type(resource_type, version):
         what = resource_type  # a name from the finite set of FHIR types, never patient data
-    raise _refuse("not-supported", "resourceType", f"must be ServiceRequest or Bundle (got {what})")
+    raise _refuse("not-supported", "resourceType", f"must be {roots[0]} or {roots[1]} (got {what})")

@@ -35,6 +35,7 @@ from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.headers import SecurityHeaders
 from wor_bridge.service.negotiation import FhirNegotiation
+from wor_bridge.service.stu3_intake_routes import Stu3Intake
 from wor_bridge.service.stu3_routes import Stu3Routes
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.usecases import intake
@@ -162,6 +163,9 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     )
     routes.add(app)
     Stu3Routes(components, auth, routes).add(app)
+    Stu3Intake(components, metrics, auth, trail, dispatcher.wake if run_dispatcher else None).add(
+        app
+    )
 
     intake = _Intake(
         components, metrics, auth, dispatcher, run_dispatcher=run_dispatcher, routes=routes

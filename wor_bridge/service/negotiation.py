@@ -5,7 +5,11 @@ On ``/fhir/r4`` (FHIR R4) and ``/fhir/stu3`` (FHIR STU3):
 - ``_format`` or ``Accept`` asking for FHIR XML turns every FHIR JSON answer of the route
   (refusals included) into FHIR XML; JSON stays the default. Accepting only another FHIR
   version is 406.
-- A ``Content-Type`` whose ``fhirVersion`` is not the endpoint's is 415 at ``(content-type)``.
+- A ``Content-Type`` whose ``fhirVersion`` is not the endpoint's is 415 at ``(content-type)``;
+  when it names the other version the bridge reads, the diagnostic names that base
+  (``fhirVersion=3.0`` on ``/fhir/r4``: STU3 referrals go to ``/fhir/stu3``). The R4 routes do
+  not convert: the version a client declares picks the base it writes to (one base per FHIR
+  version, as FHIR REST has it).
 
 On every route, ``Content-Encoding`` gzip or deflate is decoded while the route reads the body,
 in steps bounded by ``max_body_bytes``: the route's own size limit then applies to the decoded
@@ -31,6 +35,7 @@ from wor_bridge.errors import Issue
 log = structlog.get_logger("wor_bridge.service")
 
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+_BASES: Final[dict[media.Version, str]] = {"R4": "/fhir/r4", "STU3": "/fhir/stu3"}
 _FHIR_JSON: Final = "application/fhir+json"
 
 
@@ -48,6 +53,18 @@ def _version_of(path: str) -> media.Version | None:
     if path == "/fhir/stu3" or path.startswith("/fhir/stu3/"):
         return "STU3"
     return None
+
+
+def _other_base(issue: Issue, content_type: str | None, version: media.Version) -> Issue:
+    """The 415 issue, naming the base that reads the declared version when the bridge has one."""
+    for other, base in _BASES.items():
+        if other != version and media.reads_version(media.parse(content_type or ""), other):
+            return Issue(
+                issue.code,
+                issue.expression,
+                f"{issue.diagnostics}; FHIR {other} content goes to {base}",
+            )
+    return issue
 
 
 def _render(resource: fhir.JsonDict, fmt: media.Format, version: media.Version | None) -> bytes:
@@ -165,9 +182,10 @@ class FhirNegotiation:
                 return
             fmt = asked
             if scope["method"] in _BODY_METHODS:
-                wrong = media.version_issue(headers.get("content-type"), version)
+                ctype = headers.get("content-type")
+                wrong = media.version_issue(ctype, version)
                 if wrong is not None:
-                    await _answer(send, 415, wrong, fmt, version)
+                    await _answer(send, 415, _other_base(wrong, ctype, version), fmt, version)
                     return
         coding = media.coding(headers.get("content-encoding"))
         if isinstance(coding, Issue):

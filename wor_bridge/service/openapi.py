@@ -173,6 +173,13 @@ INTAKE: Final = Operation(
     (400, 401, 403, 413, 415, 422, 429),
     (202, FHIR_JSON, "OperationOutcome"),
 )
+STU3_INTAKE: Final = Operation(
+    API,
+    "referral:write",
+    {FHIR_JSON: "Resource", FHIR_XML: "Resource", "application/xml": "Resource"},
+    INTAKE.answers,
+    (202, STU3_JSON, "OperationOutcome"),
+)
 PUT_TASK: Final = Operation(
     API, "task:update", R4_BODY, (*WRITE_ANSWERS, 412, 428), (200, FHIR_JSON, "Resource")
 )
@@ -200,6 +207,8 @@ OPERATIONS: Final = {
         (400, 401, 429),
         (200, "application/json", "Token"),
     ),
+    ("/fhir/stu3/ReferralRequest", "post"): STU3_INTAKE,
+    ("/fhir/stu3", "post"): STU3_INTAKE,
     ("/fhir/stu3/{rtype}/{rid}", "get"): Operation(
         ("pullToken",), "(a token for this referral)", {}, (401, 403, 404), (200, STU3_JSON, "")
     ),
