@@ -1,5 +1,9 @@
 """``wor-bridge``: ``map``, ``validate``, ``demo``, ``serve``, ``deliver``, ``poll``, ``outbox``.
 
+``map`` and ``validate`` read FHIR R4, or FHIR STU3 (``--fhir-version 3.0``; by default an input
+holding a ``ReferralRequest`` is STU3, since R4 has no such type): STU3 is converted and then
+mapped exactly as R4 (``core/stu3/intake.py``), its refusals located in the STU3 input.
+
 Exit codes: 0 done, 2 the referral was refused (the OperationOutcome is on stdout), 1 internal or
 configuration error (a one-line message on stderr, no patient data).
 """
@@ -15,9 +19,9 @@ import structlog
 
 from wor_bridge import config, logs
 from wor_bridge.cli import operator
-from wor_bridge.core import fhir
+from wor_bridge.core import fhir, translation
 from wor_bridge.core.outcome import information, operation_outcome
-from wor_bridge.core.translation import check, translate
+from wor_bridge.core.stu3 import intake as stu3_intake
 from wor_bridge.errors import ConfigError, RefusedError
 
 EXIT_OK = 0
@@ -38,9 +42,17 @@ def _write(data: bytes) -> None:
     sys.stdout.flush()
 
 
+def _is_stu3(args: argparse.Namespace, data: bytes) -> bool:
+    """``--fhir-version``: 3.0 or 4.0 as given; ``auto`` is STU3 when a ReferralRequest is in it."""
+    if args.fhir_version == "auto":
+        return stu3_intake.looks_stu3(data)
+    return bool(args.fhir_version == "3.0")
+
+
 def _cmd_map(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     data = _read_input(args.input)
+    translate = stu3_intake.translate if _is_stu3(args, data) else translation.translate
     try:
         result = translate(data, None, settings)
     except RefusedError as err:
@@ -63,6 +75,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     data = _read_input(args.input)
+    check = stu3_intake.check if _is_stu3(args, data) else translation.check
     try:
         checked = check(data, None, settings)
     except RefusedError as err:
@@ -89,14 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="log debug lines to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     p_map = sub.add_parser("map", help="map a referral to the welfare transaction Bundle")
-    p_map.add_argument("input", help="file with FHIR R4 JSON or XML, or - for stdin")
-    p_map.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p_map.add_argument("--format", choices=("json", "xml"), default="json")
     p_map.set_defaults(func=_cmd_map)
     p_val = sub.add_parser("validate", help="run the gates and routing only")
-    p_val.add_argument("input", help="file with FHIR R4 JSON or XML, or - for stdin")
-    p_val.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p_val.set_defaults(func=_cmd_validate)
+    for p in (p_map, p_val):
+        p.add_argument("input", help="file with FHIR R4 (or STU3) JSON or XML, or - for stdin")
+        p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+        p.add_argument(
+            "--fhir-version",
+            choices=("auto", "4.0", "3.0"),
+            default="auto",
+            help="FHIR version of the input (auto: STU3 when it holds a ReferralRequest)",
+        )
     operator.add_commands(sub)
     p_demo = sub.add_parser("demo", help="run the service end to end on loopback")
     p_demo.set_defaults(func=_cmd_demo)
