@@ -31,6 +31,7 @@ use case only), which the conversion states as the R4 ``scope`` ``patient-privac
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -47,6 +48,10 @@ R4_JSON: Final = "application/fhir+json; fhirVersion=4.0"
 SUPPORTED: Final = tuple(sorted(convert.TO_R4.types))
 """STU3 resource types the conversion carries (everything else in the input is refused)."""
 
+_LOST_NOTE: Final = (
+    "must hold what FHIR R4 can express (the STU3 element is there, but the conversion has no R4 "
+    "equivalent for it, e.g. a code outside the STU3 value set)"
+)
 _BASE_TYPES: Final = {"OPTIN": "permit", "OPTOUT": "deny"}
 _STU3_MARK: Final = re.compile(rb'"resourceType"\s*:\s*"ReferralRequest"|<ReferralRequest[\s>/]')
 
@@ -62,9 +67,16 @@ class Converted:
     r4_root: JsonDict
 
     def relocate(self, err: RefusedError) -> RefusedError:
-        """The R4 path's refusal with every issue at its place in the STU3 input."""
+        """The R4 path's refusal with every issue at its place in the STU3 input; an issue at an
+        element the conversion could not carry says so (e.g. an R4-only status code)."""
         issues = relocate_all(err.issues, self.r4_root, self.stu3_root)
-        return type(err)(issues)
+        lost = frozenset(self.lost)
+        return type(err)(
+            [
+                dataclasses.replace(i, diagnostics=_LOST_NOTE) if i.expression in lost else i
+                for i in issues
+            ]
+        )
 
     def settings(self, settings: Settings) -> Settings:
         """``settings`` for the R4 bytes: the size limit applied to the STU3 input already, and

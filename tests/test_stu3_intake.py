@@ -1,0 +1,407 @@
+"""STU3 intake (core): STU3 referrals give the R4 Bundle of their R4 equivalent, refusals are
+told at the STU3 element, an STU3 opt-out is refused, the command line reads STU3."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from lxml import etree
+
+import wor_bridge
+from tests.stu3_intake_cases import (
+    R4_FIXTURES,
+    STU3_PATIENT_VALUES,
+    stu3_case,
+    stu3_case_names,
+    stu3_input,
+    with_equivalent,
+)
+from wor_bridge.core import fhir, fhirxml, inbound
+from wor_bridge.core.settings import Settings
+from wor_bridge.core.stu3 import intake
+from wor_bridge.core.stu3.location import relocate
+from wor_bridge.errors import InboundError, Issue, MappingError, RefusedError
+
+ACCEPTED = stu3_case_names("accepted-")
+REFUSED = stu3_case_names("refused-")
+UNREADABLE = {  # 400: not STU3 the bridge can read; every other refusal is 422 (the gates)
+    "refused-invalid-stu3",
+    "refused-invalid-stu3-status",
+    "refused-r4-servicerequest",
+    "refused-unsupported-resource",
+}
+OPT_OUT = "http://hl7.org/fhir/ConsentPolicy/opt-out"
+Json = dict[str, Any]
+
+
+def _compare(name: str, produced: bytes, expected_name: str, update: bool) -> None:
+    path = stu3_case(name) / expected_name
+    if update or not path.exists():
+        path.write_bytes(produced + b"\n")
+        if not update:
+            pytest.fail(f"{name}: golden {expected_name} was missing; written, review it")
+    assert produced + b"\n" == path.read_bytes(), f"{name}: output differs from {expected_name}"
+
+
+def _refusal(name: str, settings: Settings) -> RefusedError:
+    with pytest.raises(RefusedError) as caught:
+        intake.translate(stu3_input(name), None, settings)
+    return caught.value
+
+
+def _stu3_document(name: str) -> Json:
+    """The STU3 input as FHIR JSON (XML read by the STU3 element model)."""
+    data = stu3_input(name)
+    if data.lstrip().startswith(b"<"):
+        read = fhirxml.read(etree.fromstring(data), "STU3")
+        assert isinstance(read, dict)
+        return read
+    loaded: Json = json.loads(data)
+    return loaded
+
+
+def _names_stu3_elements(expression: str, root: Json) -> bool:
+    """Every name in ``expression`` is an element of its STU3 parent in ``root`` (indices only
+    where STU3 repeats the element)."""
+    if expression == "resourceType":
+        return True
+    first, *parts = expression.split(".")
+    type_name: str | None = first
+    node: Any = root
+    if first != root.get("resourceType"):
+        return False
+    for part in parts:
+        name, indices = re.fullmatch(r"(\w+)((?:\[\d+\])*)", part).groups()  # type: ignore[union-attr]
+        info = fhir.stu3_elements(type_name).get(name) if type_name else None
+        if info is None or (indices and not info.is_list):
+            return False
+        node = node.get(name) if isinstance(node, dict) else None
+        for index in re.findall(r"\d+", indices):
+            node = node[int(index)] if isinstance(node, list) else None
+        if info.kind == "resource":
+            type_name = node.get("resourceType") if isinstance(node, dict) else None
+        else:
+            type_name = info.type_name if info.kind == "complex" else None
+    return True
+
+
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_accepted_stu3_case_matches_golden_bundle(
+    name: str, settings: Settings, update_goldens: bool
+) -> None:
+    """An accepted STU3 case maps to exactly its golden R4 transaction Bundle."""
+    result = intake.translate(stu3_input(name), None, settings)
+    _compare(
+        name,
+        fhir.canonical_json(result.bundle, pretty=True),
+        "expected.bundle.json",
+        update_goldens,
+    )
+
+
+@pytest.mark.parametrize("name", with_equivalent(ACCEPTED))
+def test_stu3_case_gives_the_bundle_of_its_equivalent_r4_input(
+    name: str, settings: Settings
+) -> None:
+    """An STU3 referral and the R4 referral with the same content give byte-identical Bundles."""
+    r4 = (stu3_case(name) / "equivalent.r4.json").read_bytes()
+    from_r4 = wor_bridge.translate(r4, None, settings)
+    from_stu3 = intake.translate(stu3_input(name), None, settings)
+    assert fhir.canonical_json(from_stu3.bundle) == fhir.canonical_json(from_r4.bundle)
+    assert from_stu3.ids == from_r4.ids
+    assert from_stu3.destination == from_r4.destination
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in ACCEPTED if (R4_FIXTURES / n / "expected.bundle.json").exists()]
+)
+def test_stu3_golden_is_the_reviewed_r4_golden_of_the_same_case(name: str) -> None:
+    """Where an R4 fixture has the same name, the STU3 golden is its reviewed golden, byte for
+    byte (the R4 fixture carries the WoR marker in category, the STU3 one in type)."""
+    stu3_golden = (stu3_case(name) / "expected.bundle.json").read_bytes()
+    assert stu3_golden == (R4_FIXTURES / name / "expected.bundle.json").read_bytes()
+
+
+def test_xml_and_json_stu3_inputs_map_identically(settings: Settings) -> None:
+    """The same STU3 referral as JSON and as XML (contained and Bundle) gives the same Bundle."""
+    for json_case, xml_case in (
+        ("accepted-contained", "accepted-xml-contained"),
+        ("accepted-bundle-transaction-urn", "accepted-xml-transaction-urn"),
+    ):
+        from_json = intake.translate(stu3_input(json_case), None, settings).bundle
+        from_xml = intake.translate(stu3_input(xml_case), "application/fhir+xml", settings).bundle
+        assert from_json == from_xml
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_refused_stu3_case_matches_golden_outcome(
+    name: str, settings: Settings, update_goldens: bool
+) -> None:
+    """A refused STU3 case gives exactly its golden OperationOutcome, as 400 or 422."""
+    err = _refusal(name, settings)
+    assert isinstance(err, InboundError if name in UNREADABLE else MappingError)
+    outcome = fhir.canonical_json(wor_bridge.operation_outcome(err.issues), pretty=True)
+    _compare(name, outcome, "expected.outcome.json", update_goldens)
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_stu3_refusal_is_stu3_at_stu3_elements_and_never_patient_values(
+    name: str, settings: Settings
+) -> None:
+    """Refusals validate as STU3 OperationOutcomes, name STU3 elements only, leak no value."""
+    err = _refusal(name, settings)
+    outcome = wor_bridge.operation_outcome(err.issues)
+    assert fhir.validate_stu3(outcome, "OperationOutcome") == []
+    text = json.dumps(outcome, ensure_ascii=False) + str(err)
+    leaks = [n for n, value in enumerate(STU3_PATIENT_VALUES) if value in text]
+    assert not leaks, f"patient values #{leaks} in the refusal"
+    for issue in err.issues:
+        assert issue.severity == "error"
+        assert "ServiceRequest" not in issue.expression
+        assert issue.expression.startswith("(") or _names_stu3_elements(
+            issue.expression, _stu3_document(name)
+        ), name
+
+
+def test_opt_out_consent_is_refused_at_its_policy_rule(settings: Settings) -> None:
+    """An STU3 opt-out Consent (with a permit exception for feedback) is refused at policyRule."""
+    err = _refusal("refused-consent-optout", settings)
+    assert [(i.code, i.expression) for i in err.issues] == [
+        ("business-rule", "ReferralRequest.contained[4].policyRule")
+    ]
+    assert "opt-out" in err.issues[0].diagnostics
+
+
+def test_opt_out_in_any_shape_is_refused_where_opt_in_is_accepted(settings: Settings) -> None:
+    """Each accepted STU3 case turned opt-out (JSON, XML, contained, Bundle) is refused (422)."""
+    for name in ACCEPTED:
+        data = stu3_input(name)
+        opt_in = b"http://hl7.org/fhir/ConsentPolicy/opt-in"
+        assert opt_in in data, name
+        with pytest.raises(MappingError) as caught:
+            intake.translate(data.replace(opt_in, OPT_OUT.encode()), None, settings)
+        assert any(i.expression.endswith(".policyRule") for i in caught.value.issues), name
+
+
+def test_stu3_base_rule_is_stated_as_the_r4_root_provision_type() -> None:
+    """Opt-in becomes a root permit and opt-out a root deny; another policy states no type."""
+    data = stu3_input("accepted-contained")
+    cases = {
+        b"http://hl7.org/fhir/ConsentPolicy/opt-in": "permit",
+        OPT_OUT.encode(): "deny",
+        b"https://example.org/policy/regional": None,
+    }
+    for policy, root_type in cases.items():
+        converted = intake.convert_input(
+            data.replace(b"http://hl7.org/fhir/ConsentPolicy/opt-in", policy),
+            None,
+            max_bytes=1 << 20,
+        )
+        consent = next(r for r in converted.r4_root["contained"] if r["resourceType"] == "Consent")
+        assert consent["provision"].get("type") == root_type
+        assert consent["scope"]["coding"][0]["code"] == "patient-privacy"
+
+
+def test_stu3_elements_without_r4_counterpart_are_listed_and_change_nothing(
+    settings: Settings,
+) -> None:
+    """description, serviceRequested, onBehalfOf, sourceIdentifier: listed as lost, same Bundle."""
+    converted = intake.convert_input(
+        stu3_input("accepted-stu3-only-elements"), None, max_bytes=1 << 20
+    )
+    assert sorted(converted.lost) == [
+        "ReferralRequest.contained[4].sourceIdentifier",
+        "ReferralRequest.description",
+        "ReferralRequest.requester.onBehalfOf",
+        "ReferralRequest.serviceRequested",
+    ]
+    plain = intake.translate(stu3_input("accepted-contained"), None, settings).bundle
+    extra = intake.translate(stu3_input("accepted-stu3-only-elements"), None, settings).bundle
+    assert plain == extra
+
+
+@pytest.mark.parametrize(
+    ("r4", "stu3"),
+    [
+        ("code", "type"),
+        ("category", "type"),
+        ("code.coding[0].code", "type.coding[0].code"),
+        ("requester", "requester.agent"),
+        ("requester.reference", "requester.agent.reference"),
+        ("performer[0]", "recipient[0]"),
+        ("reasonCode[0].text", "reasonCode[0].text"),
+        ("patientInstruction", ""),
+        ("contained[4].provision.type", "contained[4].policyRule"),
+        ("contained[4].policyRule.coding[0]", "contained[4].policyRule"),
+        ("contained[4].provision.period.end", "contained[4].period.end"),
+        ("contained[4].provision.provision[0].type", "contained[4].except[0].type"),
+        (
+            "contained[4].provision.provision[0].code[0].coding[0].code",
+            "contained[4].except[0].code[0].code",
+        ),
+        ("contained[4].provision", "contained[4]"),
+        ("contained[4].scope", "contained[4]"),
+        ("contained[4].identifier[0]", "contained[4].identifier"),
+        ("contained[0].name[0].family", "contained[0].name[0].family"),
+        ("contained[2].organization", "contained[2].organization"),
+    ],
+)  # fmt: skip
+def test_r4_locations_are_told_at_the_stu3_element(r4: str, stu3: str) -> None:
+    """Each R4 location in the converted contained referral names its STU3 element."""
+    converted = intake.convert_input(stu3_input("accepted-contained"), None, max_bytes=1 << 20)
+    issue = Issue("invalid", f"ServiceRequest.{r4}", "must be a ServiceRequest element")
+    moved = relocate(issue, converted.r4_root, converted.stu3_root)
+    assert moved.expression == f"ReferralRequest.{stu3}".rstrip(".")
+    assert "ServiceRequest" not in moved.diagnostics.split(" (read as FHIR R4")[0]
+
+
+def test_r4_locations_in_a_bundle_keep_the_entry_and_rename_inside_it() -> None:
+    """In a Bundle the entry stays, the ReferralRequest entry's elements get STU3 names."""
+    converted = intake.convert_input(
+        stu3_input("accepted-bundle-transaction-urn"), None, max_bytes=1 << 20
+    )
+    sr = next(
+        i for i, e in enumerate(converted.r4_root["entry"])
+        if e["resource"]["resourceType"] == "ServiceRequest"
+    )  # fmt: skip
+    cases = {
+        f"Bundle.entry[{sr}].resource.code": f"Bundle.entry[{sr}].resource.type",
+        f"Bundle.entry[{sr}].request.url": f"Bundle.entry[{sr}].request.url",
+        "Bundle.entry[4].resource.provision.type": "Bundle.entry[4].resource.policyRule",
+        "Bundle.type": "Bundle.type",
+        "(body)": "(body)",
+    }
+    for r4, stu3 in cases.items():
+        issue = Issue("invalid", r4, "must be there")
+        assert relocate(issue, converted.r4_root, converted.stu3_root).expression == stu3
+
+
+def test_an_r4_only_element_is_reported_at_its_holder_naming_the_r4_element() -> None:
+    """An R4 element STU3 lacks is reported at the resource, the diagnostic naming it."""
+    converted = intake.convert_input(stu3_input("accepted-contained"), None, max_bytes=1 << 20)
+    issue = Issue("required", "ServiceRequest.patientInstruction", "must give the reason")
+    moved = relocate(issue, converted.r4_root, converted.stu3_root)
+    assert moved.expression == "ReferralRequest"
+    assert moved.diagnostics.endswith(
+        "(read as FHIR R4 ServiceRequest.patientInstruction, which STU3 has no element for)"
+    )
+
+
+def test_reason_read_from_an_r4_only_path_refuses_stu3_input(settings: Settings) -> None:
+    """With the help question read from patientInstruction only, STU3 input is refused (fail
+    closed, at the ReferralRequest), never accepted without a reason."""
+    gates = settings.gates.model_copy(update={"reason_paths": ("patientInstruction",)})
+    narrow = settings.model_copy(update={"gates": gates})
+    with pytest.raises(MappingError) as caught:
+        intake.translate(stu3_input("accepted-contained"), None, narrow)
+    assert [i.expression for i in caught.value.issues] == ["ReferralRequest"]
+
+
+def test_stu3_reader_keeps_the_hardening_of_the_r4_reader() -> None:
+    """DOCTYPE, duplicate JSON names and control characters are refused in STU3 input too."""
+    xml = stu3_input("accepted-xml-contained")
+    doctype = xml.replace(b"<ReferralRequest", b'<!DOCTYPE x [<!ENTITY a "b">]><ReferralRequest', 1)
+    duplicate = stu3_input("accepted-contained").replace(
+        b'"status": "active",', b'"status": "active", "status": "draft",', 1
+    )
+    control = stu3_input("accepted-contained").replace(b'"Jansen"', b'"Jan\\u0001sen"', 1)
+    expected = {
+        doctype: ("security", "(body)"),
+        duplicate: ("structure", "ReferralRequest.status"),
+        control: ("invalid", "ReferralRequest.contained[0].name[0].family"),
+    }
+    for data, (code, where) in expected.items():
+        with pytest.raises(InboundError) as caught:
+            intake.convert_input(data, None, max_bytes=1 << 20)
+        assert (caught.value.issues[0].code, caught.value.issues[0].expression) == (code, where)
+
+
+def test_stu3_input_is_refused_over_the_size_limit() -> None:
+    """The body limit applies to STU3 input as to R4 (too-costly at the body)."""
+    with pytest.raises(InboundError) as caught:
+        intake.convert_input(stu3_input("accepted-contained"), None, max_bytes=1024)
+    assert caught.value.issues[0].code == "too-costly"
+
+
+def test_stu3_reader_refuses_another_declared_fhir_version() -> None:
+    """A Content-Type declaring fhirVersion 4.0 is refused by the STU3 reader (415 location)."""
+    with pytest.raises(InboundError) as caught:
+        inbound.read(
+            stu3_input("accepted-contained"),
+            "application/fhir+json; fhirVersion=4.0",
+            max_bytes=1 << 20,
+            version="STU3",
+        )
+    assert caught.value.issues[0].expression == "(content-type)"
+
+
+def test_xml_stu3_input_reads_like_its_json() -> None:
+    """The STU3 XML reader gives the dict the STU3 JSON reader gives."""
+    as_json = inbound.read(
+        stu3_input("accepted-contained"), None, max_bytes=1 << 20, version="STU3"
+    )
+    as_xml = inbound.read(
+        stu3_input("accepted-xml-contained"), None, max_bytes=1 << 20, version="STU3"
+    )
+    assert as_xml == as_json
+
+
+def test_looks_stu3_detects_a_referral_request_in_json_and_xml() -> None:
+    """Auto-detection: a ReferralRequest (JSON resourceType or XML element) means STU3."""
+    assert intake.looks_stu3(stu3_input("accepted-contained"))
+    assert intake.looks_stu3(stu3_input("accepted-xml-transaction-urn"))
+    r4 = (R4_FIXTURES / "accepted-contained" / "input.json").read_bytes()
+    r4_xml = (R4_FIXTURES / "accepted-xml-bundle" / "input.xml").read_bytes()
+    assert not intake.looks_stu3(r4)
+    assert not intake.looks_stu3(r4_xml)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "wor_bridge.cli", *args],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    stderr = proc.stderr.decode("utf-8", errors="replace")
+    assert "Traceback" not in stderr
+    assert not [n for n, v in enumerate(STU3_PATIENT_VALUES) if v in stderr]
+    return proc
+
+
+def _outcome_paths(proc: subprocess.CompletedProcess[bytes]) -> list[Any]:
+    return [i.get("expression", i.get("location")) for i in json.loads(proc.stdout)["issue"]]
+
+
+def test_cli_map_reads_stu3_by_auto_detection_and_by_fhir_version() -> None:
+    """``map`` maps STU3 input (detected, or --fhir-version 3.0) to the golden R4 Bundle."""
+    path = str(stu3_case("accepted-xml-contained") / "input.xml")
+    golden = json.loads((stu3_case("accepted-xml-contained") / "expected.bundle.json").read_bytes())
+    for extra in ([], ["--fhir-version", "3.0"]):
+        proc = _cli("map", path, *extra)
+        assert proc.returncode == 0
+        assert json.loads(proc.stdout) == golden
+
+
+def test_cli_validate_refuses_stu3_at_stu3_locations_exit_2() -> None:
+    """``validate`` of an STU3 opt-out exits 2 with the refusal at the STU3 policyRule."""
+    proc = _cli("validate", str(stu3_case("refused-consent-optout") / "input.json"))
+    assert proc.returncode == 2
+    assert _outcome_paths(proc) == [["ReferralRequest.contained[4].policyRule"]]
+
+
+def test_cli_fhir_version_chooses_the_reader_whatever_the_content() -> None:
+    """--fhir-version 4.0 reads STU3 as R4 (refused: no ServiceRequest), 3.0 reads R4 as STU3."""
+    stu3 = str(stu3_case("accepted-contained") / "input.json")
+    r4 = str(R4_FIXTURES / "accepted-contained" / "input.json")
+    as_r4 = _cli("validate", stu3, "--fhir-version", "4.0")
+    as_stu3 = _cli("validate", r4, "--fhir-version", "3.0")
+    assert (as_r4.returncode, as_stu3.returncode) == (2, 2)
+    assert _outcome_paths(as_r4) == [["resourceType"]]
+    assert _outcome_paths(as_stu3) == [["resourceType"]]
+    assert _cli("validate", r4).returncode == 0
