@@ -29,8 +29,10 @@ from tests.inprocess import (
     stu3_observation,
     task_body,
 )
+from tests.stu3_intake_cases import stu3_input
 
 REFERRER = "http://fhir.nl/fhir/NamingSystem/agb-z|01000001"  # the fixture's practitioner
+FHIR_XML = "application/fhir+xml"
 PATIENT, NONE = True, False
 Call = Callable[[World], httpx.Response]
 
@@ -75,6 +77,19 @@ def _push_again(world: World, key: str) -> httpx.Response:
         content=_contained(),
         headers={"Content-Type": FHIR_JSON},
     )
+
+
+def _stu3_push(world: World, key: str | None, bundle: bool = False) -> httpx.Response:
+    """The patient's first referral again, as STU3: contained JSON, or an XML Bundle."""
+    if bundle:
+        body, path, ctype = stu3_input("accepted-xml-transaction-urn"), "/fhir/stu3", FHIR_XML
+    else:
+        body, path, ctype = (
+            stu3_input("accepted-contained"),
+            "/fhir/stu3/ReferralRequest",
+            FHIR_JSON,
+        )
+    return world.call("POST", path, key, content=body, headers={"Content-Type": ctype})
 
 
 def _put(world: World, key: str, *, if_match: bool = True, task: str = "") -> httpx.Response:
@@ -156,6 +171,14 @@ CASES = [
          PATIENT, REFERRER),
     Case("POST /fhir/r4", "refused", lambda w: _push_again(w, "no-such-key"), 401, 1, INTAKE,
          "refused", "(unknown)", NONE),
+    Case("POST /fhir/stu3/ReferralRequest", "allowed", lambda w: _stu3_push(w, HIS), 202, 1,
+         INTAKE, "duplicate", "his-example", PATIENT, REFERRER),
+    Case("POST /fhir/stu3/ReferralRequest", "refused", lambda w: _stu3_push(w, READER), 403, 1,
+         INTAKE, "refused", "reader", NONE),
+    Case("POST /fhir/stu3", "allowed", lambda w: _stu3_push(w, HIS, bundle=True), 202, 1,
+         INTAKE, "duplicate", "his-example", PATIENT, REFERRER),
+    Case("POST /fhir/stu3", "refused", lambda w: _stu3_push(w, None, bundle=True), 401, 1,
+         INTAKE, "refused", "(unknown)", NONE),
     Case("GET /fhir/r4/Task/{id}", "allowed",
          lambda w: w.call("GET", f"/fhir/r4/Task/{w.voorbeeld}", HIS), 200, 1, READ, "success",
          "his-example", PATIENT, REFERRER),
@@ -247,7 +270,7 @@ def test_every_operation_of_the_endpoint_table_is_covered_allowed_and_refused() 
     for operation in covered:
         variants = {c.variant.split(" ")[0] for c in CASES if c.operation == operation}
         assert variants == {"allowed", "refused"}, operation
-    assert sum(c.rows for c in CASES) == 28
+    assert sum(c.rows for c in CASES) == 32
 
 
 def test_undecodable_compressed_body_is_recorded_as_the_refusal_it_gets(tmp_path: Path) -> None:
