@@ -198,3 +198,15 @@ def test_cli_fhir_version_chooses_the_reader_whatever_the_content() -> None:
     assert _outcome_paths(as_r4) == [["resourceType"]]
     assert _outcome_paths(as_stu3) == [["resourceType"]]
     assert _cli("validate", r4).returncode == 0
+
+
+def test_empty_bundle_entry_is_refused_so_locations_stay_aligned() -> None:
+    """An empty STU3 entry (which the conversion would drop, shifting every later entry) is 400
+    at that entry."""
+    bundle = json.loads(stu3_input("accepted-bundle-transaction-urn"))
+    bundle["entry"].insert(2, {})
+    with pytest.raises(InboundError) as caught:
+        intake.convert_input(json.dumps(bundle).encode(), None, max_bytes=1 << 20)
+    assert [(i.code, i.expression) for i in caught.value.issues] == [
+        ("structure", "Bundle.entry[2]")
+    ]

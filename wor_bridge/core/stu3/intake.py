@@ -7,7 +7,8 @@ contained, or in a Bundle (``transaction``, ``batch``, ``collection``), JSON or 
    control characters), against the STU3 models (``fhir.resources.STU3``): 400 at the STU3 path;
 2. refuses a resource of a type the conversion does not carry (400 ``not-supported`` at it):
    dropping it could hide what the R4 path refuses (an ambiguous reference, a duplicate
-   ``fullUrl``) and the bridge forwards no clinical data anyway;
+   ``fullUrl``) and the bridge forwards no clinical data anyway; and an empty Bundle entry (the
+   conversion drops it, which would shift the entries the R4 path's refusals name);
 3. converts with ``convert.to_r4`` / ``bundle_to_r4`` (the nine types; ``ReferralRequest`` ->
    ``ServiceRequest``, ``Consent`` per ``consent``);
 4. states each STU3 Consent's base rule as the R4 root ``provision.type`` too: STU3 states it by
@@ -106,17 +107,33 @@ def _resources(root: JsonDict) -> list[tuple[str, Any]]:
 
 
 def _unsupported(root: JsonDict) -> list[Issue]:
+    """Resources the conversion does not carry, and empty entries (the conversion would drop
+    them, and every later entry would be told at the wrong index)."""
     kinds = ", ".join(t for t in SUPPORTED if t != "Bundle")
-    return [
+    entries = root.get("entry") if root.get("resourceType") == "Bundle" else None
+    empty = [
         Issue(
-            "not-supported",
-            where,
-            f"must be one of the STU3 resource types the bridge reads ({kinds}; no clinical "
-            f"data: it is never forwarded) (got {resource.get('resourceType')})",
+            "structure",
+            f"Bundle.entry[{i}]",
+            "must not be empty (FHIR ele-1: an element has a value or children)",
         )
-        for where, resource in _resources(root)[1:]  # the root is one (``inbound`` checked)
-        if isinstance(resource, dict) and resource.get("resourceType") not in convert.TO_R4.types
-    ][: fhir.MAX_ISSUES]
+        for i, entry in enumerate(entries if isinstance(entries, list) else [])
+        if entry == {}
+    ]
+    return (
+        empty
+        + [
+            Issue(
+                "not-supported",
+                where,
+                f"must be one of the STU3 resource types the bridge reads ({kinds}; no clinical "
+                f"data: it is never forwarded) (got {resource.get('resourceType')})",
+            )
+            for where, resource in _resources(root)[1:]  # the root is one (``inbound`` checked)
+            if isinstance(resource, dict)
+            and resource.get("resourceType") not in convert.TO_R4.types
+        ][: fhir.MAX_ISSUES]
+    )
 
 
 def _state_base_rule(consent: JsonDict) -> None:
