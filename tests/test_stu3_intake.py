@@ -185,6 +185,26 @@ def test_opt_out_in_any_shape_is_refused_where_opt_in_is_accepted(settings: Sett
         assert any(i.expression.endswith(".policyRule") for i in caught.value.issues), name
 
 
+def test_stu3_consent_without_a_known_base_rule_is_refused_at_its_policy_rule(
+    settings: Settings,
+) -> None:
+    """No policyRule, or a policy URI the bridge does not know: refused (fail closed), never
+    read as consent."""
+    consent = json.loads(stu3_input("accepted-contained"))["contained"][4]
+    assert consent["resourceType"] == "Consent"
+    for change in ("drop", "https://example.org/policy/regional"):
+        referral = json.loads(stu3_input("accepted-contained"))
+        if change == "drop":
+            referral["contained"][4].pop("policyRule")
+        else:
+            referral["contained"][4]["policyRule"] = change
+        with pytest.raises(MappingError) as caught:
+            intake.translate(json.dumps(referral).encode(), None, settings)
+        where = [i.expression for i in caught.value.issues]
+        assert where == ["ReferralRequest.contained[4].policyRule"], change
+        assert "provision" not in caught.value.issues[0].diagnostics
+
+
 def test_stu3_base_rule_is_stated_as_the_r4_root_provision_type() -> None:
     """Opt-in becomes a root permit and opt-out a root deny; another policy states no type."""
     data = stu3_input("accepted-contained")

@@ -53,8 +53,14 @@ _WORDING: Final = (
     ("in code or category", "in type"),
     ("in code or reasonCode", "in type or reasonCode"),
     ("(got deny)", "(got the opt-out policyRule)"),
+    ("the root provision denies", "the policyRule is opt-out"),
+    ("policyRule, a declared policy or provision.type", "policyRule or a declared policy"),
+    ("a nested deny", "an except of type deny"),
+    ("v3-ActCode OPTIN, OPTINR, OPTOUT or OPTOUTE", "ConsentPolicy/opt-in or opt-out"),
+    ("nested provision", "except"),
     ("ServiceRequest", "ReferralRequest"),
 )
+"""R4 wording -> STU3 wording; the root ``provision.type`` of an STU3 input is its policyRule."""
 
 
 def _parse(expression: str) -> list[Segment] | None:
