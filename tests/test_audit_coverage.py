@@ -148,11 +148,11 @@ INTAKE, READ, UPDATE = "referral_intake", "task_read", "task_update"
 PULL, WRITE, TOKEN = "referral_pull", "referral_write", "pull_token"
 V, W = "welzijn-voorbeeld", "welzijn-viplive"
 CASES = [
-    Case("POST /fhir/r4/ServiceRequest", "allowed", lambda w: _push_again(w, HIS), 202, 1,
+    Case("POST /fhir/r4/ServiceRequest", "allowed", lambda w: _push_again(w, HIS), 200, 1,
          INTAKE, "duplicate", "his-example", PATIENT, REFERRER),
     Case("POST /fhir/r4/ServiceRequest", "refused", lambda w: _push_again(w, READER), 403, 1,
          INTAKE, "refused", "reader", NONE),
-    Case("POST /fhir/r4", "allowed", _as_bundle, 202, 1, INTAKE, "duplicate", "his-example",
+    Case("POST /fhir/r4", "allowed", _as_bundle, 200, 1, INTAKE, "duplicate", "his-example",
          PATIENT, REFERRER),
     Case("POST /fhir/r4", "refused", lambda w: _push_again(w, "no-such-key"), 401, 1, INTAKE,
          "refused", "(unknown)", NONE),

@@ -33,7 +33,7 @@ def task_resource(
         for e in bundle["entry"]
     }
     mapped = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
-    out: dict[str, Any] = _relative_references(mapped, local)
+    out: dict[str, Any] = relative_references(mapped, local)
     status, business = task_status(task.status, task.business_status, delivery)
     out = {**out, "id": task.task_id, "status": status}
     his_system, his_value, _ = referral_keys(bundle)
@@ -73,15 +73,15 @@ def instant(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _relative_references(node: Any, local: dict[str, str]) -> Any:
+def relative_references(node: Any, local: dict[str, str]) -> Any:
     """Bundle-internal ``urn:uuid:`` references as ``Type/id`` (outside the Bundle)."""
     if isinstance(node, dict):
         return {
-            k: local.get(v, v) if k == "reference" else _relative_references(v, local)
+            k: local.get(v, v) if k == "reference" else relative_references(v, local)
             for k, v in node.items()
         }
     if isinstance(node, list):
-        return [_relative_references(v, local) for v in node]
+        return [relative_references(v, local) for v in node]
     return node
 
 
