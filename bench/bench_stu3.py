@@ -280,7 +280,7 @@ def push_referrals(url: str, count: int) -> list[str]:
             if answer.status_code != 201:
                 raise RuntimeError(f"push {i}: HTTP {answer.status_code}")
             location = str(answer.headers["Location"])
-            task_ids.append(location.split("/_history/")[0].rsplit("/", 1)[-1])
+            task_ids.append(location.split("/_history/", maxsplit=1)[0].rsplit("/", 1)[-1])
     return task_ids
 
 
