@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from fhirclient.models.bundle import Bundle
 from fhirclient.models.capabilitystatement import CapabilityStatement
+from fhirclient.models.codeableconcept import CodeableConcept
 from fhirclient.models.observation import Observation
 from fhirclient.models.task import Task
 from fhirclient.server import FHIRServer
@@ -191,15 +192,8 @@ def test_fhirclient_gp_system_and_fhirpy_welfare_system(
 
     current = Task.read(task.id, gp)
     current.status = "cancelled"
-    current.statusReason = None
-    current.statusReason = _concept_text("moved")
+    current.statusReason = CodeableConcept({"text": "moved"})
     gp.session.headers["If-Match"] = f'W/"{current.meta.versionId}"'
     current.update()
     del gp.session.headers["If-Match"]
     assert Task.read(task.id, gp).status == "cancelled"
-
-
-def _concept_text(text: str) -> Any:
-    from fhirclient.models.codeableconcept import CodeableConcept  # noqa: PLC0415
-
-    return CodeableConcept({"text": text})
