@@ -46,10 +46,16 @@ def preferred(request: Request, default: str) -> str:
 
 
 def _bundle_of(body: bytes, content_type: str | None, max_bytes: int) -> JsonDict | None:
-    """The pushed resource when it is a transaction or batch Bundle (else None)."""
+    """The pushed resource when it is a transaction or batch Bundle (else None). The intake
+    read it already: JSON is only parsed again, XML read again (hardened) into FHIR JSON."""
     try:
-        data = inbound.read(body, content_type, max_bytes=max_bytes)
-    except RefusedError:
+        if inbound.detect_format(body, content_type) == "json":
+            data = json.loads(body)
+        else:
+            data = inbound.read(body, content_type, max_bytes=max_bytes)
+    except (RefusedError, ValueError):
+        return None
+    if not isinstance(data, dict):
         return None
     if data.get("resourceType") == "Bundle" and data.get("type") in ("transaction", "batch"):
         return data

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.core import search, shape
 from wor_bridge.core.fhir import canonical_json
+from wor_bridge.core.media import Version
 from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.task import Refusal
 from wor_bridge.service import capability
@@ -54,7 +55,7 @@ class SearchRoutes:
         """The absolute R4 base."""
         return f"{self.base_url}/fhir/r4"
 
-    def metadata(self, version: Any) -> Response:
+    def metadata(self, version: Version) -> Response:
         """The CapabilityStatement of one base."""
         body = capability.statement(
             version,
