@@ -150,10 +150,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     )
     app.state.dispatcher = dispatcher
     app.state.metrics = metrics
-    app.add_middleware(FhirConventions)  # inside the negotiation: shaped before XML
-    app.add_middleware(FhirNegotiation, max_body_bytes=config.core.max_body_bytes)
-    app.add_middleware(_CatchAll)
-    app.add_middleware(SecurityHeaders)  # added last: the outermost layer
+    _add_layers(app, config.core.max_body_bytes)
     trail = AccessLog(store, components.clock, _body_refused)
 
     def authorise(request: Request, scope: str) -> ClientSettings | Denied:
@@ -192,6 +189,14 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     openapi.install(app)
     capability.check(app)  # the CapabilityStatement's table must name exactly these routes
     return app
+
+
+def _add_layers(app: FastAPI, max_body_bytes: int) -> None:
+    """The ASGI layers, innermost first (the last added is the outermost)."""
+    app.add_middleware(FhirConventions)  # inside the negotiation: shaped before XML
+    app.add_middleware(FhirNegotiation, max_body_bytes=max_body_bytes)
+    app.add_middleware(_CatchAll)
+    app.add_middleware(SecurityHeaders)  # added last: the outermost layer
 
 
 class _Intake:
