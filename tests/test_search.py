@@ -224,7 +224,8 @@ def test_observation_is_posted_and_read_back(world: World) -> None:
     assert read.json() == held
     assert world.call("GET", f"/fhir/r4/Observation/{held['id']}", HIS).json() == held
     hidden = world.call("GET", f"/fhir/r4/Observation/{held['id']}", OTHER_WELFARE)
-    assert hidden.status_code == 404
+    unknown = world.call("GET", "/fhir/r4/Observation/unknown", OTHER_WELFARE)
+    assert (hidden.status_code, hidden.content) == (404, unknown.content)
     again = world.call("POST", "/fhir/r4/Observation", WELFARE, json=observation(world.voorbeeld))
     assert (again.status_code, again.headers["location"]) == (200, location)
 
