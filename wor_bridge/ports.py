@@ -8,11 +8,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
 from wor_bridge.core.delivery import HttpRequest, HttpResponse
 from wor_bridge.core.directory import DirectoryRecord, SyncState
 from wor_bridge.core.outbox import State
+from wor_bridge.core.search_terms import Alternative
 from wor_bridge.core.settings import Destination
 
 
@@ -159,21 +160,14 @@ class AuditEvent:
     detail: str = ""
 
 
-SEARCH_COLUMNS: Final = frozenset({"id", "his_system", "his_value", "focus", "owner", "status"})
-"""What a ``TaskSearch`` compares: the Task id, the HIS referral number, the ServiceRequest id,
-the welfare Organization id, and the status as GET returns it (``core.search.task_status``)."""
-
-Alternative = tuple[tuple[str, str], ...]
-"""Column equalities that all hold."""
-
-
 @dataclass(frozen=True, slots=True)
 class TaskSearch:
     """A Task search as the store runs it (``core.search`` builds it from FHIR parameters).
 
     ``where`` is a conjunction of disjunctions: every group must have one alternative whose
-    equalities all hold (an empty group matches nothing). Tenancy is part of the query: only
-    Tasks from ``source_system``, or routed to ``destination``, or any with ``everyone``.
+    equalities (``core.search_terms.COLUMNS``) all hold (an empty group matches nothing).
+    Tenancy is part of the query: only Tasks from ``source_system``, or routed to
+    ``destination``, or any with ``everyone``.
     ``updated_from`` is inclusive, ``updated_before`` exclusive. Order: ``meta.lastUpdated``
     then id (``newest_first`` reverses both).
     """

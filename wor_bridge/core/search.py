@@ -30,8 +30,8 @@ from urllib.parse import urlencode
 
 from wor_bridge.core import identifiers as ids
 from wor_bridge.core.outbox import State
+from wor_bridge.core.search_terms import Alternative
 from wor_bridge.errors import Issue
-from wor_bridge.ports import Alternative
 
 TASK_STATUS_SYSTEM: Final = "http://hl7.org/fhir/task-status"
 DEFAULT_COUNT: Final = 20
