@@ -5,7 +5,7 @@ SQLite store, dispatcher inside, a loopback ``SimulatedFhirServer`` as the welfa
 
 * intake latency p50/p99/max at each ``--rates`` value for ``--duration`` seconds, from a separate
   open-loop load process (``bench/load_client.py intake``), measured from each request's scheduled
-  send time, every request a distinct referral that must be answered 202; the dispatcher delivers
+  send time, every request a distinct referral that must be answered 201; the dispatcher delivers
   concurrently, and the backlog left at the end of each rate and the time to clear it are noted;
 * backlog drain: ``--drain-n`` referrals accepted (``intake.accept_referral`` on the store, in
   this process) while no service runs, then a fresh service whose dispatcher drains them to a
@@ -354,7 +354,7 @@ def goals(f: dict[str, Any]) -> dict[str, bool | None]:
         "intake_p99_at_50_per_s_le_50ms": at_goal[0]["latency_p99_ms"] <= GOAL_P99_MS
         if at_goal
         else None,
-        "intake_every_request_202": all(r["errors"] == 0 for r in f["intake"]["rates"]),
+        "intake_every_request_201": all(r["errors"] == 0 for r in f["intake"]["rates"]),
         "drain_ge_200_per_s": drain["drain_per_s"] >= GOAL_DRAIN_PER_S,
         "drain_ge_0.3x_bare": drain["ratio"] >= GOAL_DRAIN_RATIO,
         "service_vmhwm_le_200mb": hwm <= GOAL_RSS_MB,
@@ -369,7 +369,7 @@ def report(f: dict[str, Any]) -> None:
         print(
             f"  {r['rate_target']:>5g}/s: p50 {r['latency_p50_ms']} ms  p90 {r['latency_p90_ms']}"
             f"  p99 {r['latency_p99_ms']}  max {r['latency_max_ms']} ms"
-            f"  achieved {r['achieved_rate']}/s  202s {r['accepted_202']}/{r['requests']}"
+            f"  achieved {r['achieved_rate']}/s  201s {r['accepted_201']}/{r['requests']}"
             f"  errors {r['errors']}"
         )
         print(

@@ -277,9 +277,10 @@ def push_referrals(url: str, count: int) -> list[str]:
             answer = session.post(
                 f"{url}/fhir/r4/ServiceRequest", data=body, headers=headers, timeout=TIMEOUT
             )
-            if answer.status_code != 202:
+            if answer.status_code != 201:
                 raise RuntimeError(f"push {i}: HTTP {answer.status_code}")
-            task_ids.append(str(answer.headers["Content-Location"]).rsplit("/", 1)[-1])
+            location = str(answer.headers["Location"])
+            task_ids.append(location.split("/_history/", maxsplit=1)[0].rsplit("/", 1)[-1])
     return task_ids
 
 

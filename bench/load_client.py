@@ -8,7 +8,7 @@ is due at ``t0 + i / rate``; it is sent then, whatever happened to earlier reque
 httpx, many connections), and its latency is measured from its *scheduled* time to the end of its
 response, so a stalled service cannot hide its stall by slowing the load down (no coordinated
 omission). Each request is a distinct referral: the fixture's ServiceRequest identifier value is
-replaced by ``<prefix>-<n>``. Every answer must be 202::
+replaced by ``<prefix>-<n>``. Every answer must be 201::
 
     python bench/load_client.py intake --url http://127.0.0.1:8080 --key KEY --rate 50 \
         --duration 20 --prefix R50
@@ -104,7 +104,7 @@ def summarise(record: dict[str, list[Any]], rate: float, duration_s: float) -> d
     """Latency percentiles (ms), achieved rate and error counts of one open-loop run."""
     statuses = Counter(str(s) for s in record["status"])
     n = len(record["status"])
-    ok = statuses.get("202", 0)
+    ok = statuses.get("201", 0)
     t0 = record["t0"][0]
     window = max(record["done"]) - t0 if record["done"] else 0.0
 
@@ -115,7 +115,7 @@ def summarise(record: dict[str, list[Any]], rate: float, duration_s: float) -> d
         "rate_target": rate,
         "duration_s": duration_s,
         "requests": n,
-        "accepted_202": ok,
+        "accepted_201": ok,
         "errors": n - ok,
         "statuses": dict(statuses),
         "achieved_rate": round(ok / window, 1) if window else 0.0,

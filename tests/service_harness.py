@@ -313,6 +313,8 @@ class ServiceProcess:
         self.port = self._fixed_port or free_port()
         env = _clean_env({**self.env, **(extra_env or {})})
         env["WOR_BRIDGE_SERVICE__PORT"] = str(self.port)
+        if self._fixed_port is None:  # absolute links name this run's URL (a fixed port's
+            env.setdefault("WOR_BRIDGE_PULL__BASE_URL", self.base_url)  # config names its own)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "wor_bridge.cli", "serve", "--config", str(self.config)],
             cwd=self.config.parent,
@@ -450,10 +452,10 @@ def receiver() -> Iterator[SimulatedFhirServer]:
 
 
 def task_id_of(response: requests.Response) -> str:
-    """The Task id from a 202's ``Content-Location: /fhir/r4/Task/{id}``."""
-    location = response.headers["Content-Location"]
-    assert location.startswith("/fhir/r4/Task/"), "Content-Location must name the Task"
-    return location.rsplit("/", 1)[-1]
+    """The Task id from a push answer's ``Location: [base]/fhir/r4/Task/{id}/_history/{vid}``."""
+    location = response.headers["Location"]
+    assert "/fhir/r4/Task/" in location, "Location must name the Task"
+    return location.split("/_history/")[0].rsplit("/", 1)[-1]
 
 
 def business_status(task: dict[str, Any]) -> str:

@@ -137,6 +137,15 @@ def _prepare(world: World) -> None:
     world.prepared["token"] = world.token(world.viplive)
     for task_id in (world.voorbeeld, world.viplive):
         world.prepared[task_id] = world.request_id(task_id)
+    held = world.call(
+        "POST", "/fhir/r4/Observation", ZORGDOMEIN, json=observation(world.prepared["zorgdomein"])
+    )
+    world.prepared["observation"] = held.json()["id"]
+
+
+def _read(world: World, path: str, key: str) -> httpx.Response:
+    ids = {"sr": world.prepared[world.voorbeeld], "obs": world.prepared["observation"]}
+    return world.call("GET", path.format(task=world.voorbeeld, **ids), key)
 
 
 def _pull(world: World, task_id: str) -> httpx.Response:
@@ -160,22 +169,23 @@ def _zorgdomein_put(world: World) -> httpx.Response:
 
 LONG_NOTE = {"valueString": "x" * 501}
 INTAKE, READ, UPDATE = "referral_intake", "task_read", "task_update"
+SEARCH, REQUEST, FEEDBACK = "task_search", "referral_read", "feedback_read"
 PULL, WRITE, TOKEN = "referral_pull", "referral_write", "pull_token"
 V, W = "welzijn-voorbeeld", "welzijn-viplive"
 CASES = [
-    Case("POST /fhir/r4/ServiceRequest", "allowed", lambda w: _push_again(w, HIS), 202, 1,
+    Case("POST /fhir/r4/ServiceRequest", "allowed", lambda w: _push_again(w, HIS), 200, 1,
          INTAKE, "duplicate", "his-example", PATIENT, REFERRER),
     Case("POST /fhir/r4/ServiceRequest", "refused", lambda w: _push_again(w, READER), 403, 1,
          INTAKE, "refused", "reader", NONE),
-    Case("POST /fhir/r4", "allowed", _as_bundle, 202, 1, INTAKE, "duplicate", "his-example",
+    Case("POST /fhir/r4", "allowed", _as_bundle, 200, 1, INTAKE, "duplicate", "his-example",
          PATIENT, REFERRER),
     Case("POST /fhir/r4", "refused", lambda w: _push_again(w, "no-such-key"), 401, 1, INTAKE,
          "refused", "(unknown)", NONE),
-    Case("POST /fhir/stu3/ReferralRequest", "allowed", lambda w: _stu3_push(w, HIS), 202, 1,
+    Case("POST /fhir/stu3/ReferralRequest", "allowed", lambda w: _stu3_push(w, HIS), 200, 1,
          INTAKE, "duplicate", "his-example", PATIENT, REFERRER),
     Case("POST /fhir/stu3/ReferralRequest", "refused", lambda w: _stu3_push(w, READER), 403, 1,
          INTAKE, "refused", "reader", NONE),
-    Case("POST /fhir/stu3", "allowed", lambda w: _stu3_push(w, HIS, bundle=True), 202, 1,
+    Case("POST /fhir/stu3", "allowed", lambda w: _stu3_push(w, HIS, bundle=True), 200, 1,
          INTAKE, "duplicate", "his-example", PATIENT, REFERRER),
     Case("POST /fhir/stu3", "refused", lambda w: _stu3_push(w, None, bundle=True), 401, 1,
          INTAKE, "refused", "(unknown)", NONE),
@@ -184,6 +194,28 @@ CASES = [
          "his-example", PATIENT, REFERRER),
     Case("GET /fhir/r4/Task/{id}", "refused",
          lambda w: w.call("GET", f"/fhir/r4/Task/{w.voorbeeld}", OTHER_WELFARE), 404, 1, READ,
+         "refused", "rivierenland", PATIENT, "welzijn-rivierenland"),
+    Case("GET /fhir/r4/Task", "allowed", lambda w: _read(w, "/fhir/r4/Task?_id={task}", HIS),
+         200, 1, SEARCH, "success", "his-example", PATIENT, REFERRER),
+    Case("GET /fhir/r4/Task", "refused", lambda w: _read(w, "/fhir/r4/Task", "no-such-key"),
+         401, 1, SEARCH, "refused", "(unknown)", NONE),
+    Case("GET /fhir/r4/Task/{id}/_history/{vid}", "allowed",
+         lambda w: _read(w, "/fhir/r4/Task/{task}/_history/1", HIS), 200, 1, READ, "success",
+         "his-example", PATIENT, REFERRER),
+    Case("GET /fhir/r4/Task/{id}/_history/{vid}", "refused",
+         lambda w: _read(w, "/fhir/r4/Task/{task}/_history/1", OTHER_WELFARE), 404, 1, READ,
+         "refused", "rivierenland", PATIENT, "welzijn-rivierenland"),
+    Case("GET /fhir/r4/ServiceRequest/{id}", "allowed",
+         lambda w: _read(w, "/fhir/r4/ServiceRequest/{sr}", HIS), 200, 1, REQUEST, "success",
+         "his-example", PATIENT, REFERRER),
+    Case("GET /fhir/r4/ServiceRequest/{id}", "refused",
+         lambda w: _read(w, "/fhir/r4/ServiceRequest/{sr}", OTHER_WELFARE), 404, 1, REQUEST,
+         "refused", "rivierenland", PATIENT, "welzijn-rivierenland"),
+    Case("GET /fhir/r4/Observation/{id}", "allowed",
+         lambda w: _read(w, "/fhir/r4/Observation/{obs}", HIS), 200, 1, FEEDBACK, "success",
+         "his-example", PATIENT, REFERRER),
+    Case("GET /fhir/r4/Observation/{id}", "refused",
+         lambda w: _read(w, "/fhir/r4/Observation/{obs}", OTHER_WELFARE), 404, 1, FEEDBACK,
          "refused", "rivierenland", PATIENT, "welzijn-rivierenland"),
     Case("PUT /fhir/r4/Task/{id}", "allowed", lambda w: _put(w, WELFARE), 200, 1, UPDATE,
          "success", "welzijn-voorbeeld-system", PATIENT, V),
@@ -265,12 +297,13 @@ def test_every_operation_of_the_endpoint_table_is_covered_allowed_and_refused() 
         if line.startswith("| `")
     }
     no_patient_data = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json"}
+    no_patient_data |= {"GET /fhir/r4/metadata", "GET /fhir/stu3/metadata"}
     covered = {c.operation for c in CASES}
     assert operations - no_patient_data == covered
     for operation in covered:
         variants = {c.variant.split(" ")[0] for c in CASES if c.operation == operation}
         assert variants == {"allowed", "refused"}, operation
-    assert sum(c.rows for c in CASES) == 32
+    assert sum(c.rows for c in CASES) == 40
 
 
 def test_undecodable_compressed_body_is_recorded_as_the_refusal_it_gets(tmp_path: Path) -> None:

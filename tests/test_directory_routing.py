@@ -370,7 +370,7 @@ def test_the_service_syncs_the_directory_and_delivers_where_it_says(
                     await asyncio.sleep(0.05)
                 return response.status_code
 
-        assert asyncio.run(scenario()) == 202
+        assert asyncio.run(scenario()) == 201
         assert welfare.requests() == [("POST", "/fhir")]
         store = components.store
         assert isinstance(store, SqliteOutboxStore)

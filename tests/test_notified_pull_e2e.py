@@ -255,10 +255,10 @@ class Bridge:
             data=body,
             headers=auth(HIS_KEY, FHIR_JSON),
         )
-        assert reply.status == 202, reply.body[:300]
-        location = reply.headers["Content-Location"]
-        assert location.startswith("/fhir/r4/Task/")
-        return location.rsplit("/", 1)[-1], his_id
+        assert reply.status == 201, reply.status
+        location = reply.headers["Location"]
+        assert "/fhir/r4/Task/" in location
+        return location.split("/_history/")[0].rsplit("/", 1)[-1], his_id
 
     def r4_task(self, task_id: str) -> Reply:
         """The HIS reads the bridge's R4 Task."""

@@ -94,8 +94,8 @@ def _push(world: World, district: str = "Culemborg", number: int = 1) -> str:
             "Content-Type": "application/fhir+json",
         },
     )
-    assert response.status_code == 202
-    return response.headers["content-location"].rsplit("/", 1)[-1]
+    assert response.status_code == 201
+    return response.headers["Location"].split("/_history/")[0].rsplit("/", 1)[-1]
 
 
 def _token(world: World, task_id: str, **form: str) -> httpx.Response:

@@ -153,8 +153,8 @@ def test_cross_referral_read_is_audited_against_the_other_patient(world: World) 
     body = case_input("accepted-contained").replace(b'"Utrecht"', b'"Culemborg"')
     body = body.replace(b"VW-2026-0001", b"VW-2026-0002").replace(b"999990007", OTHER_BSN)
     pushed = world.call("POST", "/fhir/r4/ServiceRequest", content=body, headers=HIS)
-    assert pushed.status_code == 202
-    second = pushed.headers["content-location"].rsplit("/", 1)[-1]
+    assert pushed.status_code == 201
+    second = pushed.headers["Location"].split("/_history/")[0].rsplit("/", 1)[-1]
     token = _token(world, first).json()["access_token"]
     answer = world.call("GET", f"/fhir/stu3/Task/{second}", headers=_bearer(token))
     assert answer.status_code == 404

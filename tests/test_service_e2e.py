@@ -148,10 +148,20 @@ def assert_outcome(
 
 
 def assert_accepted(response: requests.Response, *, created: bool = True) -> str:
-    """A 202 with Content-Location and an information OperationOutcome; returns the Task id."""
-    body = assert_outcome(response, 202, "information")
-    message = body["issue"][0]["diagnostics"]
-    assert ("accepted and stored" in message) is created
+    """201 (new) or 200 (again) with the absolute Location and ETag of its Task; its Task id.
+
+    A transaction Bundle gets 200 and a transaction-response whose ServiceRequest entry says."""
+    location = response.headers["Location"]
+    assert location.startswith("http://127.0.0.1:"), "Location must be absolute"
+    assert "/fhir/r4/Task/" in location
+    assert "/_history/" in location
+    assert response.headers["ETag"] == f'W/"{location.rsplit("/", 1)[-1]}"'
+    if response.content and response.json().get("type") == "transaction-response":
+        assert response.status_code == 200
+        statuses = [e["response"]["status"] for e in response.json()["entry"]]
+        assert ("201 Created" in statuses) is created
+    else:
+        assert response.status_code == (201 if created else 200)
     return task_id_of(response)
 
 
@@ -177,15 +187,16 @@ def outbox_entry(service: ServiceProcess, task_id: str) -> dict[str, Any]:
 
 
 def test_json_service_request_is_accepted(service: ServiceProcess) -> None:
-    """A JSON ServiceRequest gets 202, Content-Location of its Task and an information outcome."""
+    """A JSON ServiceRequest gets 201, the absolute Location of its Task version, no body."""
     response = post(service, referral_variant("accepted-contained", fresh_id()))
     task_id = assert_accepted(response)
-    assert response.headers["Content-Location"] == f"/fhir/r4/Task/{task_id}"
+    assert response.headers["Location"] == f"{service.base_url}/fhir/r4/Task/{task_id}/_history/1"
+    assert response.content == b""
     assert get(service, f"/fhir/r4/Task/{task_id}").status_code == 200
 
 
 def test_json_bundle_to_base_is_accepted(service: ServiceProcess) -> None:
-    """A JSON transaction Bundle POSTed to /fhir/r4 gets 202 with the Task's Content-Location."""
+    """A JSON transaction Bundle POSTed to /fhir/r4 gets a transaction-response and the Task."""
     response = post(
         service, referral_variant("accepted-bundle-transaction-urn", fresh_id()), path="/fhir/r4"
     )
@@ -194,7 +205,7 @@ def test_json_bundle_to_base_is_accepted(service: ServiceProcess) -> None:
 
 
 def test_xml_service_request_is_accepted(service: ServiceProcess) -> None:
-    """An XML ServiceRequest (application/fhir+xml) gets 202 with the Task's Content-Location."""
+    """An XML ServiceRequest (application/fhir+xml) gets 201 with the Task's Location."""
     response = post(
         service, referral_variant("accepted-xml-contained", fresh_id()), content_type=FHIR_XML
     )
@@ -227,7 +238,7 @@ def test_refused_referral_gets_422(service: ServiceProcess, case: str) -> None:
     """A referral that fails a gate gets 422 with an error OperationOutcome and no Task."""
     response = post(service, case_input(case))
     assert_outcome(response, 422)
-    assert "Content-Location" not in response.headers
+    assert "Location" not in response.headers
 
 
 def test_malformed_json_gets_400(service: ServiceProcess) -> None:
@@ -265,7 +276,7 @@ def test_body_over_limit_gets_413(service: ServiceProcess) -> None:
     chunks = iter([too_big[i : i + 4096] for i in range(0, len(too_big), 4096)])
     assert_outcome(post(service, chunks), 413)
     # just within the limit the same bytes are fine (the padding is JSON whitespace)
-    assert post(service, _padded(MAX_BODY)).status_code == 202
+    assert post(service, _padded(MAX_BODY)).status_code == 201
 
 
 # --- Task status -----------------------------------------------------------------------------

@@ -57,8 +57,8 @@ def _referral(app: Any) -> str:
             "Content-Type": "application/fhir+json",
         },
     )
-    assert response.status_code == 202
-    return response.headers["content-location"].rsplit("/", 1)[-1]
+    assert response.status_code == 201
+    return response.headers["Location"].split("/_history/")[0].rsplit("/", 1)[-1]
 
 
 def test_json_patch_cannot_probe_another_organisations_task(app: Any) -> None:

@@ -106,7 +106,7 @@ def test_stu3_referral_is_delivered_as_its_r4_equivalent(
     exactly as the equivalent R4 referral gives them."""
     referral_id = f"STU3-E2E-{next(_numbers):04d}"
     answer = _post(service, path, _variant(stu3_input(case), referral_id), ctype)
-    assert answer.status_code == 202
+    assert answer.status_code == 201
     assert answer.headers["Content-Type"] == "application/fhir+json; fhirVersion=3.0"
     task_id = task_id_of(answer)
     wait_until(lambda: service_requests(sim, referral_id), "the delivery of the STU3 referral")
@@ -145,7 +145,7 @@ def test_stu3_opt_out_is_refused_and_never_delivered(
         _variant(stu3_input("accepted-xml-transaction-urn"), f"{referral_id}-later"),
         FHIR_XML,
     )
-    assert accepted.status_code == 202  # delivered after the refusal: the outbox has moved on
+    assert accepted.status_code == 201  # delivered after the refusal: the outbox has moved on
     wait_until(lambda: service_requests(sim, f"{referral_id}-later"), "a later delivery")
     assert service_requests(sim, referral_id) == []
 

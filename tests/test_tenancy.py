@@ -166,6 +166,17 @@ def _stu3_put(world: World, key: str) -> Callable[[str], httpx.Response]:
     return lambda t: world.call("PUT", f"/fhir/stu3/Task/{t}", key, json=task_body(t, "accepted"))
 
 
+def _r4_version(world: World, key: str) -> Callable[[str], httpx.Response]:
+    return lambda t: world.call("GET", f"/fhir/r4/Task/{t}/_history/1", key)
+
+
+def _r4_request(world: World, key: str) -> Callable[[str], httpx.Response]:
+    known = {world.voorbeeld, world.viplive}
+    return lambda t: world.call(
+        "GET", f"/fhir/r4/ServiceRequest/{world.request_id(t) if t in known else t}", key
+    )
+
+
 def _stu3_read(world: World, key: str) -> Callable[[str], httpx.Response]:
     return lambda t: world.call("GET", f"/fhir/stu3/Task/{t}", key)
 
@@ -174,6 +185,8 @@ ROUTES: list[tuple[str, Callable[[World, str], Callable[[str], httpx.Response]],
     ("R4 read, welfare", _r4_read, OTHER_WELFARE, "voorbeeld"),
     ("R4 read, GP", _r4_read, OTHER_HIS, "voorbeeld"),
     ("R4 read, welfare of a pull destination", _r4_read, WELFARE, "viplive"),
+    ("R4 version read, welfare", _r4_version, OTHER_WELFARE, "voorbeeld"),
+    ("R4 ServiceRequest read, GP", _r4_request, OTHER_HIS, "voorbeeld"),
     ("R4 PUT, welfare", _r4_put, OTHER_WELFARE, "voorbeeld"),
     ("R4 PUT, GP", _r4_put, OTHER_HIS, "voorbeeld"),
     ("R4 PUT without If-Match", lambda w, k: _r4_put(w, k, if_match=False), OTHER_WELFARE,

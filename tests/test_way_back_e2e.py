@@ -246,7 +246,7 @@ def push(service: ServiceProcess, case: str = CONTAINED) -> tuple[str, str]:
         headers=auth(HIS_KEY, FHIR_JSON),
         timeout=TIMEOUT,
     )
-    assert response.status_code == 202
+    assert response.status_code == 201
     return task_id_of(response), his_id
 
 
@@ -340,8 +340,9 @@ def observation(service_request_id: str, kind: str, when: str, **value: Any) -> 
 def post_observation(
     service: ServiceProcess, body: Json, key: str | None = WELFARE_KEY
 ) -> requests.Response:
-    """POST one Observation to the bridge."""
+    """POST one Observation to the bridge (asking for the outcome rather than the Observation)."""
     headers = auth(key, FHIR_JSON) if key else {"Content-Type": FHIR_JSON}
+    headers["Prefer"] = "return=OperationOutcome"
     url = f"{service.base_url}/fhir/r4/Observation"
     return requests.post(url, json=body, headers=headers, timeout=TIMEOUT)
 
@@ -611,13 +612,13 @@ def test_same_webhook_twice_has_one_effect(
 def test_same_observation_twice_has_one_effect(
     service: ServiceProcess, sim: SimulatedFhirServer, gp: GpRecord
 ) -> None:
-    """The same Observation posted twice: 201 both times, the second 'already recorded'."""
+    """The same Observation posted twice: 201, then 200 'already recorded'; one effect."""
     ref = deliver(service, sim)
     count = observation(
         ref.service_request_id, "conversation-count", "2026-11-26T10:00:00+01:00", valueInteger=3
     )
     first = outcome(post_observation(service, count), 201, "information")
-    again = outcome(post_observation(service, count), 201, "information")
+    again = outcome(post_observation(service, count), 200, "information")
     assert first["issue"][0]["diagnostics"] == "recorded"
     assert again["issue"][0]["diagnostics"] == "already recorded"
     assert len(gp_outbox_keys(service.config, ref.task_id)) == 1

@@ -1,6 +1,6 @@
 """Fail points for crash tests: ``WOR_BRIDGE_FAULT=<name>`` makes the process SIGKILL itself there.
 
-Names: ``after_commit`` (intake stored, 202 not yet sent) and ``after_send`` (the receiver answered
+Names: ``after_commit`` (intake stored, 201 not yet sent) and ``after_send`` (the receiver answered
 2xx, the outbox not yet updated). Unset in production; reading it costs one dict lookup.
 """
 

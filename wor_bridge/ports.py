@@ -13,6 +13,7 @@ from typing import Protocol
 from wor_bridge.core.delivery import HttpRequest, HttpResponse
 from wor_bridge.core.directory import DirectoryRecord, SyncState
 from wor_bridge.core.outbox import State
+from wor_bridge.core.search_terms import Alternative
 from wor_bridge.core.settings import Destination
 
 
@@ -47,6 +48,11 @@ class NewReferral:
     bundle: bytes
     service_request_id: str = ""
     deadline_at: dt.datetime | None = None
+    his_system: str = ""
+    his_value: str = ""
+    """The HIS's own referral number (``ServiceRequest.identifier[0]``), searchable."""
+    owner_id: str = ""
+    """The id of the welfare Organization the Task is for (``Task.owner``), searchable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,10 @@ class TaskRecord:
     deadline_at: dt.datetime | None
     first_contact_at: dt.datetime | None
     alerted_at: dt.datetime | None
+    received_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    """When the Task as GET returns it last changed (``meta.lastUpdated``): intake, an update,
+    a delivery state reached or left."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +158,37 @@ class AuditEvent:
     object_type: str = ""
     object_id: str = ""
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSearch:
+    """A Task search as the store runs it (``core.search`` builds it from FHIR parameters).
+
+    ``where`` is a conjunction of disjunctions: every group must have one alternative whose
+    equalities (``core.search_terms.COLUMNS``) all hold (an empty group matches nothing).
+    Tenancy is part of the query: only Tasks from ``source_system``, or routed to
+    ``destination``, or any with ``everyone``.
+    ``updated_from`` is inclusive, ``updated_before`` exclusive. Order: ``meta.lastUpdated``
+    then id (``newest_first`` reverses both).
+    """
+
+    where: tuple[tuple[Alternative, ...], ...] = ()
+    updated_from: dt.datetime | None = None
+    updated_before: dt.datetime | None = None
+    source_system: str | None = None
+    destination: str | None = None
+    everyone: bool = False
+    newest_first: bool = False
+    offset: int = 0
+    count: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of a Task search: the matching Tasks' total and this page's Tasks."""
+
+    total: int
+    tasks: tuple[TaskRecord, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +327,19 @@ class OutboxStore(Protocol):
         self, task_id: str, message: NewMessage | None, *, audit: AuditEvent, now: dt.datetime
     ) -> bool:
         """Record the deadline alert once (with its outbox message and audit); False if done."""
+        ...
+
+    def search_tasks(self, search: TaskSearch) -> TaskPage:
+        """The Tasks matching ``search`` (within its tenancy), one page, and their total."""
+        ...
+
+    def item_task(self, key: str) -> str | None:
+        """The Task id of a recorded feedback item (its key is its Observation's id)."""
+        ...
+
+    def task_messages(self, task_id: str) -> list[tuple[str, bytes]]:
+        """Destination and payload of every outbox entry about a Task, oldest first (the
+        referral's own included)."""
         ...
 
 

@@ -17,7 +17,8 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from wor_bridge.adapters.memory_tasks import MemoryTaskTables, Row, ts
+from wor_bridge.adapters.memory_search import MemorySearchTables, touch_delivery
+from wor_bridge.adapters.memory_tasks import MemoryTaskTables, Row, from_ts, ts
 from wor_bridge.core.outbox import State
 from wor_bridge.ports import (
     Added,
@@ -32,7 +33,7 @@ from wor_bridge.ports import (
 )
 
 
-class MemoryOutboxStore(MemoryTaskTables):
+class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables):
     """``OutboxStore`` in dictionaries, thread-safe, with ``SqliteOutboxStore``'s semantics."""
 
     def __init__(self) -> None:
@@ -92,6 +93,8 @@ class MemoryOutboxStore(MemoryTaskTables):
                     deadline_at=referral.deadline_at,
                     first_contact_at=None,
                     alerted_at=None,
+                    received_at=from_ts(at),
+                    updated_at=from_ts(at),
                 ),
             )
             entry_id = self._insert_message(
@@ -163,6 +166,7 @@ class MemoryOutboxStore(MemoryTaskTables):
             row.last_status = status
             row.last_error = error
             row.lease_owner = row.lease_until = None
+            touch_delivery(self, row, ts(now))
             return True
 
     def get_referral(self, task_id: str) -> ReferralRecord | None:
@@ -211,6 +215,7 @@ class MemoryOutboxStore(MemoryTaskTables):
                 row = self._rows.get(entry_id)
                 if row is None or row.state == "pending":
                     continue
+                touch_delivery(self, row, at)  # a referral's Task leaves its final state
                 row.state = "pending"
                 row.next_attempt_at = row.created_at = at
                 row.attempts = 0

@@ -131,6 +131,7 @@ class MemoryTaskTables:
                 reason_text=update.reason_text,
                 version=task.version + 1,
                 first_contact_at=first,
+                updated_at=from_ts(at),
             )
             for key in update.item_keys:
                 self._items.setdefault(key, task_id)

@@ -19,8 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, cast
 
+from wor_bridge.adapters import sqlite_search
 from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA, SqliteOnceTable
 from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, insert_message, ts
+from wor_bridge.adapters.sqlite_search import SqliteSearchTables
 from wor_bridge.adapters.sqlite_tasks import SqliteTaskTables
 from wor_bridge.core.outbox import State
 from wor_bridge.ports import (
@@ -126,7 +128,7 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
     )
 
 
-class SqliteOutboxStore(SqliteTaskTables, SqliteOnceTable):
+class SqliteOutboxStore(SqliteTaskTables, SqliteSearchTables, SqliteOnceTable):
     """``OutboxStore`` on one SQLite file; one connection per thread."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
@@ -135,6 +137,7 @@ class SqliteOutboxStore(SqliteTaskTables, SqliteOnceTable):
         self._local = threading.local()
         self._conn().executescript(SCHEMA)  # idempotent DDL; executescript manages its own commit
         self._conn().executescript(ONCE_SCHEMA)
+        sqlite_search.migrate(self._conn())
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -200,6 +203,7 @@ class SqliteOutboxStore(SqliteTaskTables, SqliteOnceTable):
                     ts(referral.deadline_at) if referral.deadline_at else None,
                 ),
             )
+            sqlite_search.index_referral(conn, referral, now)
             entry_id = insert_message(
                 conn,
                 NewMessage(
@@ -261,6 +265,8 @@ class SqliteOutboxStore(SqliteTaskTables, SqliteOnceTable):
                     owner,
                 ),
             )
+            if cursor.rowcount == 1 and state != "pending":
+                sqlite_search.touch_delivery(conn, [entry_id], now)
             if audit is not None:
                 insert_audit(conn, audit, now)
             return cursor.rowcount == 1
@@ -314,6 +320,7 @@ class SqliteOutboxStore(SqliteTaskTables, SqliteOnceTable):
             return 0
         marks = ",".join("?" * len(entry_ids))
         with self._write() as conn:
+            sqlite_search.touch_delivery(conn, entry_ids, now)  # a referral's leaves its state
             cursor = conn.execute(
                 "UPDATE outbox SET state = 'pending', next_attempt_at = ?, created_at = ?,"  # noqa: S608 - only constant column lists and ? placeholders are interpolated
                 " attempts = 0, lease_owner = NULL, lease_until = NULL"

@@ -9,7 +9,8 @@ import sqlite3
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, insert_message, ts
+from wor_bridge.adapters.sqlite_rows import insert_audit, insert_message, ts
+from wor_bridge.adapters.sqlite_search import TASK_COLUMNS, task_record, touch
 from wor_bridge.ports import AuditEvent, NewMessage, TaskRecord, TaskUpdate
 
 
@@ -27,31 +28,10 @@ class SqliteTaskTables:
         """The Task of a referral, or None."""
         row = (
             self._conn()
-            .execute(
-                "SELECT task_id, destination, source_system, patient_id, bundle, status,"
-                " business_status, reason_code, reason_text, version, deadline_at,"
-                " first_contact_at, alerted_at FROM referral WHERE task_id = ?",
-                (task_id,),
-            )
+            .execute(f"SELECT {TASK_COLUMNS} FROM referral r WHERE r.task_id = ?", (task_id,))  # noqa: S608 - a constant column list
             .fetchone()
         )
-        if row is None:
-            return None
-        return TaskRecord(
-            task_id=row["task_id"],
-            destination=row["destination"],
-            source_system=row["source_system"],
-            patient_id=row["patient_id"],
-            bundle=bytes(row["bundle"]),
-            status=row["status"],
-            business_status=row["business_status"],
-            reason_code=row["reason_code"],
-            reason_text=row["reason_text"],
-            version=row["version"],
-            deadline_at=from_ts(row["deadline_at"]),
-            first_contact_at=from_ts(row["first_contact_at"]),
-            alerted_at=from_ts(row["alerted_at"]),
-        )
+        return None if row is None else task_record(row)
 
     def task_for_request(self: _Connected, service_request_id: str) -> str | None:
         """The Task id of the referral whose ServiceRequest has this id."""
@@ -100,6 +80,7 @@ class SqliteTaskTables:
             )
             if cursor.rowcount != 1:
                 return None
+            touch(conn, task_id, now)
             conn.executemany(
                 "INSERT OR IGNORE INTO feedback_item (key, task_id) VALUES (?, ?)",
                 [(key, task_id) for key in update.item_keys],

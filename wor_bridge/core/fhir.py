@@ -59,6 +59,19 @@ def element_names(resource_type: str) -> frozenset[str]:
     return frozenset((f.alias or name) for name, f in fields.items() if name != "fhir_comments")
 
 
+@cache
+def summary_elements(resource_type: str) -> frozenset[str]:
+    """The JSON names of the elements a ``_summary=true`` answer keeps (the models' summary
+    flags, as the specification marks them)."""
+    fields = _model(resource_type).model_fields
+    return frozenset(
+        (f.alias or name)
+        for name, f in fields.items()
+        if isinstance(f.json_schema_extra, dict)
+        and f.json_schema_extra.get("summary_element_property")
+    )
+
+
 def validate(resource: JsonDict, location: str, version: Version = "R4") -> list[Issue]:
     """Validate a FHIR JSON resource against the models; return issues (empty when valid).
 

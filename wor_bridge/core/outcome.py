@@ -26,7 +26,7 @@ def operation_outcome(issues: Iterable[Issue]) -> JsonDict:
 
 
 def information(message: str) -> JsonDict:
-    """A one-issue informational OperationOutcome (e.g. for 202 Accepted)."""
+    """A one-issue informational OperationOutcome (e.g. for an accepted push)."""
     return {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "information", "code": "informational", "diagnostics": message}],

@@ -3,10 +3,13 @@
 One transition table. The GP side sets ``requested``, ``cancelled`` and ``entered-in-error``; the
 welfare side sets ``accepted``, ``rejected``, ``in-progress``, ``on-hold``, ``failed``,
 ``completed`` and ``cancelled``. ``rejected``, ``cancelled``, ``on-hold`` and ``failed`` need a
-``statusReason``. Finished states never move again, so an update that arrives late (out of order)
-can never move a finished Task back; an update equal to the current state is a no-op, so the same
-update twice has one effect. ``ready`` and ``received`` are not used (the SDOH value set excludes
-them).
+``statusReason``. Milestones (``businessStatus``) come from the welfare side only; the bridge's
+own delivery codes (``DELIVERY_CODES``) and, from the GP side, the current milestone sent back
+unchanged are ignored (a GP-side change keeps the last milestone), so both sides can update the
+Task as GET returns it. Finished states
+never move again, so an update that arrives late (out of order) can never move a finished Task
+back; an update equal to the current state is a no-op, so the same update twice has one effect.
+``ready`` and ``received`` are not used (the SDOH value set excludes them).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ STATUSES: Final = (
     "cancelled",
     "entered-in-error",
 )
+DELIVERY_CODES: Final = frozenset({"sent", "queued", "delivered", "delivery-failed"})
+"""``businessStatus`` codes the bridge owns (its delivery state, shown on the Task it serves):
+not milestones either side reports. An update carrying one has it ignored, so either side can
+send back the Task as GET returned it."""
 FINISHED: Final = frozenset({"rejected", "failed", "completed", "cancelled", "entered-in-error"})
 REASON_REQUIRED: Final = frozenset({"rejected", "cancelled", "on-hold", "failed"})
 SETTABLE: Final[dict[Side, frozenset[str]]] = {
@@ -123,8 +130,14 @@ def transition(  # noqa: PLR0911 - one answer per rule, in the order they are ch
         reason = None
     if status is not None and target not in SETTABLE[side]:
         return Refusal(422, "business-rule", f"the {side} side may not set status {target}")
+    if business_status in DELIVERY_CODES:
+        business_status = None  # the bridge's delivery state, not a milestone: ignored
     if side == "gp" and business_status is not None:
-        return Refusal(422, "business-rule", "the gp side does not report milestones")
+        if business_status != current.business_status:
+            return Refusal(422, "business-rule", "the gp side does not report milestones")
+        business_status = None  # the welfare side's milestone sent back unchanged: ignored
+    if side == "gp":
+        business_status = current.business_status  # the last milestone stays what it was
     if target != current.status:
         allowed = target in TRANSITIONS[current.status]
         if not allowed and not (jump and reachable(current.status, target, side)):

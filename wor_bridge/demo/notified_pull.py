@@ -174,7 +174,7 @@ def push(bridge: str, district: str, number: int) -> str:
         timeout=TIMEOUT,
     )
     response.raise_for_status()
-    return str(response.headers["Content-Location"]).rsplit("/", 1)[-1]
+    return str(response.headers["Location"]).split("/_history/")[0].rsplit("/", 1)[-1]
 
 
 def withdraw(bridge: str, task_id: str) -> int:

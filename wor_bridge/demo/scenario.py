@@ -93,14 +93,18 @@ def _push(base: str, name: str, endpoint: str, label: str) -> Push:
     response = requests.post(
         url,
         data=path.read_bytes(),
-        headers={"Authorization": f"Bearer {HIS_KEY}", "Content-Type": media},
+        headers={
+            "Authorization": f"Bearer {HIS_KEY}",
+            "Content-Type": media,
+            "Prefer": "return=OperationOutcome",  # the bridge's note rather than no body
+        },
         timeout=(3.05, 30),
     )
     push = Push(name, label, response.status_code)
     outcome: dict[str, Any] = response.json()
-    if response.status_code == 202:
-        push.task_id = response.headers["Content-Location"].rsplit("/", 1)[-1]
-        push.note = outcome["issue"][0]["diagnostics"]
+    if response.status_code in (200, 201):
+        push.task_id = response.headers["Location"].split("/_history/")[0].rsplit("/", 1)[-1]
+        push.note = _note(outcome)
     else:
         push.reasons = tuple(
             f"{(i.get('expression') or i.get('location') or ['?'])[0]}: {i['diagnostics']}"
@@ -122,18 +126,27 @@ def _wait_delivered(base: str, pushes: list[Push], deadline_s: float) -> None:
             time.sleep(0.2)
 
 
+def _note(answer: dict[str, Any]) -> str:
+    """The bridge's note on an accepted push: its OperationOutcome, or (for a transaction
+    Bundle) the outcome of the ServiceRequest's entry in the transaction-response."""
+    if answer.get("resourceType") == "Bundle":
+        located = [e["response"] for e in answer["entry"] if e["response"].get("location")]
+        answer = located[0]["outcome"] if located else {"issue": [{"diagnostics": ""}]}
+    return str(answer["issue"][0]["diagnostics"])
+
+
 def _report(pushes: list[Push], attempts: dict[str, int], receivers: dict[str, Any]) -> bool:
     print("\nwor-bridge demo: referrals pushed by the simulated GP system\n")
     print(f"{'#':>2}  {'fixture':40} {'HTTP':>4}  {'Task':8}  {'delivery':10} {'tries':>5}")
     for n, push in enumerate(pushes, 1):
         short = push.task_id[:8] if push.task_id else "-"
-        state = push.delivered or ("refused" if push.status != 202 else "")
+        state = push.delivered or ("refused" if push.status not in (200, 201) else "")
         tries = attempts.get(push.task_id, 0) if push.task_id else 0
         print(f"{n:>2}  {push.fixture:40} {push.status:>4}  {short:8}  {state:10} {tries:>5}")
         print(f"    {push.label}" + (f"; {push.note}" if "already" in push.note else ""))
         for reason in push.reasons:
             print(f"    refused: {reason}")
-    accepted = [p for p in pushes if p.status == 202]
+    accepted = [p for p in pushes if p.status in (200, 201)]
     unique = {p.task_id for p in accepted}
     delivered = {p.task_id for p in accepted if p.delivered == "delivered"}
     print(

@@ -24,17 +24,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
 from wor_bridge.core.fhir import canonical_json
-from wor_bridge.core.outcome import information, operation_outcome
+from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.errors import InboundError, Issue, RefusedError
 from wor_bridge.metrics import Metrics
-from wor_bridge.service import openapi
+from wor_bridge.service import capability, create_answer, openapi
 from wor_bridge.service.access import AccessLog, Attempt, MarkingStore, caller_of
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.bodies import BodyRefused, read_body
+from wor_bridge.service.conventions import FhirConventions, allowed_methods
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.headers import SecurityHeaders
 from wor_bridge.service.negotiation import FhirNegotiation
+from wor_bridge.service.search_routes import SearchRoutes
 from wor_bridge.service.stu3_intake_routes import Stu3Intake
 from wor_bridge.service.stu3_routes import Stu3Routes
 from wor_bridge.service.tls import client_cert_sha256
@@ -149,9 +151,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     )
     app.state.dispatcher = dispatcher
     app.state.metrics = metrics
-    app.add_middleware(FhirNegotiation, max_body_bytes=config.core.max_body_bytes)
-    app.add_middleware(_CatchAll)
-    app.add_middleware(SecurityHeaders)  # added last: the outermost layer
+    _add_layers(app, config.core.max_body_bytes)
     trail = AccessLog(store, components.clock, _body_refused)
 
     def authorise(request: Request, scope: str) -> ClientSettings | Denied:
@@ -166,17 +166,18 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     Stu3Intake(components, metrics, auth, trail, dispatcher.wake if run_dispatcher else None).add(
         app
     )
+    SearchRoutes(routes).add(app)
 
     intake = _Intake(
         components, metrics, auth, dispatcher, run_dispatcher=run_dispatcher, routes=routes
     ).handle
 
-    @app.post("/fhir/r4/ServiceRequest", status_code=202, tags=["intake"])
+    @app.post("/fhir/r4/ServiceRequest", status_code=201, tags=["intake"])
     async def post_service_request(request: Request) -> Response:
         """Push a referral: a ServiceRequest with its resources contained."""
         return await intake(request)
 
-    @app.post("/fhir/r4", status_code=202, tags=["intake"])
+    @app.post("/fhir/r4", status_code=201, tags=["intake"])
     async def post_bundle(request: Request) -> Response:
         """Push a referral as a Bundle (transaction, batch or collection)."""
         return await intake(request)
@@ -190,7 +191,16 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     _add_health_routes(app, components, dispatcher, run_dispatcher, authorise)
     _add_error_handlers(app)
     openapi.install(app)
+    capability.check(app)  # the CapabilityStatement's table must name exactly these routes
     return app
+
+
+def _add_layers(app: FastAPI, max_body_bytes: int) -> None:
+    """The ASGI layers, innermost first (the last added is the outermost)."""
+    app.add_middleware(FhirConventions)  # inside the negotiation: shaped before XML
+    app.add_middleware(FhirNegotiation, max_body_bytes=max_body_bytes)
+    app.add_middleware(_CatchAll)
+    app.add_middleware(SecurityHeaders)  # added last: the outermost layer
 
 
 class _Intake:
@@ -273,16 +283,15 @@ class _Intake:
         self.metrics.intake.labels("accepted" if accepted.created else "duplicate").inc()
         if accepted.created and self.run_dispatcher:
             self.dispatcher.wake()
-        location = f"/fhir/r4/Task/{accepted.task_id}"
-        message = (
-            "referral accepted and stored; delivery is queued"
-            if accepted.created
-            else "referral already received; no second delivery"
-        )
-        return FhirResponse(
-            information(message),
-            status_code=202,
-            headers={"Content-Location": location},
+        return await run_in_threadpool(
+            lambda: create_answer.referral_answer(
+                self.c,
+                FhirResponse,
+                request,
+                task_id=accepted.task_id,
+                created=accepted.created,
+                body=body,
+            )
         )
 
 
@@ -326,9 +335,12 @@ def _add_health_routes(
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = "not-found" if exc.status_code == 404 else "not-supported"
-        return _outcome(exc.status_code, code, "no such endpoint or method")
+        response = _outcome(exc.status_code, code, "no such endpoint or method")
+        if exc.status_code == 405:  # every method of every route at this path, not just one's
+            response.headers["Allow"] = allowed_methods(app, request.url.path)
+        return response
 
     @app.exception_handler(BodyRefused)
     async def body_refused(_request: Request, exc: BodyRefused) -> Response:

@@ -31,11 +31,12 @@ from wor_bridge.core.task import Refusal
 from wor_bridge.errors import Issue
 from wor_bridge.metrics import Metrics
 from wor_bridge.ports import TaskRecord
+from wor_bridge.service import create_answer
 from wor_bridge.service.access import AccessLog, Attempt, caller_of
 from wor_bridge.service.auth import Denied
 from wor_bridge.service.bodies import read_body
 from wor_bridge.service.webhook_routes import WebhookRoute
-from wor_bridge.usecases import task_view, way_back
+from wor_bridge.usecases import task_search, task_view, way_back
 
 Authorise = Callable[[Request, str], ClientSettings | Denied]
 Respond = Callable[..., Response]
@@ -306,7 +307,22 @@ class FeedbackRoutes:
             return self.outcome(400, "not-supported", "must be an Observation", "resourceType")
         issues, status = await run_in_threadpool(self.observations, client, [("Observation", data)])
         attempt.recorded = True  # per resource, in ``observations``
-        return self.respond(operation_outcome(issues), status_code=201 if status == 200 else status)
+        if status != 200:
+            return self.respond(operation_outcome(issues), status_code=status)
+        key, held = await run_in_threadpool(self._held, data)
+        repeat = issues[0].diagnostics == "already recorded"
+        return create_answer.observation_answer(
+            self.c, self.respond, request, key=key, held=held, issues=issues, repeat=repeat
+        )
+
+    def _held(self, data: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+        """The id of an applied Observation's item and the Observation the bridge holds."""
+        request_id, task_ref = fhir_feedback.referenced_ids(data)
+        task_id = task_ref or self.c.store.task_for_request(request_id or "") or ""
+        key = fb.item_key(task_id, fhir_feedback.observation_item(data, "Observation"))
+        gp = self.c.config.core.feedback.gp_record
+        held = task_search.held_observation(self.c.store, task_id, key, gp)
+        return key, held
 
     async def post_bundle(
         self, client: ClientSettings, data: dict[str, Any], attempt: Attempt
@@ -341,7 +357,7 @@ class FeedbackRoutes:
 
         @app.post("/fhir/r4/Observation", status_code=201, tags=["feedback"])
         async def post_observation(request: Request) -> Response:
-            """Post one feedback Observation."""
+            """Post one feedback Observation (201 with its Location, 200 for a repeat)."""
             return await self.post_observation(request)
 
         WebhookRoute(self).add(app)

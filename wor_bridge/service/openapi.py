@@ -121,6 +121,11 @@ SCHEMAS: Final[Json] = {
         "required": ["error"],
         "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
     },
+    "Form": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "Search parameters as a form (the same as in the query string).",
+    },
     "WebhookFeedback": {
         "type": "object",
         "description": "The sender's JSON; its fields are named by the connector's mapping file.",
@@ -129,9 +134,11 @@ SCHEMAS: Final[Json] = {
 }
 
 WHY: Final = {
-    200: "the resource, or an OperationOutcome per entry",
-    201: "recorded: an information OperationOutcome",
-    202: "accepted and stored durably: information OperationOutcome, Content-Location of the Task",
+    200: "the resource, a searchset or transaction-response Bundle, or an OperationOutcome per "
+    "entry; for a push or an Observation: the same again (no second effect)",
+    201: "created and stored durably: absolute Location and ETag of the Task (or Observation) "
+    "version; the body by Prefer: return=minimal | representation | OperationOutcome",
+    410: "an older version of the Task: the bridge keeps the current version only",
     400: "unreadable: not the JSON/XML/resource the route reads, or not UTF-8",
     401: "no or an unknown key, token or signature (WWW-Authenticate)",
     403: "the client lacks the scope, or access to the referral ended",
@@ -170,29 +177,43 @@ INTAKE: Final = Operation(
     API,
     "referral:write",
     {**R4_BODY, FHIR_XML: "Resource", "application/xml": "Resource"},
-    (400, 401, 403, 413, 415, 422, 429),
-    (202, FHIR_JSON, "OperationOutcome"),
+    (200, 400, 401, 403, 413, 415, 422, 429),
+    (201, FHIR_JSON, "Resource"),
 )
 STU3_INTAKE: Final = Operation(
     API,
     "referral:write",
     {FHIR_JSON: "Resource", FHIR_XML: "Resource", "application/xml": "Resource"},
-    INTAKE.answers,
-    (202, STU3_JSON, "OperationOutcome"),
+    (400, 401, 403, 413, 415, 422, 429),
+    (201, STU3_JSON, "OperationOutcome"),
 )
+READ: Final = Operation(API, "task:read", answers=(400, 401, 403, 404, 429))
 PUT_TASK: Final = Operation(
     API, "task:update", R4_BODY, (*WRITE_ANSWERS, 412, 428), (200, FHIR_JSON, "Resource")
 )
 OPERATIONS: Final = {
     ("/fhir/r4/ServiceRequest", "post"): INTAKE,
     ("/fhir/r4", "post"): INTAKE,
-    ("/fhir/r4/Task/{task_id}", "get"): Operation(API, "task:read", answers=(401, 403, 404, 429)),
+    ("/fhir/r4/Task/{task_id}", "get"): READ,
+    ("/fhir/r4/Task", "get"): READ,
+    ("/fhir/r4/Task/_search", "post"): Operation(
+        API, "task:read", {"application/x-www-form-urlencoded": "Form"}, READ.answers
+    ),
+    ("/fhir/r4/Task/{task_id}/_history/{vid}", "get"): Operation(
+        API, "task:read", answers=(*READ.answers, 410)
+    ),
+    ("/fhir/r4/ServiceRequest/{request_id}", "get"): READ,
+    ("/fhir/r4/ServiceRequest/{request_id}/_history/{vid}", "get"): READ,
+    ("/fhir/r4/Observation/{observation_id}", "get"): READ,
+    ("/fhir/r4/Observation/{observation_id}/_history/{vid}", "get"): READ,
+    ("/fhir/r4/metadata", "get"): Operation((), "", {}, (), (200, FHIR_JSON, "Resource")),
+    ("/fhir/stu3/metadata", "get"): Operation((), "", {}, (), (200, STU3_JSON, "Resource")),
     ("/fhir/r4/Task/{task_id}", "put"): PUT_TASK,
     ("/fhir/r4/Task/{task_id}", "patch"): Operation(
         API, "task:update", {"application/json-patch+json": "JsonPatch"}, PUT_TASK.answers
     ),
     ("/fhir/r4/Observation", "post"): Operation(
-        API, "feedback:write", R4_BODY, WRITE_ANSWERS, (201, FHIR_JSON, "OperationOutcome")
+        API, "feedback:write", R4_BODY, (200, *WRITE_ANSWERS), (201, FHIR_JSON, "Resource")
     ),
     ("/feedback/{connector}", "post"): Operation(
         ("webhookSignature",),

@@ -125,21 +125,28 @@ class Stu3Intake:
         self.metrics.intake.labels("accepted" if created else "duplicate").inc()
         if created and self.wake is not None:
             self.wake()
+        task_id = result.accepted.task_id
+        task = await run_in_threadpool(lambda: self.c.store.get_task(task_id))
+        version = task.version if task is not None else 1
+        base = f"{self.c.config.core.pull.base_url.rstrip('/')}/fhir/r4"
         return Stu3Response(
             accepted_outcome(result),
-            status_code=202,
-            headers={"Content-Location": f"/fhir/r4/Task/{result.accepted.task_id}"},
+            status_code=201 if created else 200,
+            headers={
+                "Location": f"{base}/Task/{task_id}/_history/{version}",
+                "ETag": f'W/"{version}"',
+            },
         )
 
     def add(self, app: FastAPI) -> None:
         """Register ``POST /fhir/stu3/ReferralRequest`` and ``POST /fhir/stu3``."""
 
-        @app.post("/fhir/stu3/ReferralRequest", status_code=202, tags=["intake"])
+        @app.post("/fhir/stu3/ReferralRequest", status_code=201, tags=["intake"])
         async def post_referral_request(request: Request) -> Response:
             """Push a referral as STU3: a ReferralRequest with its resources contained."""
             return await self.handle(request)
 
-        @app.post("/fhir/stu3", status_code=202, tags=["intake"])
+        @app.post("/fhir/stu3", status_code=201, tags=["intake"])
         async def post_stu3_bundle(request: Request) -> Response:
             """Push a referral as an STU3 Bundle (transaction, batch or collection)."""
             return await self.handle(request)

@@ -18,6 +18,7 @@ from wor_bridge.core import identifiers as ids
 from wor_bridge.core import outbox
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.gates import Referral, identifiers_in
+from wor_bridge.core.search import referral_keys
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.translation import translate
 from wor_bridge.errors import RefusedError
@@ -81,6 +82,7 @@ def accept_referral(
     key = outbox.idempotency_key(result.ids.key, result.destination.id)
     patient_id = _patient_id(result.referral, result.ids.patient)
     responsible = _responsible(result.referral)
+    his_system, his_value, owner_id = referral_keys(result.bundle)
     now = clock.now()
     added = store.add_referral(
         NewReferral(
@@ -95,6 +97,9 @@ def accept_referral(
             bundle=canonical_json(result.bundle),
             service_request_id=result.ids.service_request,
             deadline_at=deadline(result.bundle),
+            his_system=his_system,
+            his_value=his_value,
+            owner_id=owner_id,
         ),
         now,
         audit=AuditEvent(

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from typing import Any, Final
+from typing import Any
 
 from wor_bridge.core import feedback as fb
 from wor_bridge.core import identifiers as ids
 from wor_bridge.core.outbox import State
+from wor_bridge.core.search import referral_keys, task_status
 from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM
 from wor_bridge.core.task import Refusal
 from wor_bridge.ports import AuditEvent, Clock, OutboxStore, TaskRecord
 from wor_bridge.usecases.caller import Caller
 from wor_bridge.usecases.way_back import NOT_FOUND, access
-
-_DELIVERY_STATUS: Final = {
-    "pending": ("requested", "queued"),
-    "delivered": ("requested", "delivered"),
-    "dead": ("failed", "delivery-failed"),
-}
 
 
 def task_resource(
@@ -26,8 +22,10 @@ def task_resource(
 ) -> dict[str, Any]:
     """The bridge's Task: delivery state until the welfare side reports, then its state.
 
-    ``meta.versionId`` is the version to send in ``If-Match`` when updating it; ``output``
-    refers (by identifier) to the feedback Observations sent to the GP record.
+    ``meta.versionId`` is the version to send in ``If-Match`` when updating it and
+    ``meta.lastUpdated`` when it last changed; ``identifier`` adds the HIS's own referral number
+    to the bridge's; ``output`` refers (by identifier) to the feedback Observations sent to the
+    GP record.
     """
     bundle = json.loads(task.bundle)
     local = {
@@ -35,12 +33,19 @@ def task_resource(
         for e in bundle["entry"]
     }
     mapped = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
-    out: dict[str, Any] = _relative_references(mapped, local)
-    status, business = _DELIVERY_STATUS[delivery]
-    if task.status != "requested" or task.business_status:
-        status, business = task.status, task.business_status or business
+    out: dict[str, Any] = relative_references(mapped, local)
+    status, business = task_status(task.status, task.business_status, delivery)
     out = {**out, "id": task.task_id, "status": status}
-    out["meta"] = {**out.get("meta", {}), "versionId": str(task.version)}
+    his_system, his_value, _ = referral_keys(bundle)
+    if his_value:
+        out["identifier"] = [
+            *(out.get("identifier") or []),
+            {"system": his_system, "value": his_value},
+        ]
+    meta = {**out.get("meta", {}), "versionId": str(task.version)}
+    if task.updated_at is not None:
+        meta["lastUpdated"] = instant(task.updated_at)
+    out["meta"] = meta
     out["businessStatus"] = {"coding": [{"system": BUSINESS_STATUS_SYSTEM, "code": business}]}
     if task.reason_code or task.reason_text:
         reason: dict[str, Any] = {}
@@ -63,15 +68,20 @@ def task_resource(
     return out
 
 
-def _relative_references(node: Any, local: dict[str, str]) -> Any:
+def instant(moment: dt.datetime) -> str:
+    """A FHIR ``instant`` in UTC with milliseconds (``2026-01-02T03:04:05.678Z``)."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def relative_references(node: Any, local: dict[str, str]) -> Any:
     """Bundle-internal ``urn:uuid:`` references as ``Type/id`` (outside the Bundle)."""
     if isinstance(node, dict):
         return {
-            k: local.get(v, v) if k == "reference" else _relative_references(v, local)
+            k: local.get(v, v) if k == "reference" else relative_references(v, local)
             for k, v in node.items()
         }
     if isinstance(node, list):
-        return [_relative_references(v, local) for v in node]
+        return [relative_references(v, local) for v in node]
     return node
 
 

@@ -1,0 +1,183 @@
+"""The search side of the SQLite store (a mixin of ``SqliteOutboxStore``): Task searches, the
+feedback Observations' Task, the messages about a Task; and the columns they need.
+
+``migrate`` adds ``his_system``, ``his_value``, ``owner_id`` and ``updated_at`` to the
+``referral`` table of a file made before them (in one ``BEGIN IMMEDIATE`` transaction) and fills
+them from the stored Bundles; the ``touch_*`` helpers keep ``updated_at`` (``meta.lastUpdated``)
+current inside the transactions that change what ``GET Task`` returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from contextlib import AbstractContextManager
+from typing import Any, Final, Protocol
+
+from wor_bridge.adapters.sqlite_rows import from_ts, ts
+from wor_bridge.core.search import referral_keys
+from wor_bridge.ports import NewReferral, TaskPage, TaskRecord, TaskSearch
+
+TASK_COLUMNS: Final = (
+    "r.task_id, r.destination, r.source_system, r.patient_id, r.bundle, r.status,"
+    " r.business_status, r.reason_code, r.reason_text, r.version, r.deadline_at,"
+    " r.first_contact_at, r.alerted_at, r.received_at, r.updated_at"
+)
+_ADDED: Final = (
+    ("his_system", "TEXT NOT NULL DEFAULT ''"),
+    ("his_value", "TEXT NOT NULL DEFAULT ''"),
+    ("owner_id", "TEXT NOT NULL DEFAULT ''"),
+    ("updated_at", "REAL"),
+)
+_STATUS: Final = (
+    "(CASE WHEN r.status = 'requested' AND COALESCE(r.business_status, '') = ''"
+    " THEN (CASE o.state WHEN 'dead' THEN 'failed' ELSE 'requested' END) ELSE r.status END)"
+)
+_EXPRESSIONS: Final = {
+    "id": "r.task_id",
+    "his_system": "r.his_system",
+    "his_value": "r.his_value",
+    "focus": "r.service_request_id",
+    "owner": "r.owner_id",
+    "status": _STATUS,
+}
+
+
+class _Connected(Protocol):
+    def _conn(self) -> sqlite3.Connection: ...
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+
+def task_record(row: sqlite3.Row) -> TaskRecord:
+    """A ``TASK_COLUMNS`` row as the port's value."""
+    return TaskRecord(
+        task_id=row["task_id"],
+        destination=row["destination"],
+        source_system=row["source_system"],
+        patient_id=row["patient_id"],
+        bundle=bytes(row["bundle"]),
+        status=row["status"],
+        business_status=row["business_status"],
+        reason_code=row["reason_code"],
+        reason_text=row["reason_text"],
+        version=row["version"],
+        deadline_at=from_ts(row["deadline_at"]),
+        first_contact_at=from_ts(row["first_contact_at"]),
+        alerted_at=from_ts(row["alerted_at"]),
+        received_at=from_ts(row["received_at"]),
+        updated_at=from_ts(row["updated_at"]),
+    )
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Add the search columns and indexes to an older file, filled from the stored Bundles."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        names = {row[1] for row in conn.execute("PRAGMA table_info(referral)")}
+        for column, kind in _ADDED:
+            if column not in names:
+                conn.execute(f"ALTER TABLE referral ADD COLUMN {column} {kind}")
+        rows = conn.execute(
+            "SELECT task_id, bundle, received_at FROM referral WHERE updated_at IS NULL"
+        ).fetchall()
+        for task_id, bundle, received_at in rows:
+            his_system, his_value, owner = referral_keys(json.loads(bytes(bundle)))
+            conn.execute(
+                "UPDATE referral SET his_system = ?, his_value = ?, owner_id = ?,"
+                " updated_at = ? WHERE task_id = ?",
+                (his_system, his_value, owner, received_at, task_id),
+            )
+        conn.execute("CREATE INDEX IF NOT EXISTS referral_his ON referral (his_value)")
+        conn.execute("CREATE INDEX IF NOT EXISTS referral_updated ON referral (updated_at)")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def index_referral(conn: sqlite3.Connection, referral: NewReferral, now: dt.datetime) -> None:
+    """Note a new referral's search keys and ``updated_at`` (inside its insert transaction)."""
+    conn.execute(
+        "UPDATE referral SET his_system = ?, his_value = ?, owner_id = ?, updated_at = ?"
+        " WHERE task_id = ?",
+        (referral.his_system, referral.his_value, referral.owner_id, ts(now), referral.task_id),
+    )
+
+
+def touch(conn: sqlite3.Connection, task_id: str, now: dt.datetime) -> None:
+    """The Task changed now."""
+    conn.execute("UPDATE referral SET updated_at = ? WHERE task_id = ?", (ts(now), task_id))
+
+
+def touch_delivery(conn: sqlite3.Connection, entry_ids: list[int], now: dt.datetime) -> None:
+    """The referrals whose own outbox entries are ``entry_ids`` reached (or, just before a
+    requeue, are leaving) a final delivery state changed now."""
+    marks = ",".join("?" * len(entry_ids))
+    conn.execute(
+        "UPDATE referral SET updated_at = ? WHERE idempotency_key IN"  # noqa: S608 - only ? placeholders are interpolated
+        f" (SELECT idempotency_key FROM outbox WHERE id IN ({marks})"
+        " AND state IN ('delivered', 'dead'))",
+        (ts(now), *entry_ids),
+    )
+
+
+class SqliteSearchTables:
+    """Task search, feedback-item lookup and a Task's messages."""
+
+    def search_tasks(self: _Connected, search: TaskSearch) -> TaskPage:
+        """The matching Tasks within the search's tenancy: one page and the total."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if not search.everyone:
+            if search.source_system is None and search.destination is None:
+                return TaskPage(0, ())
+            for column, value in (
+                ("r.source_system", search.source_system),
+                ("r.destination", search.destination),
+            ):
+                if value is not None:
+                    clauses.append(f"{column} = ?")
+                    args.append(value)
+        for group in search.where:
+            options = []
+            for alternative in group:
+                options.append(
+                    "("
+                    + " AND ".join([f"{_EXPRESSIONS[c]} = ?" for c, _ in alternative] or ["1"])
+                    + ")"
+                )
+                args += [value for _, value in alternative]
+            clauses.append("(" + (" OR ".join(options) or "0") + ")")
+        for op, moment in ((">=", search.updated_from), ("<", search.updated_before)):
+            if moment is not None:
+                clauses.append(f"r.updated_at {op} ?")
+                args.append(ts(moment))
+        where = " AND ".join(clauses) or "1"
+        joined = "FROM referral r JOIN outbox o ON o.idempotency_key = r.idempotency_key"
+        conn = self._conn()
+        total = conn.execute(f"SELECT COUNT(*) {joined} WHERE {where}", args).fetchone()[0]
+        order = "DESC" if search.newest_first else "ASC"
+        rows = conn.execute(
+            f"SELECT {TASK_COLUMNS} {joined} WHERE {where}"
+            f" ORDER BY r.updated_at {order}, r.task_id {order} LIMIT ? OFFSET ?",
+            (*args, search.count, search.offset),
+        ).fetchall()
+        return TaskPage(int(total), tuple(task_record(r) for r in rows))
+
+    def item_task(self: _Connected, key: str) -> str | None:
+        """The Task id of a recorded feedback item."""
+        row = (
+            self._conn()
+            .execute("SELECT task_id FROM feedback_item WHERE key = ?", (key,))
+            .fetchone()
+        )
+        return None if row is None else str(row["task_id"])
+
+    def task_messages(self: _Connected, task_id: str) -> list[tuple[str, bytes]]:
+        """Destination and payload of the Task's outbox entries, oldest first."""
+        rows = self._conn().execute(
+            "SELECT destination, payload FROM outbox WHERE task_id = ? ORDER BY id", (task_id,)
+        )
+        return [(str(r["destination"]), bytes(r["payload"])) for r in rows.fetchall()]
