@@ -207,6 +207,7 @@ class Config(BaseSettings):
     clients: tuple[ClientSettings, ...] = ()
     webhooks: tuple[WebhookSettings, ...] = ()
     directory: dict[str, Any] = Field(default_factory=dict)
+    monitoring: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -271,6 +272,7 @@ def load_app(path: Path | None = None) -> AppConfig:
         "destinations": cfg.destinations,
         "routing": cfg.routing,
         "max_body_bytes": cfg.max_body_bytes,
+        "monitoring": cfg.monitoring,
     }
     try:
         settings = Settings.model_validate({**core_raw, "mappings": mappings, "codes": codes})

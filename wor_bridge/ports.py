@@ -12,6 +12,7 @@ from typing import Protocol
 
 from wor_bridge.core.delivery import HttpRequest, HttpResponse
 from wor_bridge.core.directory import DirectoryRecord, SyncState
+from wor_bridge.core.monitoring_facts import Progress, ReferralFacts, Trajectory
 from wor_bridge.core.outbox import State
 from wor_bridge.core.search_terms import Alternative
 from wor_bridge.core.settings import Destination
@@ -53,6 +54,8 @@ class NewReferral:
     """The HIS's own referral number (``ServiceRequest.identifier[0]``), searchable."""
     owner_id: str = ""
     """The id of the welfare Organization the Task is for (``Task.owner``), searchable."""
+    monitoring: ReferralFacts | None = None
+    """Monitoring facts (no patient data), recorded in the same transaction when new."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,8 @@ class TaskUpdate:
     withdraw: bool = False
     """GP-side withdrawal: if the referral itself is still pending and not leased, it is dead-
     lettered (never sent) and ``message`` is dropped, since the receiver never heard of it."""
+    progress: Progress | None = None
+    """Monitoring facts of this change (no patient data), recorded in the same transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +345,20 @@ class OutboxStore(Protocol):
     def task_messages(self, task_id: str) -> list[tuple[str, bytes]]:
         """Destination and payload of every outbox entry about a Task, oldest first (the
         referral's own included)."""
+        ...
+
+
+class MonitoringReader(Protocol):
+    """The monitoring tables (no patient data): what the figures are computed from.
+
+    Written only by hooks inside ``add_referral``, ``save_task_update`` and ``record_attempt``
+    (in their transactions); read here."""
+
+    def trajectories(
+        self, since: dt.date | None = None, until: dt.date | None = None
+    ) -> list[Trajectory]:
+        """Every referral authored (referral date) in ``[since, until)`` with its progress,
+        oldest first."""
         ...
 
 

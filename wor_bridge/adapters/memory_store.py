@@ -17,6 +17,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+from wor_bridge.adapters.memory_monitoring import MemoryMonitoringTables, MonitoringRows
 from wor_bridge.adapters.memory_search import MemorySearchTables, touch_delivery
 from wor_bridge.adapters.memory_tasks import MemoryTaskTables, Row, from_ts, ts
 from wor_bridge.core.outbox import State
@@ -33,7 +34,7 @@ from wor_bridge.ports import (
 )
 
 
-class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables):
+class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables, MemoryMonitoringTables):
     """``OutboxStore`` in dictionaries, thread-safe, with ``SqliteOutboxStore``'s semantics."""
 
     def __init__(self) -> None:
@@ -47,6 +48,7 @@ class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables):
         self._cursors: dict[str, str] = {}
         self._items: dict[str, str] = {}
         self._once: dict[str, float] = {}
+        self._monitoring = MonitoringRows()
 
     def close(self) -> None:
         """Nothing to release (kept for parity with ``SqliteOutboxStore``)."""
@@ -108,6 +110,8 @@ class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables):
             )
             if audit is not None:
                 self._append_audit(replace(audit, outcome="accepted"), at)
+            if referral.monitoring is not None:  # monitoring hook: facts without patient data
+                self._monitoring.insert_facts(referral.monitoring)
             return Added(referral.task_id, entry_id, created=True)
 
     def claim_due(
@@ -167,7 +171,16 @@ class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables):
             row.last_error = error
             row.lease_owner = row.lease_until = None
             touch_delivery(self, row, ts(now))
+            self._note_attempt(row, state, now)  # monitoring hook
             return True
+
+    def _note_attempt(self, row: Row, state: State, now: dt.datetime) -> None:
+        """Monitoring: feedback that reached the GP record, a referral given up (as SQLite)."""
+        stored = self._referrals.get(row.task_id)
+        if state == "delivered" and row.idempotency_key.startswith("gp|"):
+            self._monitoring.note(row.task_id, "feedback-delivered", now)
+        elif state == "dead" and stored and stored[0].idempotency_key == row.idempotency_key:
+            self._monitoring.note(row.task_id, "delivery-failed", now)
 
     def get_referral(self, task_id: str) -> ReferralRecord | None:
         """The referral and the state of its (latest) outbox entry."""

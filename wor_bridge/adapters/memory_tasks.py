@@ -9,6 +9,8 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from wor_bridge.adapters.memory_monitoring import MonitoringRows
+from wor_bridge.core.monitoring_facts import monitoring_key
 from wor_bridge.core.outbox import State
 from wor_bridge.ports import (
     AuditEvent,
@@ -78,6 +80,7 @@ class _Shared(Protocol):
     _tasks: dict[str, TaskRecord]
     _cursors: dict[str, str]
     _items: dict[str, str]
+    _monitoring: MonitoringRows
 
     def _insert_message(self: _Shared, message: NewMessage, at: float) -> int: ...
 
@@ -147,6 +150,8 @@ class MemoryTaskTables:
             if message is not None:
                 self._insert_message(message, at)
             self._append_audit(audit, at)
+            if update.progress is not None:  # monitoring hook: facts without patient data
+                self._monitoring.apply_progress(monitoring_key(task_id), update.progress)
             return expected_version + 1
 
     def poll_cursor(self: _Shared, destination: str) -> str | None:

@@ -19,7 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, cast
 
+from wor_bridge.adapters import sqlite_monitoring as monitoring
 from wor_bridge.adapters import sqlite_search
+from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA, SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA, SqliteOnceTable
 from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, insert_message, ts
 from wor_bridge.adapters.sqlite_search import SqliteSearchTables
@@ -128,7 +130,9 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
     )
 
 
-class SqliteOutboxStore(SqliteTaskTables, SqliteSearchTables, SqliteOnceTable):
+class SqliteOutboxStore(
+    SqliteTaskTables, SqliteSearchTables, SqliteOnceTable, SqliteMonitoringTables
+):
     """``OutboxStore`` on one SQLite file; one connection per thread."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
@@ -138,6 +142,7 @@ class SqliteOutboxStore(SqliteTaskTables, SqliteSearchTables, SqliteOnceTable):
         self._conn().executescript(SCHEMA)  # idempotent DDL; executescript manages its own commit
         self._conn().executescript(ONCE_SCHEMA)
         sqlite_search.migrate(self._conn())
+        self._conn().executescript(MONITORING_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -216,6 +221,8 @@ class SqliteOutboxStore(SqliteTaskTables, SqliteSearchTables, SqliteOnceTable):
             )
             if audit is not None:
                 insert_audit(conn, replace(audit, outcome="accepted"), now)
+            if referral.monitoring is not None:  # monitoring hook: facts without patient data
+                monitoring.insert_facts(conn, referral.monitoring)
             return Added(referral.task_id, int(cast(int, entry_id)), created=True)
 
     def claim_due(
@@ -269,6 +276,8 @@ class SqliteOutboxStore(SqliteTaskTables, SqliteSearchTables, SqliteOnceTable):
                 sqlite_search.touch_delivery(conn, [entry_id], now)
             if audit is not None:
                 insert_audit(conn, audit, now)
+            if cursor.rowcount == 1:  # monitoring hook: feedback reached / delivery given up
+                monitoring.note_attempt(conn, entry_id, state, now)
             return cursor.rowcount == 1
 
     def get_referral(self, task_id: str) -> ReferralRecord | None:

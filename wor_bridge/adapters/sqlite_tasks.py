@@ -9,8 +9,10 @@ import sqlite3
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from wor_bridge.adapters import sqlite_monitoring as monitoring
 from wor_bridge.adapters.sqlite_rows import insert_audit, insert_message, ts
 from wor_bridge.adapters.sqlite_search import TASK_COLUMNS, task_record, touch
+from wor_bridge.core.monitoring_facts import monitoring_key
 from wor_bridge.ports import AuditEvent, NewMessage, TaskRecord, TaskUpdate
 
 
@@ -101,6 +103,8 @@ class SqliteTaskTables:
             if message is not None:
                 insert_message(conn, message, now)
             insert_audit(conn, audit, now)
+            if update.progress is not None:  # monitoring hook: facts without patient data
+                monitoring.apply_progress(conn, monitoring_key(task_id), update.progress)
             return expected_version + 1
 
     def poll_cursor(self: _Connected, destination: str) -> str | None:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from wor_bridge.core import identifiers as ids
+from wor_bridge.core.monitoring_settings import MonitoringSettings
 
 LOCAL_BASE = "https://wor-bridge.nl/fhir"
 """Canonical base of the project's local CodeSystems and tags."""
@@ -293,6 +294,7 @@ class Settings(_Frozen):
     output: OutputSettings = OutputSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     pull: PullSettings = PullSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     destinations: tuple[Destination, ...]
     routing: Routing
     mappings: dict[str, MappingFile]

@@ -18,6 +18,7 @@ from wor_bridge.core import identifiers as ids
 from wor_bridge.core import outbox
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.gates import Referral, identifiers_in
+from wor_bridge.core.monitoring_facts import referral_facts
 from wor_bridge.core.search import referral_keys
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.translation import translate
@@ -100,6 +101,15 @@ def accept_referral(
             his_system=his_system,
             his_value=his_value,
             owner_id=owner_id,
+            monitoring=referral_facts(  # monitoring: facts without patient data
+                result,
+                settings.monitoring,
+                task_id=result.ids.task,
+                source_system=source,
+                received_at=now,
+                deadline_at=deadline(result.bundle),
+                municipalities=tuple(settings.routing.municipalities),
+            ),
         ),
         now,
         audit=AuditEvent(

@@ -17,6 +17,7 @@ import structlog
 from wor_bridge.core import feedback as fb
 from wor_bridge.core import gp_record
 from wor_bridge.core.fhir import canonical_json
+from wor_bridge.core.monitoring_facts import progress_of
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.task import Reason, Refusal, Side, TaskState, transition
 from wor_bridge.ports import AuditEvent, Clock, NewMessage, OutboxStore, TaskRecord, TaskUpdate
@@ -187,6 +188,9 @@ def _apply_once(
             item_keys=tuple(fb.item_key(task.task_id, i) for i in fresh),
             message=message,
             withdraw=side == "gp" and new.status in ("cancelled", "entered-in-error"),
+            progress=progress_of(  # monitoring: codes and times only, no patient data
+                current, new, feedback.items, occurred_at=feedback.occurred_at, now=now
+            ),
         ),
         audit=AuditEvent(
             event="task_update",
