@@ -1,0 +1,264 @@
+"""Monitoring figures: per period and breakdown, each with its counting unit and denominator,
+small cells suppressed (``core.suppression``). Pure: trajectories and settings in, a ``Report``
+out; the store, the clock and the output formats are elsewhere.
+
+Every count is published only when it is zero or at least ``threshold`` and no published figure
+gives it away; a percentage only when its count is published and its denominator is published
+and at least ``threshold``; a statistic (median, 75th percentile, mean) only over at least
+``threshold`` referrals. The total row of a breakdown is withheld exactly as the report without
+breakdown withholds it, so the two reports together give away nothing either alone protects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Final
+
+from wor_bridge.core.monitoring_facts import Trajectory
+from wor_bridge.core.monitoring_grid import (
+    TOTAL,
+    Breakdown,
+    Grid,
+    Key,
+    Period,
+    build,
+    group_of,
+    period_label,
+)
+from wor_bridge.core.monitoring_settings import MonitoringSettings, Target
+from wor_bridge.core.suppression import suppress
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One figure: which cells, counted in what unit, as a share of what."""
+
+    id: str
+    title: str
+    unit: str
+    denominator: str
+    var: str
+    denominator_cell: tuple[str, str] | None = None
+    """``(variable, category)`` of the denominator in the same group; None: the row's sum."""
+    categories: tuple[str, ...] = ()
+    stats: tuple[str, ...] = ()
+    note: str = ""
+
+
+REFERRED: Final = ("funnel", "referred")
+SPECS: Final = (
+    Spec("referrals", "Verwijzingen", "verwijzing naar Welzijn op Recept", "geen (aantal)",
+         "funnel", None, ("referred",)),
+    Spec("funnel", "Trechter: verwezen tot afgesloten", "verwijzing die deze stap of een latere "
+         "bereikte", "verwijzingen in de periode", "funnel", REFERRED,
+         ("referred", "accepted", "first-contact", "intake", "activity", "closed", "follow-up")),
+    Spec("outcome", "Stand van de trajecten", "verwijzing, naar haar huidige status",
+         "verwijzingen in de periode", "outcome", REFERRED),
+    Spec("closure", "Afgesloten, naar status en reden", "afgesloten verwijzing",
+         "afgesloten verwijzingen", "closure", ("funnel", "closed")),
+    Spec("reasons", "Redenen van verwijzing", "verwijzing met deze reden (meer redenen per "
+         "verwijzing mogelijk)", "verwijzingen in de periode", "reason", REFERRED,
+         note="meerkeuze: de percentages tellen op tot meer dan 100%"),
+    Spec("referrer_types", "Verwijzers", "verwijzing, naar type verwijzer",
+         "verwijzingen in de periode", "referrer", REFERRED),
+    Spec("activity_categories", "Activiteiten naar categorie", "verwijzing met een gestarte "
+         "activiteit in deze categorie", "verwijzingen met een gestarte activiteit",
+         "activity_category", ("funnel", "activity"), note="meerkeuze"),
+    Spec("activity_roles", "Activiteiten naar rol", "verwijzing met een activiteit in deze rol",
+         "verwijzingen met een gestarte activiteit", "activity_role", ("funnel", "activity"),
+         note="meerkeuze"),
+    Spec("feedback", "Terugkoppeling bereikte de verwijzer", "verwijzing waarvan terugkoppeling "
+         "het HIS bereikte (ja/nee)", "verwijzingen in de periode", "feedback", REFERRED,
+         ("yes", "no")),
+    Spec("first_contact_deadline", "Eerste contact binnen de termijn", "verwijzing met eerste "
+         "contact, of zonder eerste contact na de termijn", "verwijzingen waarvan de termijn "
+         "verstreek of die contact hadden", "contact_deadline", None, ("within", "late")),
+    Spec("first_contact_time", "Dagen tot eerste contact", "verwijzing met eerste contact",
+         "verwijzingen met eerste contact", "contact_time", None, ("n",),
+         ("median_days", "p75_days")),
+    Spec("overdue", "Open verwijzingen over de termijn", "open verwijzing zonder eerste contact "
+         "na de termijn", "open verwijzingen", "overdue", ("outcome", "open"),
+         ("overdue", "not-overdue")),
+    Spec("waiting_list", "Wachtlijst", "verwijzing nu op de wachtlijst",
+         "verwijzingen in de periode", "waiting", REFERRED, ("now",)),
+    Spec("waiting_time", "Wachttijd (dagen)", "verwijzing die op de wachtlijst stond",
+         "verwijzingen die op de wachtlijst stonden", "waiting_time", None, ("n",),
+         ("median_days", "p75_days")),
+    Spec("conversations", "Gesprekken per traject", "traject met een gemeld aantal gesprekken",
+         "trajecten met een gemeld aantal gesprekken", "conversations", None, ("n",),
+         ("median", "mean")),
+)  # fmt: skip
+TARGET_UNIT: Final = {"municipality": "municipality", "practice": "practice", "welfare": "welfare"}
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One published (or withheld) value of a figure."""
+
+    period: str
+    group: str
+    category: str
+    count: int | None = None
+    denominator: int | None = None
+    percent: float | None = None
+    value: float | None = None
+    suppressed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """A figure with its counting unit, its denominator and its cells."""
+
+    id: str
+    title: str
+    unit: str
+    denominator: str
+    note: str
+    cells: tuple[Cell, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """All figures of one period kind and breakdown."""
+
+    period: Period
+    breakdown: Breakdown
+    threshold: int
+    generated_at: dt.datetime
+    periods: tuple[str, ...]
+    scope: str
+    figures: tuple[Figure, ...]
+
+
+def percent(count: int, denominator: int) -> float:
+    """``100 * count / denominator`` rounded half up to one decimal (98.1, not 98.0)."""
+    value = Decimal(100 * count) / Decimal(denominator)
+    return float(value.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def p75(values: Sequence[float]) -> float:
+    """The 75th percentile by nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.75 * len(ordered)) - 1)]
+
+
+def hidden_cells(grid: Grid, threshold: int) -> set[Key]:
+    """What to withhold: the total row as the report without breakdown decides, then the rest."""
+    total_values = {k: v for k, v in grid.values.items() if k[1] == TOTAL}
+    total_relations = [r for r in grid.relations if all(m in total_values for m in r.members())]
+    hidden_total = suppress(total_values, total_relations, threshold)
+    if len(grid.groups) == 1:
+        return hidden_total
+    frozen = {k: k in hidden_total for k in total_values}
+    return suppress(grid.values, grid.relations, threshold, frozen)
+
+
+def compute(
+    trajectories: Iterable[Trajectory],
+    *,
+    period: Period,
+    breakdown: Breakdown,
+    settings: MonitoringSettings,
+    now: dt.datetime,
+    threshold: int | None = None,
+    scope: str = "alles",
+) -> Report:
+    """The report over ``trajectories`` (already limited to what the reader may see)."""
+    limit = threshold if threshold is not None else settings.threshold
+    by_period: dict[str, list[Trajectory]] = {}
+    for t in trajectories:
+        by_period.setdefault(period_label(t.facts.authored_on, period), []).append(t)
+    cells: dict[str, list[Cell]] = {s.id: [] for s in SPECS}
+    cells["target"] = []
+    for label in sorted(by_period):
+        grid = build(by_period[label], lambda t: group_of(t, breakdown), now)
+        hidden = hidden_cells(grid, limit)
+        for spec in SPECS:
+            cells[spec.id] += _cells(spec, grid, hidden, label, limit)
+        cells["target"] += _targets(grid, hidden, label, period, breakdown, settings.targets)
+    figures = [
+        Figure(s.id, s.title, s.unit, s.denominator, s.note, tuple(cells[s.id])) for s in SPECS
+    ]
+    figures.append(
+        Figure(
+            "target",
+            "Verwijzingen naast streefaantal en coachuren",
+            "verwijzing naar Welzijn op Recept",
+            "streefaantal voor de periode (jaarstreefaantal naar rato)",
+            "meer verwijzingen is geen doel op zich: altijd naast de capaciteit",
+            tuple(cells["target"]),
+        )
+    )
+    return Report(period, breakdown, limit, now, tuple(sorted(by_period)), scope, tuple(figures))
+
+
+def _cells(spec: Spec, grid: Grid, hidden: set[Key], label: str, limit: int) -> list[Cell]:
+    categories = spec.categories or tuple(grid.categories(spec.var))
+    out: list[Cell] = []
+    for group in grid.groups:
+        row = [(spec.var, group, c) for c in categories]
+        if spec.denominator_cell is not None:
+            dkey: Key = (spec.denominator_cell[0], group, spec.denominator_cell[1])
+            denom = None if dkey in hidden else grid.values.get(dkey, 0)
+        else:
+            whole = all(k not in hidden for k in row)
+            denom = sum(grid.values.get(k, 0) for k in row) if whole else None
+        for key in row:
+            count = None if key in hidden else grid.values.get(key, 0)
+            rate = None
+            shared = spec.denominator_cell is not None or len(row) > 1
+            if shared and count is not None and denom is not None and denom >= limit and denom:
+                rate = percent(count, denom)
+            out.append(Cell(label, group, key[2], count, denom, rate, None, key in hidden))
+        n_key: Key = (spec.var, group, "n")
+        for stat in spec.stats:
+            sample = grid.samples.get((spec.var, group), [])
+            ok = n_key not in hidden and len(sample) >= limit
+            out.append(Cell(label, group, stat, value=_stat(stat, sample) if ok else None,
+                            suppressed=not ok and bool(sample)))  # fmt: skip
+    return out
+
+
+def _stat(name: str, sample: list[float]) -> float:
+    if name in ("median_days", "median"):
+        return round(statistics.median(sample), 1)
+    if name == "mean":
+        return round(statistics.fmean(sample), 1)
+    return round(p75(sample), 1)
+
+
+def _targets(  # noqa: PLR0917 - one call site, read in order
+    grid: Grid,
+    hidden: set[Key],
+    label: str,
+    period: Period,
+    breakdown: Breakdown,
+    targets: tuple[Target, ...],
+) -> list[Cell]:
+    unit = TARGET_UNIT.get(breakdown, "municipality")
+    year = int(label[:4])
+    share = {"month": 1 / 12, "quarter": 1 / 4, "year": 1.0}[period]
+    out: list[Cell] = []
+    for group in grid.groups:
+        mine = [
+            t for t in targets
+            if t.unit == unit and t.year == year and group in (TOTAL, t.value)
+        ]  # fmt: skip
+        if not mine:
+            continue
+        key: Key = ("funnel", group, "referred")
+        count = None if key in hidden else grid.values.get(key, 0)
+        target = round(sum(t.referrals for t in mine) * share, 1)
+        hours = round(sum(t.coach_hours_per_week for t in mine), 1)
+        rate = percent(count, round(target)) if count is not None and round(target) else None
+        out += [
+            Cell(label, group, "referrals", count, None, None, None, count is None),
+            Cell(label, group, "target", value=target, percent=rate),
+            Cell(label, group, "coach_hours_per_week", value=hours),
+        ]
+    return out

@@ -1,0 +1,163 @@
+"""Small-cell suppression with secondary suppression, over any set of additive relations. Pure.
+
+A report is a set of counts (cells) and the relations between them that a reader knows or can
+infer: ``total = part + part + ...`` (a row of exclusive categories adds up to its denominator, a
+column of groups adds up to the total row, ...). Publishing some cells and withholding others is
+safe when no withheld cell's value follows from the published ones through those relations.
+
+1. **Primary**: every count ``0 < n < threshold`` is withheld (zeros are published: they are
+   structural, and withholding them protects nothing that an empty cell would not show).
+2. **Secondary, line rule**: a relation with exactly one withheld member would give it away, so a
+   second member is withheld: the smallest non-zero published one that is not *frozen*.
+3. **Secondary, algebra**: relations combine (a chain of lines can pin a cell that no single line
+   pins), so the withheld cells are solved as a linear system over the published values (exact
+   elimination modulo a large prime); every withheld cell the system determines gets another
+   member of one of its relations withheld, and the steps repeat until none is determined.
+
+*Frozen* cells keep the decision another report made (the total row of a breakdown must be
+withheld exactly as in the report without breakdown, or the two together would give away what
+each alone protects).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+PRIME: Final = (1 << 61) - 1
+"""Elimination modulo this prime: the relations have coefficients 0 and +-1, so the rank over
+the rationals and over GF(p) agree unless p divides a minor, which a prime this large never does
+for tables of this size."""
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class Relation(Generic[K]):
+    """``total = sum(parts)``, known to every reader."""
+
+    total: K
+    parts: tuple[K, ...]
+
+    def members(self) -> tuple[K, ...]:
+        """The total and its parts."""
+        return (self.total, *self.parts)
+
+
+def suppress(
+    values: Mapping[K, int],
+    relations: Sequence[Relation[K]],
+    threshold: int,
+    frozen: Mapping[K, bool] | None = None,
+) -> set[K]:
+    """The cells to withhold (see the module docstring). ``frozen`` maps cells to a decision
+    (True withheld, False published) that must not change."""
+    fixed = dict(frozen or {})
+    hidden = {k for k, v in values.items() if 0 < v < threshold and k not in fixed}
+    hidden |= {k for k, withheld in fixed.items() if withheld and k in values}
+    relations = [r for r in relations if all(m in values for m in r.members())]
+    while True:
+        _line_rule(values, relations, hidden, fixed)
+        determined = _determined(values, relations, hidden)
+        if not determined:
+            return hidden
+        if not _widen(values, relations, hidden, fixed, determined):
+            return hidden  # nothing left to withhold (cannot happen with consistent totals)
+
+
+def _candidates(
+    relation: Relation[K],
+    values: Mapping[K, int],
+    hidden: set[K],
+    fixed: Mapping[K, bool],
+) -> list[K]:
+    free = [m for m in relation.parts if m not in hidden and m not in fixed and values[m] > 0]
+    if not free and relation.total not in hidden and relation.total not in fixed:
+        free = [relation.total]
+    return sorted(free, key=lambda m: (values[m], repr(m)))
+
+
+def _line_rule(
+    values: Mapping[K, int],
+    relations: Sequence[Relation[K]],
+    hidden: set[K],
+    fixed: Mapping[K, bool],
+) -> None:
+    changed = True
+    while changed:
+        changed = False
+        for relation in relations:
+            if sum(m in hidden for m in relation.members()) != 1:
+                continue
+            options = _candidates(relation, values, hidden, fixed)
+            if options:
+                hidden.add(options[0])
+                changed = True
+
+
+def _widen(
+    values: Mapping[K, int],
+    relations: Sequence[Relation[K]],
+    hidden: set[K],
+    fixed: Mapping[K, bool],
+    determined: Iterable[K],
+) -> bool:
+    for cell in sorted(determined, key=repr):
+        for relation in relations:
+            if cell in relation.members():
+                options = _candidates(relation, values, hidden, fixed)
+                if options:
+                    hidden.add(options[0])
+                    return True
+    return False
+
+
+def _determined(
+    values: Mapping[K, int], relations: Sequence[Relation[K]], hidden: set[K]
+) -> set[K]:
+    """Withheld cells whose value follows from the published cells and the relations."""
+    unknowns = sorted(hidden, key=repr)
+    index = {k: i for i, k in enumerate(unknowns)}
+    rows: list[dict[int, int]] = []
+    for relation in relations:
+        row: dict[int, int] = {}
+        for member, sign in ((relation.total, 1), *((p, -1) for p in relation.parts)):
+            if member in index:
+                col = index[member]
+                row[col] = (row.get(col, 0) + sign) % PRIME
+        row = {c: v for c, v in row.items() if v}
+        if row:
+            rows.append(row)
+    return {unknowns[c] for c in pinned(rows)}
+
+
+def pinned(rows: list[dict[int, int]]) -> set[int]:
+    """Columns whose unit vector lies in the row space (sparse Gauss-Jordan modulo PRIME)."""
+    pivots: dict[int, dict[int, int]] = {}
+    for original in rows:
+        row = dict(original)
+        for col in [c for c in row if c in pivots]:
+            _eliminate(row, pivots[col], col)
+        row = {c: v for c, v in row.items() if v}
+        if not row:
+            continue
+        col = min(row)
+        inverse = pow(row[col], PRIME - 2, PRIME)
+        row = {c: v * inverse % PRIME for c, v in row.items()}
+        for other in pivots.values():
+            if col in other:
+                _eliminate(other, row, col)
+        pivots[col] = row
+    return {col for col, row in pivots.items() if len(row) == 1}
+
+
+def _eliminate(row: dict[int, int], pivot: dict[int, int], col: int) -> None:
+    factor = row.get(col, 0)
+    if not factor:
+        return
+    for c, v in pivot.items():
+        row[c] = (row.get(c, 0) - factor * v) % PRIME
+        if not row[c]:
+            del row[c]
