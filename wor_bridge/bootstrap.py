@@ -14,7 +14,7 @@ from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import AppConfig, load_app
 from wor_bridge.core.outbox import RetryPolicy
 from wor_bridge.errors import ConfigError
-from wor_bridge.ports import Clock, DirectoryReplica, OutboxStore, Transport
+from wor_bridge.ports import Clock, DirectoryReplica, MonitoringReader, OutboxStore, Transport
 
 MAX_RESOURCES = 8
 """Resources in one referral Bundle: the most PUTs one ``put`` delivery makes (feedback goes to
@@ -33,6 +33,8 @@ class Components:
     worker_id: str
     directory: DirectoryReplica | None = None
     """The care-services directory replica (with ``[directory]``; in the store's file)."""
+    monitoring: MonitoringReader | None = None
+    """The monitoring tables (in the store's file): what reports are computed from."""
 
 
 def build(config: AppConfig) -> Components:
@@ -55,9 +57,10 @@ def build(config: AppConfig) -> Components:
     if store_path.parent and not store_path.parent.exists():
         store_path.parent.mkdir(parents=True, exist_ok=True)
     delivery = config.delivery
+    store = SqliteOutboxStore(store_path)
     return Components(
         config=config,
-        store=SqliteOutboxStore(store_path),
+        store=store,
         transport=RequestsTransport(clock),
         clock=clock,
         policy=RetryPolicy(
@@ -68,6 +71,7 @@ def build(config: AppConfig) -> Components:
         ),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
         directory=SqliteDirectoryReplica(store_path) if config.directory else None,
+        monitoring=store,
     )
 
 

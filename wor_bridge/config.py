@@ -97,7 +97,13 @@ def load_codesystem(path: Path) -> tuple[str, frozenset[str]]:
 
 
 Scope = Literal[
-    "referral:write", "task:read", "task:update", "feedback:write", "referral:pull", "admin"
+    "referral:write",
+    "task:read",
+    "task:update",
+    "feedback:write",
+    "referral:pull",
+    "report:read",
+    "admin",
 ]
 
 
@@ -174,6 +180,10 @@ class ClientSettings(_Model):
     on_behalf_of: str = ""
     destination: str | None = None
     """Set for a welfare-side client: the destination (organisation) it acts for."""
+    practice: str | None = Field(default=None, pattern=r"^(agb|ura):[0-9]{1,20}$")
+    """A practice's monitoring client (``report:read`` only): its own figures (``agb:<AGB>``)."""
+    municipality: str | None = Field(default=None, min_length=1, max_length=80)
+    """A municipality's monitoring client (``report:read`` only): its own figures."""
 
 
 class WebhookSettings(_Model):
@@ -338,6 +348,10 @@ def tenancy_problem(client: ClientSettings) -> str | None:
     if client.source_system is not None and client.destination is not None:
         return "set source_system (GP side) or destination (welfare side), not both"
     if "admin" in client.scopes:
+        return None
+    if client.practice is not None or client.municipality is not None:
+        if set(client.scopes) != {"report:read"}:
+            return "a practice or municipality client may only have the scope report:read"
         return None
     if client.source_system is None and client.destination is None:
         return (

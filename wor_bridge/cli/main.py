@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from wor_bridge import config, logs
-from wor_bridge.cli import operator
+from wor_bridge.cli import operator, report
 from wor_bridge.core import fhir, translation
 from wor_bridge.core.outcome import information, operation_outcome
 from wor_bridge.core.stu3 import intake as stu3_intake
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="FHIR version of the input (auto: STU3 when it holds a ReferralRequest)",
         )
     operator.add_commands(sub)
+    report.add_command(sub)
     p_demo = sub.add_parser("demo", help="run the service end to end on loopback")
     p_demo.set_defaults(func=_cmd_demo)
     return parser

@@ -81,6 +81,9 @@ SPECS: Final = (
     Spec("first_contact_time", "Dagen tot eerste contact", "verwijzing met eerste contact",
          "verwijzingen met eerste contact", "contact_time", None, ("n",),
          ("median_days", "p75_days")),
+    Spec("first_contact_days", "Verdeling van de dagen tot eerste contact", "verwijzing met "
+         "eerste contact", "verwijzingen met eerste contact", "contact_days", ("contact_time", "n"),
+         ("0-7", "8-14", "15-28", "29+")),
     Spec("overdue", "Open verwijzingen over de termijn", "open verwijzing zonder eerste contact "
          "na de termijn", "open verwijzingen", "overdue", ("outcome", "open"),
          ("overdue", "not-overdue")),

@@ -40,6 +40,7 @@ STAGES: Final = (
     "closed",
     "follow-up",
 )
+CONTACT_BINS: Final = ((7, "0-7"), (14, "8-14"), (28, "15-28"), (10**9, "29+"))
 OUTCOMES: Final = ("open", "completed", "cancelled", "rejected", "failed", "entered-in-error")
 Key = tuple[str, str, str]
 
@@ -179,9 +180,9 @@ def _add(grid: Grid, t: Trajectory, g: str, now: dt.datetime) -> None:
         grid.count("contact_deadline", g, "within" if on_time else "late")
     if t.first_contact_at is not None:
         grid.count("contact_time", g, "n")
-        grid.samples.setdefault(("contact_time", g), []).append(
-            days(t.facts.received_at, t.first_contact_at)
-        )
+        waited = days(t.facts.received_at, t.first_contact_at)
+        grid.samples.setdefault(("contact_time", g), []).append(waited)
+        grid.count("contact_days", g, next(label for top, label in CONTACT_BINS if waited <= top))
     if status == "open":
         late = deadline is not None and deadline < now and t.first_contact_at is None
         grid.count("overdue", g, "overdue" if late else "not-overdue")
@@ -204,6 +205,8 @@ def _complete(grid: Grid) -> None:
     grid.ensure("contact_deadline", ("within", "late"))
     grid.ensure("overdue", ("overdue", "not-overdue"))
     grid.ensure("contact_time", ("n",))
+    grid.ensure("contact_days", [label for _top, label in CONTACT_BINS])
+    grid.row(("contact_time", "", "n"), "contact_days", [label for _top, label in CONTACT_BINS])
     grid.ensure("waiting", ("now",))
     grid.ensure("waiting_time", ("n",))
     grid.ensure("conversations", ("n",))

@@ -38,6 +38,7 @@ from wor_bridge.service.headers import SecurityHeaders
 from wor_bridge.service.negotiation import FhirNegotiation
 from wor_bridge.service.search_routes import SearchRoutes
 from wor_bridge.service.stu3_intake_routes import Stu3Intake
+from wor_bridge.service.report_routes import ReportRoutes
 from wor_bridge.service.stu3_routes import Stu3Routes
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.usecases import intake
@@ -167,6 +168,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
         app
     )
     SearchRoutes(routes).add(app)
+    ReportRoutes(components, authorise, trail, _outcome, _denied).add(app)  # monitoring
 
     intake = _Intake(
         components, metrics, auth, dispatcher, run_dispatcher=run_dispatcher, routes=routes
