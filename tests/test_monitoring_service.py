@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from pathlib import Path
 
 from fhir.resources.R4B.bundle import Bundle
@@ -165,7 +166,6 @@ def test_threshold_is_never_lowered_below_the_configuration(tmp_path: Path) -> N
 
 def test_monitoring_tables_hold_no_patient_data(tmp_path: Path) -> None:
     """No BSN, name, birth date, postcode, HIS number or Task id in the monitoring tables."""
-    import sqlite3
 
     world = seeded(tmp_path)
     with sqlite3.connect(world.store_path) as db:
