@@ -9,6 +9,7 @@ row, the closed referrals add up to the closed statuses, and so on.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -147,54 +148,69 @@ def build(
     group: Callable[[Trajectory], str],
     now: dt.datetime,
 ) -> Grid:
-    """The grid of one period's referrals."""
-    items = [(t, group(t)) for t in trajectories]
-    groups = [*sorted({g for _t, g in items} - {TOTAL}), TOTAL]
-    grid = Grid(groups)
-    for t, g in items:
-        for where in {g, TOTAL}:
-            _add(grid, t, where, now)
+    """The grid of one period's referrals (each counted in its group; the total row is the sum
+    of the groups, so the column relations hold by construction)."""
+    per_group: dict[str, Counter[tuple[str, str]]] = {}
+    samples: dict[tuple[str, str], list[float]] = {}
+    for t in trajectories:
+        g = group(t)
+        cells, sampled = _cells_of(t, now)
+        per_group.setdefault(g, Counter()).update(cells)
+        for var, value in sampled:
+            samples.setdefault((var, g), []).append(value)
+    grid = Grid([*sorted(set(per_group) - {TOTAL}), TOTAL])
+    total: Counter[tuple[str, str]] = Counter()
+    for g, counts in per_group.items():
+        total.update(counts)
+        for (var, category), n in counts.items():
+            grid.values[(var, g, category)] = n
+        for var in ("contact_time", "waiting_time", "conversations"):
+            grid.samples.setdefault((var, TOTAL), []).extend(samples.get((var, g), []))
+    for (var, category), n in total.items():
+        grid.values[(var, TOTAL, category)] = n
+    grid.samples.update({k: v for k, v in samples.items() if k[1] != TOTAL})
     _complete(grid)
     return grid
 
 
-def _add(grid: Grid, t: Trajectory, g: str, now: dt.datetime) -> None:
-    for stage in STAGES:
-        if _stage(t, stage):
-            grid.count("funnel", g, stage)
+def _cells_of(
+    t: Trajectory, now: dt.datetime
+) -> tuple[list[tuple[str, str]], list[tuple[str, float]]]:
+    """The cells one referral counts in (without its group), and its statistics' samples."""
+    cells = [("funnel", s) for s in STAGES if _stage(t, s)]
     status = t.status if t.status in CLOSED else "open"
-    grid.count("outcome", g, status)
+    cells.append(("outcome", status))
     if status != "open":
-        grid.count("closure", g, f"{status}:{t.reason_code or 'zonder-reden'}")
-    for code in t.facts.reasons:
-        grid.count("reason", g, code)
-    grid.count("referrer", g, t.facts.referrer_type)
-    for category in sorted({c for c, _r in t.activities}):
-        grid.count("activity_category", g, category)
-    for role in sorted({r for _c, r in t.activities}):
-        grid.count("activity_role", g, role)
-    grid.count("feedback", g, "yes" if t.feedback_at else "no")
-    deadline = t.facts.deadline_at
-    if deadline is not None and (t.first_contact_at is not None or deadline < now):
-        on_time = t.first_contact_at is not None and t.first_contact_at <= deadline
-        grid.count("contact_deadline", g, "within" if on_time else "late")
-    if t.first_contact_at is not None:
-        grid.count("contact_time", g, "n")
-        waited = days(t.facts.received_at, t.first_contact_at)
-        grid.samples.setdefault(("contact_time", g), []).append(waited)
-        grid.count("contact_days", g, next(label for top, label in CONTACT_BINS if waited <= top))
+        cells.append(("closure", f"{status}:{t.reason_code or 'zonder-reden'}"))
+    cells += [("reason", code) for code in t.facts.reasons]
+    cells.append(("referrer", t.facts.referrer_type))
+    if t.activities:
+        cells += [("activity_category", c) for c in sorted({c for c, _r in t.activities})]
+        cells += [("activity_role", r) for r in sorted({r for _c, r in t.activities})]
+    cells.append(("feedback", "yes" if t.feedback_at else "no"))
+    sampled: list[tuple[str, float]] = []
+    deadline, first = t.facts.deadline_at, t.first_contact_at
+    if deadline is not None and (first is not None or deadline < now):
+        on_time = first is not None and first <= deadline
+        cells.append(("contact_deadline", "within" if on_time else "late"))
+    if first is not None:
+        waited = days(t.facts.received_at, first)
+        cells.append(("contact_time", "n"))
+        cells.append(("contact_days", next(label for top, label in CONTACT_BINS if waited <= top)))
+        sampled.append(("contact_time", waited))
     if status == "open":
-        late = deadline is not None and deadline < now and t.first_contact_at is None
-        grid.count("overdue", g, "overdue" if late else "not-overdue")
+        late = deadline is not None and deadline < now and first is None
+        cells.append(("overdue", "overdue" if late else "not-overdue"))
     if t.waiting_since is not None:
         end = t.waiting_until or (t.closed_at if status != "open" else None)
         if end is None:
-            grid.count("waiting", g, "now")
-        grid.count("waiting_time", g, "n")
-        grid.samples.setdefault(("waiting_time", g), []).append(days(t.waiting_since, end or now))
+            cells.append(("waiting", "now"))
+        cells.append(("waiting_time", "n"))
+        sampled.append(("waiting_time", days(t.waiting_since, end or now)))
     if t.conversations is not None and t.conversations > 0:
-        grid.count("conversations", g, "n")
-        grid.samples.setdefault(("conversations", g), []).append(float(t.conversations))
+        cells.append(("conversations", "n"))
+        sampled.append(("conversations", float(t.conversations)))
+    return cells, sampled
 
 
 def _complete(grid: Grid) -> None:
