@@ -37,6 +37,11 @@ def determined(values: dict, relations: list[Relation], hidden: set) -> set:
     return found
 
 
+def small(values: dict, cells: set) -> set:
+    """The cells with a count from 1 to the threshold minus one."""
+    return {k for k in cells if 0 < values[k] < THRESHOLD}
+
+
 def _rank(rows: list[list[Fraction]]) -> int:
     m = [list(r) for r in rows]
     rank, cols = 0, len(m[0]) if m else 0
@@ -88,7 +93,7 @@ def test_no_small_cell_is_published_or_derivable(table: list[list[int]]) -> None
     values, relations = as_cells(table)
     hidden = suppress(values, relations, THRESHOLD)
     assert all(k in hidden for k, v in values.items() if 0 < v < THRESHOLD)
-    assert determined(values, relations, hidden) == set()
+    assert small(values, determined(values, relations, hidden)) == set()
 
 
 trajectories = st.lists(
@@ -114,7 +119,7 @@ def test_report_cells_below_threshold_are_never_derivable(rows: list[tuple]) -> 
     grid = build(items, lambda t: group_of(t, "sex"), now)
     hidden = hidden_cells(grid, THRESHOLD)
     assert all(k in hidden for k, v in grid.values.items() if 0 < v < THRESHOLD)
-    assert determined(grid.values, grid.relations, hidden) == set()
+    assert small(grid.values, determined(grid.values, grid.relations, hidden)) == set()
     alone = build(items, lambda t: group_of(t, "total"), now)
     alone_hidden = hidden_cells(alone, THRESHOLD)
     assert {k for k in hidden if k[1] == "totaal"} == alone_hidden

@@ -8,7 +8,8 @@ safe when no withheld cell's value follows from the published ones through those
 1. **Primary**: every count ``0 < n < threshold`` is withheld (zeros are published: they are
    structural, and withholding them protects nothing that an empty cell would not show).
 2. **Secondary, line rule**: a relation with exactly one withheld member would give it away, so a
-   second member is withheld: the smallest non-zero published one that is not *frozen*.
+   second member is withheld: the smallest non-zero published part that is not *frozen* (else
+   the total, else a zero part).
 3. **Secondary, algebra**: relations combine (a chain of lines can pin a cell that no single line
    pins), so the withheld cells are solved as a linear system over the published values (exact
    elimination modulo a large prime); every withheld cell the system determines gets another
@@ -60,7 +61,9 @@ def suppress(
     relations = [r for r in relations if all(m in values for m in r.members())]
     while True:
         _line_rule(values, relations, hidden, fixed)
-        determined = _determined(values, relations, hidden)
+        determined = {
+            k for k in _determined(values, relations, hidden) if 0 < values[k] < threshold
+        }
         if not determined:
             return hidden
         if not _widen(values, relations, hidden, fixed, determined):
@@ -72,11 +75,21 @@ def _candidates(
     values: Mapping[K, int],
     hidden: set[K],
     fixed: Mapping[K, bool],
+    *,
+    zeros: bool = False,
 ) -> list[K]:
-    free = [m for m in relation.parts if m not in hidden and m not in fixed and values[m] > 0]
-    if not free and relation.total not in hidden and relation.total not in fixed:
-        free = [relation.total]
-    return sorted(free, key=lambda m: (values[m], repr(m)))
+    """Members that may still be withheld: non-zero parts first (smallest first), then the
+    total, then (with ``zeros``) zero parts (a zero withheld still leaves the reader an
+    unknown)."""
+    free = [
+        m
+        for m in relation.members()
+        if m not in hidden and m not in fixed and (zeros or values[m] > 0)
+    ]
+    return sorted(
+        free,
+        key=lambda m: (values[m] == 0, m == relation.total, values[m], repr(m)),
+    )
 
 
 def _line_rule(
@@ -104,13 +117,13 @@ def _widen(
     fixed: Mapping[K, bool],
     determined: Iterable[K],
 ) -> bool:
-    for cell in sorted(determined, key=repr):
-        for relation in relations:
-            if cell in relation.members():
-                options = _candidates(relation, values, hidden, fixed)
-                if options:
-                    hidden.add(options[0])
-                    return True
+    cells = set(determined)
+    for relation in relations:
+        if cells.intersection(relation.members()):
+            options = _candidates(relation, values, hidden, fixed, zeros=True)
+            if options:
+                hidden.add(options[0])
+                return True
     return False
 
 
