@@ -23,6 +23,7 @@ import uvicorn
 
 from wor_bridge import bootstrap
 from wor_bridge.config import REPO_ROOT, load_app
+from wor_bridge.demo import monitoring as demo_monitoring
 from wor_bridge.demo import notified_pull as demo_pull
 from wor_bridge.demo import welfare as demo_welfare
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
@@ -213,6 +214,7 @@ def run(deadline_s: float = 30.0) -> int:
                 base, components, app.state.dispatcher, receivers["gp-record"], tasks
             )
             dutch = demo_pull.run(base, components, pull_receiver, receivers["welzijn-zorgdomein"])
+            demo_monitoring.run(base)  # the report of what the demo just did
         finally:
             server.should_exit = True
             thread.join(10)
