@@ -14,6 +14,7 @@ import pytest
 
 from tests.cases import case_input
 from tests.inprocess import (
+    ADMIN,
     FHIR_JSON,
     HIS,
     OTHER_WELFARE,
@@ -264,6 +265,16 @@ CASES = [
     Case("POST /fhir/stu3/Observation", "refused",
          lambda w: _stu3_observation(w, w.voorbeeld), 404, 1, WRITE, "refused",
          "viplive-receiver", PATIENT, W),
+    Case("GET /reports/monitoring", "allowed", lambda w: w.call("GET", "/reports/monitoring",
+         ADMIN), 200, 1, "monitoring_report", "success", "ops", NONE, "ops"),
+    Case("GET /reports/monitoring", "refused", lambda w: w.call("GET", "/reports/monitoring",
+         HIS), 403, 1, "monitoring_report", "refused", "his-example", NONE),
+    Case("GET /reports/monitoring/dictionary.csv", "allowed", lambda w: w.call("GET",
+         "/reports/monitoring/dictionary.csv", ADMIN), 200, 1, "monitoring_report", "success",
+         "ops", NONE, "ops"),
+    Case("GET /reports/monitoring/dictionary.csv", "refused", lambda w: w.call("GET",
+         "/reports/monitoring/dictionary.csv", WELFARE), 403, 1, "monitoring_report", "refused",
+         "welzijn-voorbeeld-system", NONE),
 ]  # fmt: skip
 
 

@@ -63,9 +63,9 @@ def test_municipality_from_district_then_postcode() -> None:
     """The district (spelled as routing spells it) wins; else the postcode ranges."""
     settings = MonitoringSettings(postcodes=(MunicipalityRange(low=4000, high=4009,
                                                                municipality="Tiel"),))  # fmt: skip
-    assert municipality_of({"address": [{"district": "tiel"}]}, settings, ("Tiel",)) == "Tiel"
-    assert municipality_of({"address": [{"postalCode": "4001 AB"}]}, settings) == "Tiel"
-    assert municipality_of({"address": [{"postalCode": "9999 ZZ"}]}, settings) == "onbekend"
+    assert municipality_of([{"district": "tiel"}], settings, ("Tiel",)) == "Tiel"
+    assert municipality_of([{"postalCode": "4001 AB"}], settings) == "Tiel"
+    assert municipality_of([{"postalCode": "9999 ZZ"}], settings) == "onbekend"
 
 
 def test_monitoring_key_is_not_the_task_id() -> None:

@@ -22,6 +22,7 @@ from wor_bridge.core import identifiers as ids
 from wor_bridge.core.feedback import FeedbackItem
 from wor_bridge.core.gates import codings, identifiers_in
 from wor_bridge.core.monitoring_settings import MonitoringSettings
+from wor_bridge.core.routing import home_addresses
 from wor_bridge.core.settings import REFERRAL_REASON_SYSTEM, REFERRER_TYPE_SYSTEM
 from wor_bridge.core.task import TaskState
 from wor_bridge.core.translation import Translated
@@ -120,12 +121,13 @@ def age_band(birth_date: Any, on: dt.date, edges: tuple[int, ...]) -> str:
 
 
 def municipality_of(
-    patient: dict[str, Any], settings: MonitoringSettings, known: tuple[str, ...] = ()
+    addresses: list[Any], settings: MonitoringSettings, known: tuple[str, ...] = ()
 ) -> str:
-    """The patient's municipality: the address district (spelled as ``known`` spells it), else
-    the configured postcode ranges, else unknown. Only the name is returned."""
+    """The municipality of the first of ``addresses`` (the current home addresses routing uses)
+    that names one: its district (spelled as ``known`` spells it), else the configured postcode
+    ranges; else unknown. Only the name is returned."""
     spelled = {k.strip().lower(): k for k in known}
-    for address in patient.get("address") or []:
+    for address in addresses:
         if not isinstance(address, dict):
             continue
         district = address.get("district")
@@ -181,7 +183,9 @@ def referral_facts(
         source_system=source_system,
         referrer_type=types[0] if types else UNKNOWN,
         welfare=translated.destination.id,
-        municipality=municipality_of(patient, settings, municipalities),
+        municipality=municipality_of(
+            home_addresses(patient.get("address"), referral.at), settings, municipalities
+        ),
         sex=sex if isinstance(sex, str) and sex in SEXES else "unknown",
         age_band=age_band(patient.get("birthDate"), referral.authored_date, settings.age_bands),
         reasons=tuple(sorted(set(reasons))),

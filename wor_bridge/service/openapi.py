@@ -248,6 +248,12 @@ OPERATIONS: Final = {
         (201, STU3_JSON, "OperationOutcome"),
     ),
     ("/metrics", "get"): Operation(API, "admin", {}, (401, 403, 429), (200, "text/plain", "")),
+    ("/reports/monitoring", "get"): Operation(  # monitoring: json, csv, html or measurereport
+        API, "report:read", {}, (400, 401, 403, 429), (200, "application/json", "")
+    ),
+    ("/reports/monitoring/dictionary.csv", "get"): Operation(
+        API, "report:read", {}, (401, 403, 429), (200, "text/csv", "")
+    ),
     ("/healthz", "get"): Operation((), "", {}, (), (200, "application/json", "")),
     ("/readyz", "get"): Operation((), "", {}, (503,), (200, "application/json", "")),
 }
