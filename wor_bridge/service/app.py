@@ -36,9 +36,9 @@ from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.headers import SecurityHeaders
 from wor_bridge.service.negotiation import FhirNegotiation
+from wor_bridge.service.report_routes import ReportRoutes
 from wor_bridge.service.search_routes import SearchRoutes
 from wor_bridge.service.stu3_intake_routes import Stu3Intake
-from wor_bridge.service.report_routes import ReportRoutes
 from wor_bridge.service.stu3_routes import Stu3Routes
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.usecases import intake
@@ -110,7 +110,7 @@ class _CatchAll:
             await response(scope, receive, send)
 
 
-def create_app(components: Components, *, start_dispatcher: bool | None = None) -> FastAPI:
+def create_app(components: Components, *, start_dispatcher: bool | None = None) -> FastAPI:  # noqa: PLR0915 - the one place routes are wired, read top to bottom
     """The ASGI app for ``components``; the dispatcher runs inside it unless disabled."""
     components = dataclasses.replace(components, store=MarkingStore(components.store))
     config = components.config
