@@ -64,8 +64,8 @@ def push(world: World, number: int, reasons: list[str], district: str = "Utrecht
         content=referral_body(number, reasons, district),
         headers={"Content-Type": FHIR_JSON},
     )
-    assert answer.status_code == 202, answer.status_code
-    return answer.headers["content-location"].rsplit("/", 1)[-1]
+    assert answer.status_code in (200, 201), answer.status_code
+    return answer.headers["Location"].split("/_history/")[0].rsplit("/", 1)[-1]
 
 
 def cells(report: dict[str, Any], figure: str, group: str = "totaal") -> dict[str, Any]:
