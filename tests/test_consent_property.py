@@ -113,6 +113,9 @@ not_in_force = st.one_of(
 
 
 def _org(sr: Json, value: str) -> Json:
+    for known in sr["contained"]:  # one Organization per identifier: a logical reference by that
+        if known.get("identifier") == [{"system": KVK, "value": value}]:  # identifier must match
+            return {"reference": f"#{known['id']}"}  # exactly one resource (else: ambiguous, 400)
     org_id = f"o{len(sr['contained'])}"
     sr["contained"].append(
         {
@@ -271,7 +274,10 @@ def _root_limited(field: str, value: Any) -> Mutation:
 def _other_patient(kind: str) -> Mutation:
     def mutate(sr: Json) -> None:
         if kind == "literal":
-            sr["contained"].append(dict(sr["contained"][0], id="other"))
+            other = dict(sr["contained"][0], id="other")  # another person: another BSN, so a
+            bsn = {"system": "urn:oid:2.16.840.1.113883.2.4.6.3", "value": "999990019"}
+            other["identifier"] = [bsn]  # logical reference to the referred one stays unambiguous
+            sr["contained"].append(other)
             _consent(sr)["patient"] = {"reference": "#other"}
         elif kind == "bsn":
             bsn = {"system": "urn:oid:2.16.840.1.113883.2.4.6.3", "value": "999990019"}
