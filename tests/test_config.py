@@ -128,3 +128,44 @@ def test_permitting_policies_must_be_absolute_uris(tmp_path: Path, value: str, l
     else:
         with pytest.raises(wor_bridge.ConfigError, match="permitting_policies"):
             wor_bridge.load_settings(target)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            'mapping = "wor-r4-ageband-bsn"',
+            'mapping = "wor-r4-ageband-bsn"\ncreate = "put"',
+            "fhir-r4 destination takes no create",
+        ),
+        ('gp_record = "gp-record"', 'gp_record = "welzijn-zorgdomein"', "must be a fhir-r4"),
+        ('type = "zorgdomein-stu3"', 'type = "zorgdomein-stu3"\ncreate = "twice"', "create"),
+    ],
+)
+def test_delivery_guarantee_settings_are_checked(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    """``create`` on a fhir-r4 destination, an unknown ``create`` or a GP record that is not
+    fhir-r4 stop the program."""
+    config = _copy_config(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    assert old in text
+    config.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(wor_bridge.ConfigError, match=message):
+        wor_bridge.load_settings(config)
+
+
+def test_plain_create_is_stated_and_logged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``create = "plain"`` loads (the receiver offers no idempotent create) and is logged as a
+    configuration fact at start-up."""
+    config = _copy_config(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace('type = "zorgdomein-stu3"', 'type = "zorgdomein-stu3"\ncreate = "plain"'),
+        encoding="utf-8",
+    )
+    settings = wor_bridge.load_settings(config)
+    assert settings.destination("welzijn-zorgdomein").at_least_once
+    assert "destination_at_least_once" in capsys.readouterr().out

@@ -363,7 +363,8 @@ def test_put_delivery_sends_one_put_per_resource(
     transport: RequestsTransport,
     clock: FixedClock,
 ) -> None:
-    """A ``put`` destination gets each Bundle resource as ``PUT [base]/Type/id``, in order."""
+    """A ``put`` destination gets each Bundle resource as ``PUT [base]/Type/id``, in order, its
+    ``urn:uuid:`` references rewritten to ``Type/id`` (they resolve at the receiver)."""
     httpserver.expect_request(
         re.compile(r"^/fhir/[A-Za-z]+/[^/]+$"), method="PUT"
     ).respond_with_data("", 201)
@@ -376,7 +377,17 @@ def test_put_delivery_sends_one_put_per_resource(
     assert len(resources) > 1
     assert paths(httpserver) == [f"/fhir/{r['resourceType']}/{r['id']}" for r in resources]
     assert [request.method for request, _ in httpserver.log] == ["PUT"] * len(resources)
-    assert [json.loads(request.get_data()) for request, _ in httpserver.log] == resources
+    sent = [json.loads(request.get_data()) for request, _ in httpserver.log]
+    local = {f"urn:uuid:{r['id']}": f"{r['resourceType']}/{r['id']}" for r in resources}
+    assert [(r["resourceType"], r["id"]) for r in sent] == [
+        (r["resourceType"], r["id"]) for r in resources
+    ]
+    text = json.dumps(sent)
+    assert '"reference": "urn:uuid:' not in text
+    for urn, relative in local.items():
+        assert text.count(f'"reference": "{relative}"') == json.dumps(resources).count(
+            f'"reference": "{urn}"'
+        )
     assert {request.headers["Content-Type"] for request, _ in httpserver.log} == {FHIR_JSON}
 
 

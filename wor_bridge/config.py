@@ -293,7 +293,7 @@ def load_app(path: Path | None = None) -> AppConfig:
         raise ConfigError(f"{path}: clients: every id must be unique")
     _check_clients_and_webhooks(cfg, settings, mappings_dir, path)
     directory = _directory(cfg, settings, path)
-    _log_configuration_facts(mappings)
+    _log_configuration_facts(mappings, settings)
     return AppConfig(
         settings,
         cfg.service,
@@ -361,7 +361,12 @@ def tenancy_problem(client: ClientSettings) -> str | None:
     return None
 
 
-def _log_configuration_facts(mappings: dict[str, MappingFile]) -> None:
+def _log_configuration_facts(mappings: dict[str, MappingFile], settings: Settings) -> None:
+    for destination in settings.destinations:
+        if destination.at_least_once:  # said in the configuration; the README names the risk
+            log.warning(
+                "destination_at_least_once", destination=destination.id, type=destination.type
+            )
     for mapping in mappings.values():
         for rule in mapping.patient:
             if rule.target not in _DEFAULT_TARGETS:

@@ -33,8 +33,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from wor_bridge.connectors.outgoing import (
+    Outgoing,
+    configured_identifier,
+    create,
+    identifier_query,
+    in_form,
+    request_id,
+    stu3_headers,
+    update_task,
+)
+from wor_bridge.core.delivery import HttpRequest
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.identifiers import AGB, SNOMED, URA, URI_IDENTIFIER, normalize_system
+from wor_bridge.core.settings import Destination, Settings
 from wor_bridge.core.stu3.convert import to_stu3
 
 AGB_OID: Final = "urn:oid:2.16.840.1.113883.2.4.6.1"
@@ -269,6 +281,35 @@ def withdrawn_task(
     if reason:
         task["statusReason"] = reason
     return task
+
+
+def render(message: Outgoing, destination: Destination, settings: Settings) -> list[HttpRequest]:
+    """The requests that deliver ``message`` to a notified-pull receiver (ValueError when it is
+    not for one): the referral becomes the notification Task, created once (``If-None-Exist`` on
+    its identifier, or a PUT to ``Task/<Task uuid>``); a Task update becomes a PUT of the ended
+    Task with its reason codes only (the GP's text may name the patient, and the notification
+    side carries no personal data) and no pull references."""
+    headers = stu3_headers(request_id(message.idempotency_key))
+    task_uuid = message.task_uuid
+    receiver = configured_identifier(destination.identifier, destination)
+    if message.kind == "referral":
+        note = notification_task(
+            message.bundle,
+            task_id=task_uuid,
+            receiver=receiver,
+            sender=in_form(practice_identifier(message.bundle), destination),
+            base_url=settings.pull.base_url,
+        )
+        query = identifier_query(task_uuid)
+        return [create(destination, "Task", task_uuid, note, headers, conditional_on=query)]
+    if message.kind != "task-update":
+        raise ValueError("a notified-pull receiver gets referrals and Task updates only")
+    task = message.task
+    codes = (task.get("statusReason") or {}).get("coding")
+    ended = withdrawn_task(
+        task_uuid, receiver, str(task["status"]), {"coding": codes} if codes else None
+    )
+    return [update_task(destination, task_uuid, ended, headers, at_id=destination.create == "put")]
 
 
 def _first(entries: list[Entry], rtype: str) -> Entry:

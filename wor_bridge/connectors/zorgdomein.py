@@ -22,8 +22,18 @@ import uuid
 from typing import Final
 
 from wor_bridge.connectors.notified_pull import Entry, reference_targets, referral_entries, retarget
+from wor_bridge.connectors.outgoing import (
+    Outgoing,
+    by_identifier,
+    create,
+    request_id,
+    stu3_headers,
+    update_task,
+)
+from wor_bridge.core.delivery import HttpRequest
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.identifiers import URI_IDENTIFIER
+from wor_bridge.core.settings import Destination, Settings
 from wor_bridge.core.stu3.convert import to_stu3
 
 LOINC: Final = "http://loinc.org"
@@ -32,6 +42,58 @@ PRACTITIONERROLE_REFERENCE: Final = (
     "http://nictiz.nl/fhir/StructureDefinition/practitionerrole-reference"
 )
 TITLE: Final = "Verwijzing Welzijn op Recept"
+_DOCUMENT_NS: Final = uuid.UUID("6f0a3c1e-2b7d-5e4a-9c8b-1d2e3f4a5b6c")
+_UPDATE_ELEMENTS: Final = (
+    "resourceType",
+    "identifier",
+    "status",
+    "statusReason",
+    "intent",
+    "code",
+    "focus",
+    "for",
+    "authoredOn",
+    "lastModified",
+    "requester",
+    "owner",
+)
+
+
+def document_id(task_uuid: str) -> str:
+    """The document's id (and identifier value): derived from the Task's, so every repeat of the
+    referral is the same document."""
+    return str(uuid.uuid5(_DOCUMENT_NS, task_uuid))
+
+
+def render(message: Outgoing, destination: Destination, _settings: Settings) -> list[HttpRequest]:
+    """The requests that deliver ``message`` to a ZorgDomein-style platform (ValueError when it
+    is not for one). The referral is the document Bundle, created once: ``POST [base]/Bundle``
+    with ``If-None-Exist: identifier=<Bundle.identifier>`` (``create = "conditional"``) or ``PUT
+    [base]/Bundle/<document id>`` (``create = "put"``); a Task update is the STU3 Task, ``PUT
+    [base]/Task?identifier=...`` (see ``task_update``)."""
+    headers = stu3_headers(request_id(message.idempotency_key))
+    task_uuid = message.task_uuid
+    if message.kind == "referral":
+        doc_id = document_id(task_uuid)
+        document = document_bundle(message.bundle, bundle_id=doc_id, now=message.created_at)
+        query = f"identifier={URI_IDENTIFIER}|urn:uuid:{doc_id}"
+        return [create(destination, "Bundle", doc_id, document, headers, conditional_on=query)]
+    if message.kind != "task-update":
+        raise ValueError("a ZorgDomein-style platform gets referrals and Task updates only")
+    return [update_task(destination, task_uuid, task_update(message.task), headers, at_id=False)]
+
+
+def task_update(task_r4: JsonDict) -> JsonDict:
+    """The STU3 Task that tells the platform the referral's Task changed (a GP-side withdrawal):
+    its identifier, status and reason *codes* (never the GP's free text), intent, code and dates,
+    and its references by the bridge identifier each referenced resource carries in the document
+    (a ``urn:uuid:`` fullUrl resolves only inside the document it was sent in)."""
+    kept = {k: v for k, v in task_r4.items() if k in _UPDATE_ELEMENTS}
+    codes = (kept.pop("statusReason", None) or {}).get("coding")
+    if codes:
+        kept["statusReason"] = {"coding": codes}
+    converted: JsonDict = to_stu3(by_identifier(kept)).resource
+    return converted
 
 
 def document_bundle(referral_bundle_r4: JsonDict, *, bundle_id: str, now: str) -> JsonDict:

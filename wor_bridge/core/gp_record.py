@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Final
 
 from wor_bridge.core import identifiers as ids
 from wor_bridge.core.feedback import (
@@ -32,6 +33,9 @@ from wor_bridge.core.feedback import (
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM, LOCAL_BASE
 from wor_bridge.core.task import TaskState
+
+_GP_REASON: Final = {"cancelled": "gp-withdrew", "entered-in-error": "entered-in-error"}
+"""The closure-reason code a GP-side status travels with when the GP gave text only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,18 +269,17 @@ def welfare_task_update(stored: JsonDict, state: TaskState, when: str) -> JsonDi
     """A transaction Bundle that updates the Task at the welfare side (a GP-side cancellation).
 
     The Task is the one delivered (same id, or found by the bridge identifier with a conditional
-    update where the destination assigned its own ids), with the new status and reason.
+    update where the destination assigned its own ids), with the new status and the reason as a
+    ``closure-reason`` code only: the GP's free text may say more about the patient than a
+    referral may carry, so it stays at the bridge (a reason given as text only travels as
+    ``gp-withdrew`` or ``entered-in-error``).
     """
     entry = next(e for e in stored["entry"] if e["resource"]["resourceType"] == "Task")
     task = {k: v for k, v in entry["resource"].items() if k != "businessStatus"}
     task["status"] = state.status
-    if state.reason is not None and (state.reason.code or state.reason.text):
-        reason: JsonDict = {}
-        if state.reason.code:
-            reason = _concept(CLOSURE_REASON, state.reason.code)
-        if state.reason.text:
-            reason["text"] = state.reason.text
-        task["statusReason"] = reason
+    code = (state.reason.code if state.reason is not None else None) or _GP_REASON.get(state.status)
+    if code:
+        task["statusReason"] = _concept(CLOSURE_REASON, code)
     task["lastModified"] = when
     identifier = task["identifier"][0]
     if "id" in task:

@@ -123,6 +123,7 @@ class ClientTls(_Frozen):
 
 
 DestinationType = Literal["fhir-r4", "notified-pull-stu3", "zorgdomein-stu3"]
+"""Every destination type the bridge knows; ``connectors.outbound.TYPES`` has one connector each."""
 
 
 class DestinationDirectory(_Frozen):
@@ -157,6 +158,11 @@ class Destination(_Frozen):
     mapping: str | None = None
     poll: bool = False
     delivery: Literal["transaction", "put"] = "transaction"
+    create: Literal["conditional", "put", "plain"] | None = None
+    """How an STU3 destination creates a referral once: ``conditional`` (the default:
+    ``If-None-Exist`` on the identifier), ``put`` (PUT to a deterministic id) or ``plain`` (the
+    receiver offers neither: at least once, a lost answer may leave a duplicate). A ``fhir-r4``
+    destination's mapping decides (PUT or POST with ``ifNoneExist``): it takes no ``create``."""
     auth: DestinationAuth = DestinationAuth()
     tls: ClientTls | None = None
     connect_timeout_s: float = Field(default=3.05, gt=0, le=60)
@@ -171,6 +177,20 @@ class Destination(_Frozen):
         if self.directory is not None and self.directory.organization is not None:
             found.add((self.directory.organization.system, self.directory.organization.value))
         return frozenset(found)
+
+    @model_validator(mode="after")
+    def _create_fits(self) -> Destination:
+        if self.type == "fhir-r4" and self.create is not None:
+            raise ValueError(
+                f"destination {self.id}: a fhir-r4 destination takes no create (its mapping's"
+                " request decides: PUT, or POST with ifNoneExist)"
+            )
+        return self
+
+    @property
+    def at_least_once(self) -> bool:
+        """True when a repeated create may leave a duplicate at the receiver (``plain``)."""
+        return self.create == "plain"
 
 
 class PostcodeRoute(_Frozen):
@@ -325,6 +345,11 @@ class Settings(_Frozen):
                 )
         if self.feedback.gp_record is not None and self.feedback.gp_record not in known:
             raise ValueError(f"feedback.gp_record: unknown destination {self.feedback.gp_record!r}")
+        if (
+            self.feedback.gp_record is not None
+            and self.destination(self.feedback.gp_record).type != "fhir-r4"
+        ):
+            raise ValueError("feedback.gp_record: the GP record must be a fhir-r4 destination")
         self._check_codes()
         return self
 

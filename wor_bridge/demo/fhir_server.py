@@ -14,7 +14,11 @@ receives in memory with FHIR semantics close enough to prove exactly-once *effec
   pull and ZorgDomein-style delivery (any FHIR version: the server does not validate);
 - ``on_write(rtype, resource)`` is called after each stored write (the demo's receivers react);
 - ``authorizations()`` lists the ``Authorization`` header of each write (None when absent);
-- ``fail_next(status, times, retry_after)`` scripts failures for the next requests.
+- ``fail_next(status, times, retry_after)`` scripts failures for the next requests;
+- ``drop_next(times, how)`` applies the next write requests and then loses the answer: ``close``
+  closes the connection without a byte, ``partial`` sends the status line, the headers and half
+  the body and then closes (a receiver killed mid-answer). The sender cannot tell whether the
+  request took effect: exactly the case a retry must survive with one effect.
 
 It stores patient data in memory only and never prints it.
 """
@@ -22,6 +26,7 @@ It stores patient data in memory only and never prints it.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,6 +45,7 @@ class _State:
     requests: list[tuple[str, str]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
     failures: list[tuple[int, str | None]] = field(default_factory=list)
+    drops: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -47,9 +53,11 @@ def _identifier_match(resource: dict[str, Any], query: str) -> bool:
     if not query.startswith("identifier="):
         return False
     system, _, value = query[len("identifier=") :].partition("|")
+    found = resource.get("identifier") or []
+    idents = [found] if isinstance(found, dict) else found  # Bundle.identifier is not a list
     return any(
-        i.get("system") == system and i.get("value") == value
-        for i in resource.get("identifier") or []
+        isinstance(i, dict) and i.get("system") == system and i.get("value") == value
+        for i in idents
     )
 
 
@@ -58,11 +66,16 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms stall
 
+    drop: str | None = None
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default access log (it would go to stderr)."""
 
     def _reply(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
+        if self.drop is not None:
+            self._lose_answer(status, data)
+            return
         self.send_response(status)
         self.send_header("Content-Type", "application/fhir+json")
         self.send_header("Content-Length", str(len(data)))
@@ -70,6 +83,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _lose_answer(self, status: int, data: bytes) -> None:
+        """The request took effect; the answer never arrives whole."""
+        self.close_connection = True
+        if self.drop == "partial":
+            body = data or b'{"resourceType":"OperationOutcome","issue":[]}'
+            head = (
+                f"HTTP/1.1 {status} OK\r\nContent-Type: application/fhir+json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            self.wfile.write(head.encode() + body[: len(body) // 2])
+            self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def _path(self) -> list[str]:
         path = urlsplit(self.path).path
@@ -87,6 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests.append((self.command, urlsplit(self.path).path))
             state.authorizations.append(self.headers.get("Authorization"))
             if not state.failures:
+                self.drop = state.drops.pop(0) if state.drops else None
                 return False
             status, retry_after = state.failures.pop(0)
         self._reply(status, None, {"Retry-After": retry_after} if retry_after else None)
@@ -246,6 +273,23 @@ class SimulatedFhirServer:
         """Answer the next ``times`` write requests with ``status`` (and Retry-After)."""
         with self._server.state.lock:
             self._server.state.failures.extend([(status, retry_after)] * times)
+
+    def drop_next(self, times: int = 1, how: str = "close") -> None:
+        """Apply the next ``times`` write requests, then lose each answer (``close``: no byte of
+        it; ``partial``: cut off halfway through the body, as if the receiver died)."""
+        if how not in ("close", "partial"):
+            raise ValueError("how must be close or partial")
+        with self._server.state.lock:
+            self._server.state.drops.extend([how] * times)
+
+    def reset(self) -> None:
+        """Forget everything received (resources, requests, scripted failures and drops)."""
+        state = self._server.state
+        with state.lock:
+            for store in (state.resources, state.versions):
+                store.clear()
+            for log in (state.requests, state.authorizations, state.failures, state.drops):
+                log.clear()
 
     def resources(self, rtype: str) -> list[dict[str, Any]]:
         """Stored resources of one type."""
