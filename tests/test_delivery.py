@@ -513,10 +513,12 @@ class OutboxMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model)
     @rule(indexes=st.lists(st.integers(min_value=0, max_value=KEYS), max_size=4))
     def requeue(self, indexes: list[int]) -> None:
-        """Requeue some entries (and an unknown id): each finished one counts once."""
+        """Requeue some entries (and an unknown id): exactly the dead ones are requeued."""
         chosen = {self.pick(i) for i in indexes}
-        finished = {i for i in chosen if self.model[i].state != "pending"}
-        assert self.store.requeue([*chosen, 10_000], self.now()) == len(finished)
+        finished = {i for i in chosen if self.model[i].state == "dead"}
+        results = self.store.requeue([*chosen, 10_000], self.now())
+        assert {i for i, why in results.items() if why is None} == finished
+        assert results[10_000] == "unknown"
         for entry_id in finished:
             expected = self.model[entry_id]
             expected.state, expected.next_at = "pending", self.clock

@@ -66,9 +66,10 @@ class World:
     welfare: SimulatedFhirServer
     gp: SimulatedFhirServer
     task_id: str = ""
+    target_id: str = ""
 
-    def deliver(self) -> list[delivery.Attempt]:
-        """One dispatcher round."""
+    def deliver(self, limit: int = 10) -> list[delivery.Attempt]:
+        """One dispatcher round (of at most ``limit`` attempts)."""
         return delivery.deliver_due(
             self.store,
             self.settings,
@@ -77,7 +78,7 @@ class World:
             POLICY,
             owner="w",
             lease_s=30,
-            limit=10,
+            limit=limit,
             jitter=lambda: 0.5,
         )
 
@@ -208,6 +209,15 @@ def _alert(w: World) -> SimulatedFhirServer:
     return w.gp
 
 
+def _dead_letter(w: World) -> SimulatedFhirServer:
+    """The receiver refuses the referral (a dead letter): the notice for the GP record."""
+    w.welfare.fail_next(400)
+    _referral(w)
+    attempts = w.deliver(limit=1)  # only the referral: its notice waits for the next round
+    assert [a.state for a in attempts] == ["dead"]
+    return w.gp
+
+
 @dataclass(frozen=True)
 class Case:
     """A kind of request: the message kind it is, and how to queue one."""
@@ -221,6 +231,7 @@ CASES: dict[str, Case] = {
     "cancellation": Case("task-update", _cancellation),
     "gp-record-feedback": Case("record", _feedback),
     "gp-record-alert": Case("record", _alert),
+    "gp-record-dead-letter": Case("record", _dead_letter),
 }
 
 
@@ -275,6 +286,7 @@ def run(
         server.reset()
     for w in world(settings, servers, dtype, changes):
         target = CASES[case].prepare(w)
+        w.target_id = GP_RECORD if target is w.gp else RECEIVER
         before = len(target.requests())
         if drop is not None:
             target.drop_next(1, drop)
@@ -282,8 +294,9 @@ def run(
             assert [type(a.outcome) for a in first] == [RetryLater], "the answer was not lost"
             w.clock.advance(10)
         w.deliver_all()
-        entries = w.store.list_entries(None, 100)
-        assert {e.state for e in entries} == {"delivered"}
+        sent = [e for e in w.store.list_entries(None, 100) if e.destination == w.target_id]
+        assert sent
+        assert {e.state for e in sent} == {"delivered"}
         assert not any(isinstance(a, Delivered) for a in w.deliver())
         return snapshot(target), len(target.requests()) - before
     raise AssertionError("no world")

@@ -61,7 +61,8 @@ def transport(clock: FixedClock) -> Iterator[RequestsTransport]:
 
 def on(httpserver: HTTPServer, settings: Settings, **changes: dict[str, Any]) -> Settings:
     """The settings with Voorbeeld at ``/fhir`` and Rivierenland at ``/rivierenland`` on the
-    test server, plus changes per destination (keyword: its id with ``_`` for ``-``)."""
+    test server, plus changes per destination (keyword: its id with ``_`` for ``-``), and no GP
+    record (a dead letter's notice would otherwise be one more entry in each round)."""
     routes = {VOORBEELD: "/fhir", RIVIERENLAND: "/rivierenland"}
     destinations = tuple(
         d.model_copy(
@@ -72,7 +73,8 @@ def on(httpserver: HTTPServer, settings: Settings, **changes: dict[str, Any]) ->
         )
         for d in settings.destinations
     )
-    return settings.model_copy(update={"destinations": destinations})
+    feedback = settings.feedback.model_copy(update={"gp_record": None})
+    return settings.model_copy(update={"destinations": destinations, "feedback": feedback})
 
 
 def accept(

@@ -89,6 +89,7 @@ def _cancel(world: World, task_id: str, text: str | None = None) -> None:
     }
     if text:
         reason["text"] = text
+    current = world.call("GET", f"/fhir/r4/Task/{task_id}", headers=_bearer("example-his-key"))
     answer = world.call(
         "PUT",
         f"/fhir/r4/Task/{task_id}",
@@ -99,7 +100,7 @@ def _cancel(world: World, task_id: str, text: str | None = None) -> None:
             "intent": "order",
             "statusReason": reason,
         },
-        headers={**_bearer("example-his-key"), "If-Match": 'W/"1"'},
+        headers={**_bearer("example-his-key"), "If-Match": current.headers["ETag"]},
     )
     assert answer.status_code == 200
 

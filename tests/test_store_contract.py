@@ -317,38 +317,6 @@ def test_dead_entry_is_not_claimed(store: OutboxStore) -> None:
     assert (entry.state, entry.last_error) == ("dead", "HTTP 400 (invalid)")
 
 
-def test_requeue_makes_dead_and_delivered_pending_and_due(store: OutboxStore) -> None:
-    """Requeue: pending, due now, a fresh retry budget, payload kept; each id counts once."""
-    dead = store.add_referral(referral(1), T0).outbox_id
-    done = store.add_referral(referral(2), T0).outbox_id
-    store.claim_due("w", T0, 60, 10)
-    record(store, dead, "w", at(1), "dead", status=400)
-    record(store, done, "w", at(1), "delivered", status=201)
-    assert store.requeue([dead, done, dead, 999], at(100)) == 2
-    for entry_id in (dead, done):
-        entry = store.get_entry(entry_id)
-        assert entry is not None
-        assert (entry.state, entry.attempts, entry.next_attempt_at) == ("pending", 0, at(100))
-        assert entry.created_at == at(100)
-    assert {e.id for e in store.claim_due("w", at(100), 60, 10)} == {dead, done}
-
-
-def test_requeue_leaves_a_pending_leased_entry_alone(store: OutboxStore) -> None:
-    """Requeue never steals a live lease: a pending entry is not changed, its owner keeps it."""
-    added = store.add_referral(referral(1), T0)
-    store.claim_due("w1", T0, 600, 10)
-    assert store.requeue([added.outbox_id], at(1)) == 0
-    assert store.claim_due("w2", at(1), 60, 10) == []
-    assert record(store, added.outbox_id, "w1", at(2), "delivered", status=200)
-
-
-def test_requeue_nothing(store: OutboxStore) -> None:
-    """An empty or unknown id list changes nothing and returns 0."""
-    store.add_referral(referral(1), T0)
-    assert store.requeue([], T0) == 0
-    assert store.requeue([404], T0) == 0
-
-
 def test_list_entries_newest_first_filtered_and_limited(store: OutboxStore) -> None:
     """``list_entries`` is newest first, optionally of one state, at most ``limit``."""
     ids = [store.add_referral(referral(n), T0).outbox_id for n in range(4)]

@@ -6,7 +6,7 @@ Nothing outside ``bootstrap.py`` and the tests imports a concrete adapter.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -134,6 +134,9 @@ class OutboxEntry:
     last_status: int | None
     last_error: str | None
     payload: bytes
+    requeued_at: dt.datetime | None = None
+    """When an operator last sent it again (its retry budget's age counts from then);
+    ``created_at`` never changes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,8 @@ class ReferralRecord:
     bundle: bytes
     state: State
     attempts: int
+    idempotency_key: str = ""
+    """The key of the referral's own outbox entry (other messages about it have other keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,10 +247,14 @@ class OutboxStore(Protocol):
         status: int | None,
         error: str | None,
         audit: AuditEvent | None = None,
+        message: NewMessage | None = None,
     ) -> bool:
         """Record an attempt's result if ``owner`` still holds the lease; False if it lost it.
 
-        ``audit`` is appended in the same transaction either way (the data was sent).
+        ``audit`` is appended in the same transaction either way (the data was sent);
+        ``message`` (a delivery notice for the GP record) only when the result is recorded.
+        When the entry is a referral's own and it becomes delivered or dead, the referral's
+        Task version goes up: the Task the GP reads changed.
         """
         ...
 
@@ -261,10 +270,19 @@ class OutboxStore(Protocol):
         """Entries, newest first, optionally of one state."""
         ...
 
-    def requeue(self, entry_ids: list[int], now: dt.datetime) -> int:
-        """Make dead or delivered entries pending and due now, with a fresh retry budget
-        (attempts 0, age from now); pending entries are left alone (their lease stays).
-        Returns how many changed."""
+    def requeue(
+        self,
+        entry_ids: list[int],
+        now: dt.datetime,
+        *,
+        wanted: State = "dead",
+        messages: Mapping[int, NewMessage] | None = None,
+    ) -> dict[int, str | None]:
+        """Make entries in state ``wanted`` pending and due now, with a fresh retry budget
+        (attempts 0, ``requeued_at`` now; ``created_at`` stays), each only when
+        ``core.outbox.requeue_refusal`` allows it, decided in one transaction. Per id: None
+        when requeued, else why not (``unknown`` for an id that does not exist). A requeued
+        referral's Task version goes up, and ``messages[id]`` is queued with it."""
         ...
 
     def entry_ids(self, state: State, since: dt.datetime | None = None) -> list[int]:

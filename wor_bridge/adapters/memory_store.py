@@ -4,9 +4,10 @@ It mirrors ``SqliteOutboxStore`` decision for decision: times are kept as UNIX s
 and handed back as aware UTC datetimes, so comparisons and rounding match; ids count up from 1 and
 are never reused; a claim leases due pending entries whose lease is free or expired, in
 ``(next_attempt_at, id)`` order; an attempt is recorded only while its owner holds the lease (an
-expired lease nobody else took still counts) and the entry is pending; a requeue counts every
-existing id, whatever its state. One lock guards everything, so threads may share one instance.
-Nothing survives the process: use it in tests and demos only.
+expired lease nobody else took still counts) and the entry is pending; a requeue follows
+``outbox.requeue_refusal`` entry by entry and never touches ``created_at``. One lock guards
+everything, so threads may share one instance. Nothing survives the process: use it in tests and
+demos only.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from wor_bridge.adapters.memory_monitoring import MemoryMonitoringTables, MonitoringRows
 from wor_bridge.adapters.memory_search import MemorySearchTables, touch_delivery
 from wor_bridge.adapters.memory_tasks import MemoryTaskTables, Row, from_ts, ts
+from wor_bridge.core import outbox
 from wor_bridge.core.outbox import State
 from wor_bridge.ports import (
     Added,
@@ -154,8 +157,10 @@ class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables, MemoryMonitoringTa
         status: int | None,
         error: str | None,
         audit: AuditEvent | None = None,
+        message: NewMessage | None = None,
     ) -> bool:
-        """Record the attempt and release the lease, only while ``owner`` holds it."""
+        """Record the attempt and release the lease, only while ``owner`` holds it; a
+        referral's own entry that ends (delivered, dead) moves its Task's version on."""
         with self._lock:
             if audit is not None:
                 self._append_audit(audit, ts(now))
@@ -172,6 +177,10 @@ class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables, MemoryMonitoringTa
             row.lease_owner = row.lease_until = None
             touch_delivery(self, row, ts(now))
             self._note_attempt(row, state, now)  # monitoring hook
+            if state != "pending":
+                self._bump_referral(row)
+            if message is not None:
+                self._insert_message(message, ts(now))
             return True
 
     def _note_attempt(self, row: Row, state: State, now: dt.datetime) -> None:
@@ -200,6 +209,7 @@ class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables, MemoryMonitoringTa
                 bundle=referral.bundle,
                 state=latest.state,
                 attempts=latest.attempts,
+                idempotency_key=referral.idempotency_key,
             )
 
     def get_entry(self, entry_id: int) -> OutboxEntry | None:
@@ -219,22 +229,65 @@ class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables, MemoryMonitoringTa
             chosen = rows if limit < 0 else rows[:limit]
             return [row.entry() for row in chosen]
 
-    def requeue(self, entry_ids: list[int], now: dt.datetime) -> int:
-        """Dead or delivered -> pending, due now, fresh retry budget; pending ones are left."""
+    def requeue(
+        self,
+        entry_ids: list[int],
+        now: dt.datetime,
+        *,
+        wanted: State = "dead",
+        messages: Mapping[int, NewMessage] | None = None,
+    ) -> dict[int, str | None]:
+        """Per id, requeue it (None) or say why not, by ``outbox.requeue_refusal``, under one
+        lock; ``created_at`` is never touched."""
         at = ts(now)
+        results: dict[int, str | None] = {}
         with self._lock:
-            changed = 0
-            for entry_id in set(entry_ids):
-                row = self._rows.get(entry_id)
-                if row is None or row.state == "pending":
+            for entry_id in dict.fromkeys(entry_ids):
+                results[entry_id] = refusal = self._requeue_refusal(entry_id, wanted, at)
+                if refusal is not None:
                     continue
+                row = self._rows[entry_id]
                 touch_delivery(self, row, at)  # a referral's Task leaves its final state
                 row.state = "pending"
-                row.next_attempt_at = row.created_at = at
+                row.next_attempt_at = row.requeued_at = at
                 row.attempts = 0
                 row.lease_owner = row.lease_until = None
-                changed += 1
-            return changed
+                message = (messages or {}).get(entry_id)
+                if self._bump_referral(row) and message is not None:
+                    self._insert_message(message, at)
+        return results
+
+    def _requeue_refusal(self, entry_id: int, wanted: State, at: float) -> str | None:
+        """``outbox.requeue_refusal`` for one entry (caller holds the lock)."""
+        row = self._rows.get(entry_id)
+        if row is None:
+            return "unknown"
+        later = [
+            outbox.Neighbour(
+                state=other.state,
+                attempts=other.attempts,
+                last_status=other.last_status,
+                leased=other.lease_until is not None and other.lease_until > at,
+            )
+            for other in self._rows.values()
+            if other.task_id == row.task_id
+            and other.destination == row.destination
+            and other.id > row.id
+        ]
+        task = self._tasks.get(row.task_id) if self._is_referral(row) else None
+        return outbox.requeue_refusal(row.state, wanted, later, task.status if task else None)
+
+    def _is_referral(self, row: Row) -> bool:
+        stored = self._referrals.get(row.task_id)
+        return stored is not None and stored[0].idempotency_key == row.idempotency_key
+
+    def _bump_referral(self, row: Row) -> bool:
+        """A referral's own entry changed state: its Task's version goes up (lock held)."""
+        task = self._tasks.get(row.task_id)
+        if task is None or not self._is_referral(row):
+            return False
+        self._tasks[row.task_id] = replace(task, version=task.version + 1)
+        return True
 
     def entry_ids(self, state: State, since: dt.datetime | None = None) -> list[int]:
         """Ids in ``state``, created at or after ``since``."""
@@ -282,7 +335,11 @@ class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables, MemoryMonitoringTa
             counts = dict.fromkeys(("pending", "delivered", "dead"), 0)
             for row in self._rows.values():
                 counts[row.state] += 1
-            pending = [row.created_at for row in self._rows.values() if row.state == "pending"]
+            pending = [
+                row.requeued_at or row.created_at
+                for row in self._rows.values()
+                if row.state == "pending"
+            ]
         age = max(0.0, ts(now) - min(pending)) if pending else 0.0
         return QueueStats(counts["pending"], counts["dead"], counts["delivered"], age)
 

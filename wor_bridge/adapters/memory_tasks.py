@@ -50,6 +50,7 @@ class Row:
     delivered_at: float | None = None
     last_status: int | None = None
     last_error: str | None = None
+    requeued_at: float | None = None
 
     def entry(self) -> OutboxEntry:
         """The row as the immutable value the port hands out."""
@@ -66,6 +67,7 @@ class Row:
             last_status=self.last_status,
             last_error=self.last_error,
             payload=self.payload,
+            requeued_at=None if self.requeued_at is None else from_ts(self.requeued_at),
         )
 
 

@@ -13,19 +13,20 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, cast
 
 from wor_bridge.adapters import sqlite_monitoring as monitoring
-from wor_bridge.adapters import sqlite_search
+from wor_bridge.adapters import sqlite_schema, sqlite_search
 from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA, SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA, SqliteOnceTable
 from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, insert_message, ts
 from wor_bridge.adapters.sqlite_search import SqliteSearchTables
 from wor_bridge.adapters.sqlite_tasks import SqliteTaskTables
+from wor_bridge.core import outbox
 from wor_bridge.core.outbox import State
 from wor_bridge.ports import (
     Added,
@@ -38,78 +39,9 @@ from wor_bridge.ports import (
     ReferralRecord,
 )
 
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS referral (
-    task_id TEXT PRIMARY KEY,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    source_system TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    mapping TEXT NOT NULL,
-    patient_id TEXT NOT NULL,
-    responsible TEXT NOT NULL,
-    client_id TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    bundle BLOB NOT NULL,
-    service_request_id TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL DEFAULT 'requested',
-    business_status TEXT,
-    reason_code TEXT,
-    reason_text TEXT,
-    version INTEGER NOT NULL DEFAULT 1,
-    deadline_at REAL,
-    first_contact_at REAL,
-    alerted_at REAL
-);
-CREATE INDEX IF NOT EXISTS referral_request ON referral (service_request_id);
-CREATE TABLE IF NOT EXISTS poll_state (
-    destination TEXT PRIMARY KEY,
-    cursor TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS feedback_item (
-    key TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL REFERENCES referral(task_id)
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL REFERENCES referral(task_id),
-    destination TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    next_attempt_at REAL NOT NULL,
-    lease_owner TEXT,
-    lease_until REAL,
-    delivered_at REAL,
-    last_status INTEGER,
-    last_error TEXT,
-    payload BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS outbox_task ON outbox (task_id);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    event TEXT NOT NULL,
-    action TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    user TEXT NOT NULL,
-    responsible TEXT NOT NULL,
-    source_system TEXT NOT NULL,
-    patient_id TEXT NOT NULL,
-    object_type TEXT NOT NULL,
-    object_id TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-"""
-
 _ENTRY_COLUMNS: Final = (
     "id, idempotency_key, task_id, destination, state, attempts, created_at, next_attempt_at,"
-    " delivered_at, last_status, last_error, payload"
+    " delivered_at, last_status, last_error, payload, requeued_at"
 )
 
 
@@ -127,6 +59,7 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
         last_status=row["last_status"],
         last_error=row["last_error"],
         payload=bytes(row["payload"]),
+        requeued_at=from_ts(row["requeued_at"]),
     )
 
 
@@ -139,7 +72,7 @@ class SqliteOutboxStore(
         self.path = str(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
-        self._conn().executescript(SCHEMA)  # idempotent DDL; executescript manages its own commit
+        sqlite_schema.migrate(self._conn())
         self._conn().executescript(ONCE_SCHEMA)
         sqlite_search.migrate(self._conn())
         self._conn().executescript(MONITORING_SCHEMA)
@@ -253,8 +186,10 @@ class SqliteOutboxStore(
         status: int | None,
         error: str | None,
         audit: AuditEvent | None = None,
+        message: NewMessage | None = None,
     ) -> bool:
-        """Record the attempt and release the lease, only while ``owner`` holds it."""
+        """Record the attempt and release the lease, only while ``owner`` holds it; a
+        referral's own entry that ends (delivered, dead) moves its Task's version on."""
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE outbox SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
@@ -276,9 +211,18 @@ class SqliteOutboxStore(
                 sqlite_search.touch_delivery(conn, [entry_id], now)
             if audit is not None:
                 insert_audit(conn, audit, now)
-            if cursor.rowcount == 1:  # monitoring hook: feedback reached / delivery given up
-                monitoring.note_attempt(conn, entry_id, state, now)
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            monitoring.note_attempt(conn, entry_id, state, now)  # feedback reached / given up
+            if state != "pending":
+                conn.execute(
+                    "UPDATE referral SET version = version + 1 WHERE idempotency_key ="
+                    " (SELECT idempotency_key FROM outbox WHERE id = ?)",
+                    (entry_id,),
+                )
+            if message is not None:
+                insert_message(conn, message, now)
+            return True
 
     def get_referral(self, task_id: str) -> ReferralRecord | None:
         """The referral and the state of its (latest) outbox entry."""
@@ -286,7 +230,7 @@ class SqliteOutboxStore(
             self._conn()
             .execute(
                 "SELECT r.task_id, r.destination, r.source_system, r.patient_id, r.bundle,"
-                " o.state, o.attempts FROM referral r"
+                " r.idempotency_key, o.state, o.attempts FROM referral r"
                 " JOIN outbox o ON o.idempotency_key = r.idempotency_key WHERE r.task_id = ?",
                 (task_id,),
             )
@@ -302,6 +246,7 @@ class SqliteOutboxStore(
             bundle=bytes(row["bundle"]),
             state=cast(State, row["state"]),
             attempts=row["attempts"],
+            idempotency_key=row["idempotency_key"],
         )
 
     def get_entry(self, entry_id: int) -> OutboxEntry | None:
@@ -323,20 +268,37 @@ class SqliteOutboxStore(
         rows = self._conn().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_entry(r) for r in rows]
 
-    def requeue(self, entry_ids: list[int], now: dt.datetime) -> int:
-        """Pending and due now, lease cleared; the idempotency key and payload stay the same."""
-        if not entry_ids:
-            return 0
-        marks = ",".join("?" * len(entry_ids))
+    def requeue(
+        self,
+        entry_ids: list[int],
+        now: dt.datetime,
+        *,
+        wanted: State = "dead",
+        messages: Mapping[int, NewMessage] | None = None,
+    ) -> dict[int, str | None]:
+        """Per id, requeue it (None) or say why not, by ``outbox.requeue_refusal``, all in one
+        transaction; ``created_at`` is never touched."""
+        results: dict[int, str | None] = {}
         with self._write() as conn:
-            sqlite_search.touch_delivery(conn, entry_ids, now)  # a referral's leaves its state
-            cursor = conn.execute(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, created_at = ?,"  # noqa: S608 - only constant column lists and ? placeholders are interpolated
-                " attempts = 0, lease_owner = NULL, lease_until = NULL"
-                f" WHERE state IN ('dead', 'delivered') AND id IN ({marks})",
-                (ts(now), ts(now), *entry_ids),
-            )
-            return cursor.rowcount
+            for entry_id in dict.fromkeys(entry_ids):
+                results[entry_id] = refusal = _requeue_refusal(conn, entry_id, wanted, now)
+                if refusal is not None:
+                    continue
+                sqlite_search.touch_delivery(conn, [entry_id], now)  # it leaves its final state
+                conn.execute(
+                    "UPDATE outbox SET state = 'pending', next_attempt_at = ?, requeued_at = ?,"
+                    " attempts = 0, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                    (ts(now), ts(now), entry_id),
+                )
+                bumped = conn.execute(
+                    "UPDATE referral SET version = version + 1 WHERE idempotency_key ="
+                    " (SELECT idempotency_key FROM outbox WHERE id = ?)",
+                    (entry_id,),
+                )
+                message = (messages or {}).get(entry_id)
+                if bumped.rowcount == 1 and message is not None:
+                    insert_message(conn, message, now)
+        return results
 
     def entry_ids(self, state: State, since: dt.datetime | None = None) -> list[int]:
         """Ids in ``state``, created at or after ``since``."""
@@ -367,7 +329,9 @@ class SqliteOutboxStore(
         counts = dict.fromkeys(("pending", "delivered", "dead"), 0)
         for row in conn.execute("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state"):
             counts[row["state"]] = row["n"]
-        oldest = conn.execute("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
+        oldest = conn.execute(
+            "SELECT MIN(COALESCE(requeued_at, created_at)) FROM outbox WHERE state = 'pending'"
+        )
         first = oldest.fetchone()[0]
         age = max(0.0, ts(now) - first) if first is not None else 0.0
         return QueueStats(counts["pending"], counts["dead"], counts["delivered"], age)
@@ -375,6 +339,33 @@ class SqliteOutboxStore(
     def ping(self) -> None:
         """Run a trivial query; raises sqlite3.Error when the store is unusable."""
         self._conn().execute("SELECT 1").fetchone()
+
+
+def _requeue_refusal(
+    conn: sqlite3.Connection, entry_id: int, wanted: State, now: dt.datetime
+) -> str | None:
+    """``outbox.requeue_refusal`` for one entry, read inside the caller's transaction."""
+    row = conn.execute(
+        "SELECT o.state, o.task_id, o.destination, r.status AS task_status FROM outbox o"
+        " LEFT JOIN referral r ON r.idempotency_key = o.idempotency_key WHERE o.id = ?",
+        (entry_id,),
+    ).fetchone()
+    if row is None:
+        return "unknown"
+    later = [
+        outbox.Neighbour(
+            state=cast(State, n["state"]),
+            attempts=n["attempts"],
+            last_status=n["last_status"],
+            leased=n["lease_until"] is not None and n["lease_until"] > ts(now),
+        )
+        for n in conn.execute(
+            "SELECT state, attempts, last_status, lease_until FROM outbox"
+            " WHERE task_id = ? AND destination = ? AND id > ?",
+            (row["task_id"], row["destination"], entry_id),
+        )
+    ]
+    return outbox.requeue_refusal(cast(State, row["state"]), wanted, later, row["task_status"])
 
 
 def _conforms(store: SqliteOutboxStore) -> OutboxStore:

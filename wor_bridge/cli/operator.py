@@ -17,6 +17,7 @@ from typing import Any
 from wor_bridge import bootstrap
 from wor_bridge.core.outbox import STATES
 from wor_bridge.ports import AuditEvent, OutboxEntry
+from wor_bridge.usecases import outbox_repair
 
 
 def _print(obj: Any) -> None:
@@ -36,14 +37,6 @@ def _summary(entry: OutboxEntry) -> dict[str, Any]:
         "last_status": entry.last_status,
         "last_error": entry.last_error,
     }
-
-
-def _replayable(store: Any, entry_id: int) -> bool:
-    entry = store.get_entry(entry_id)
-    if entry is None or entry.idempotency_key.startswith(("gp|", "alert|", "task|")):
-        return False
-    task = store.get_task(entry.task_id)
-    return task is not None and task.status == "requested"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -140,34 +133,24 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         _print(out)
         return 0
     if args.action == "retry":
-        ids = store.entry_ids("dead") if args.all_dead else [args.id]
-        changed = store.requeue([i for i in ids if i is not None], now)
-        detail = "all dead" if args.all_dead else f"entry {args.id}"
+        repair = outbox_repair.retry(
+            store, c.config.core, c.clock, None if args.all_dead else [args.id], operator=operator
+        )
+        if not args.all_dead and repair.refused:
+            why = repair.refused[args.id]
+            print(
+                f"wor-bridge: no outbox entry {args.id}"
+                if why == "unknown"
+                else f"wor-bridge: outbox entry {args.id} not retried: {why}",
+                file=sys.stderr,
+            )
+            return 1
     else:  # replay
         since = dt.datetime.fromisoformat(args.since)
         since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
-        # only referral deliveries whose Task has not moved on: re-sending the original Bundle
-        # would set the welfare side's Task back to requested
-        ids = [
-            entry_id
-            for entry_id in store.entry_ids("delivered", since)
-            if _replayable(store, entry_id)
-        ]
-        changed = store.requeue(ids, now)
-        detail = f"delivered since {since.isoformat()}"
-    store.audit(
-        AuditEvent(
-            event=f"outbox_{args.action}",
-            action="U",
-            outcome="success",
-            user=operator,
-            responsible=operator,
-            source_system="",
-            detail=f"{detail}: {changed} requeued",
-        ),
-        now,
-    )
-    _print({"requeued": changed})
+        repair = outbox_repair.replay(store, c.config.core, c.clock, since, operator=operator)
+    refused = [{"id": i, "reason": why} for i, why in repair.refused.items()]
+    _print({"requeued": len(repair.requeued), "refused": refused})
     return 0
 
 
@@ -208,13 +191,17 @@ def add_commands(sub: Any) -> None:
     show.add_argument("id", type=int)
     show.add_argument("--reveal", action="store_true")
     retry = actions.add_parser(
-        "retry", help="requeue a dead entry, or all of them", parents=[after]
+        "retry",
+        help="requeue a dead entry, or all of them (never out of its Task's order)",
+        parents=[after],
     )
     group = retry.add_mutually_exclusive_group(required=True)
     group.add_argument("id", type=int, nargs="?")
     group.add_argument("--all-dead", action="store_true")
     replay = actions.add_parser(
-        "replay", help="requeue delivered entries (same idempotency key)", parents=[after]
+        "replay",
+        help="requeue delivered referrals whose Task is still requested (same bytes)",
+        parents=[after],
     )
     replay.add_argument("--since", required=True, help="ISO date or datetime (UTC if no zone)")
     box.set_defaults(func=cmd_outbox)

@@ -295,3 +295,34 @@ def welfare_task_update(stored: JsonDict, state: TaskState, when: str) -> JsonDi
         "type": "transaction",
         "entry": [{"fullUrl": entry["fullUrl"], "resource": task, "request": request}],
     }
+
+
+DELIVERY_TEXT: Final = {
+    "delivery-failed": "Welzijn op Recept: de verwijzing kon niet worden afgeleverd bij {welfare};"
+    " er wordt niet meer geprobeerd",
+    "queued": "Welzijn op Recept: de verwijzing wordt opnieuw aangeboden aan {welfare}",
+}
+"""The referrer's message per delivery state the GP record is told of (no patient data)."""
+
+
+def delivery_notice(
+    context: ReferralContext, state: TaskState, now: str, mapping_ref: str
+) -> JsonDict:
+    """The GP record hears of the referral's delivery: the Task as the GP reads it at the bridge
+    (``failed`` / ``delivery-failed`` after a dead letter; ``requested`` / ``queued`` when an
+    operator sends it again) and a Communication addressed to the referrer (urgent when failed).
+    """
+    source = f"{LOCAL_BASE}/mapping/{mapping_ref.replace('@', '|')}"
+    business = state.business_status or ""
+    text = DELIVERY_TEXT[business].format(welfare=context.welfare_name or "de welzijnsorganisatie")
+    feedback = Feedback(task_id=context.task_id, occurred_at=now)
+    comm = _communication(context, feedback, text, source)
+    if business == "delivery-failed":
+        comm["priority"] = "urgent"
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid5(NAMESPACE, f"{context.task_id}|delivery|{business}|{now}")),
+        "meta": {"tag": [{"system": f"{CS}mapping", "code": mapping_ref}]},
+        "type": "transaction",
+        "entry": [_put(_task(context, state, [], source, now)), _put(comm)],
+    }

@@ -65,3 +65,43 @@ def decide(
     if age_s + delay > policy.max_age_s:
         return Decision("dead")
     return Decision("pending", delay)
+
+
+def may_have_arrived(state: State, attempts: int, last_status: int | None, *, leased: bool) -> bool:
+    """Whether an entry may have reached its receiver: delivered, being sent right now, or tried
+    without a definite answer (a timeout may have landed; a status code says what happened)."""
+    if state == "delivered" or leased:
+        return True
+    return attempts > 0 and (last_status is None or 200 <= last_status < 300)
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """A later entry about the same Task to the same destination, as the requeue rules see it."""
+
+    state: State
+    attempts: int
+    last_status: int | None
+    leased: bool
+
+
+def requeue_refusal(
+    state: State,
+    wanted: State,
+    later: list[Neighbour],
+    referral_task_status: str | None,
+) -> str | None:
+    """Why an entry in ``state`` may not be sent again by an operator (None: it may).
+
+    Only entries in ``wanted`` (``dead`` for a retry, ``delivered`` for a replay) qualify; never
+    one that would overtake a later message about its Task to its destination that may already
+    have arrived (the receiver would see the Task go back); never a referral (its Task's status
+    is ``referral_task_status``; None for other messages) whose Task moved on.
+    """
+    if state != wanted:
+        return f"the entry is {state}, not {wanted}"
+    if any(may_have_arrived(n.state, n.attempts, n.last_status, leased=n.leased) for n in later):
+        return "a later message about its Task to this destination may have arrived already"
+    if referral_task_status not in (None, "requested"):
+        return f"its Task moved on (status {referral_task_status}): the referral is not sent again"
+    return None

@@ -37,6 +37,7 @@ from wor_bridge.ports import (
     Transport,
 )
 from wor_bridge.usecases import directory_routing
+from wor_bridge.usecases import delivery_notice
 
 log = structlog.get_logger("wor_bridge.usecases.delivery")
 
@@ -141,13 +142,18 @@ def deliver_due(
             faults.hit("after_send")
         now = clock.now()
         number = entry.attempts + 1
-        decision = outbox.decide(
-            policy, outcome, number, (now - entry.created_at).total_seconds(), jitter()
-        )
+        age_s = (now - (entry.requeued_at or entry.created_at)).total_seconds()
+        decision = outbox.decide(policy, outcome, number, age_s, jitter())
         next_at = now + dt.timedelta(seconds=decision.delay_s or 0)
         status = getattr(outcome, "status", None)
         error = None if isinstance(outcome, Delivered) else outcome.reason
         record = store.get_referral(entry.task_id)
+        notice = None
+        if decision.state == "dead" and record and record.idempotency_key == entry.idempotency_key:
+            # the referral itself is a dead letter: the GP record hears the Task failed
+            notice = delivery_notice.notice(
+                store, settings, entry.task_id, delivery_notice.FAILED, now
+            )
         recorded = store.record_attempt(
             entry.id,
             owner,
@@ -169,6 +175,7 @@ def deliver_due(
                 detail=f"attempt {number}; {error or 'delivered'}"
                 + (f"; endpoint: {source}" if source else ""),
             ),
+            message=notice,
         )
         log.info(
             "delivery_attempted",
