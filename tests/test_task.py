@@ -10,6 +10,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from wor_bridge.core.task import (
+    DELIVERY_CODES,
     FINISHED,
     REASON_REQUIRED,
     SETTABLE,
@@ -362,3 +363,24 @@ def test_follow_up_may_follow_completion() -> None:
     assert isinstance(
         transition(TaskState("failed", None, REASON), "welfare", None, "follow-up"), Refusal
     )
+
+
+@pytest.mark.parametrize("code", sorted(DELIVERY_CODES))
+@pytest.mark.parametrize("side", ["gp", "welfare"])
+def test_delivery_codes_are_no_milestones(side: Side, code: str) -> None:
+    """The bridge's delivery codes in an update are ignored, from either side."""
+    target = "cancelled" if side == "gp" else "accepted"
+    result = transition(TaskState(), side, target, code, REASON)
+    assert isinstance(result, TaskState), result
+    assert (result.status, result.business_status) == (target, None)
+
+
+def test_gp_side_may_send_back_the_current_milestone_unchanged() -> None:
+    """The GP side withdrawing a Task in progress with its milestone unchanged keeps it; a
+    changed milestone is refused."""
+    current = TaskState("in-progress", "first-contact")
+    result = transition(current, "gp", "cancelled", "first-contact", REASON)
+    assert result == TaskState("cancelled", "first-contact", REASON)
+    assert transition(result, "gp", "cancelled", "first-contact", REASON) == result
+    refused = _refused(transition(current, "gp", "cancelled", "closed", REASON))
+    assert (refused.http_status, refused.message) == (422, "the gp side does not report milestones")

@@ -177,12 +177,12 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     @app.post("/fhir/r4/ServiceRequest", status_code=201, tags=["intake"])
     async def post_service_request(request: Request) -> Response:
         """Push a referral: a ServiceRequest with its resources contained."""
-        return await intake(request)
+        return await intake(request, bundle_route=False)
 
     @app.post("/fhir/r4", status_code=201, tags=["intake"])
     async def post_bundle(request: Request) -> Response:
         """Push a referral as a Bundle (transaction, batch or collection)."""
-        return await intake(request)
+        return await intake(request, bundle_route=True)
 
     @app.get("/fhir/r4/Task/{task_id}", tags=["status"])
     def get_task(task_id: str, request: Request) -> Response:
@@ -225,39 +225,66 @@ class _Intake:
         self.run_dispatcher = run_dispatcher
         self.routes = routes
 
-    async def welfare_bundle(self, request: Request, key: str | None, attempt: Attempt) -> Response:
-        """A welfare client posts Tasks/Observations to the base."""
+    async def welfare_bundle(
+        self, request: Request, key: str | None, cert: str | None, attempt: Attempt
+    ) -> Response | ClientSettings | Denied:
+        """A welfare client at the base: its Bundle of Tasks and Observations is feedback (the
+        answer); anything else is a referral push: the client that may push, or why not
+        (403 without ``referral:write``). The body is kept in ``request.state.body``."""
         attempt.event, attempt.action = "task_update", "U"
-        checked = self.auth.check(key, "feedback:write", client_cert_sha256(request.scope))
-        if isinstance(checked, Denied):
-            attempt.user = checked.user
-            return _denied(checked)
-        attempt.by(checked)
-        data = await read_body(request, self.c.config.core.max_body_bytes)
-        try:
-            bundle = json.loads(data) if data is not None else None
-        except (ValueError, RecursionError):
-            bundle = None
-        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-            return _outcome(400, "structure", "must be a FHIR JSON Bundle", "(body)")
-        return await self.routes.post_bundle(checked, bundle, attempt)
+        checked = self.auth.check(key, "feedback:write", cert)
+        if isinstance(checked, Denied) and checked.status != 403:
+            return checked  # unknown key, wrong certificate, over the rate
+        request.state.body = await read_body(request, self.c.config.core.max_body_bytes)
+        if request.state.body is None and not isinstance(checked, Denied):
+            limit = self.c.config.core.max_body_bytes
+            return _outcome(413, "too-costly", f"must be at most {limit} bytes", "(body)")
+        feedback = _feedback_bundle(request.state.body)
+        if feedback is not None:
+            if isinstance(checked, Denied):
+                return checked
+            attempt.by(checked)
+            return await self.routes.post_bundle(checked, feedback, attempt)
+        attempt.event, attempt.action = "referral_intake", "C"  # a referral push after all
+        if isinstance(checked, Denied):  # no token taken yet: the referral check takes one
+            return self.auth.check(key, "referral:write", cert)
+        may_push = "referral:write" in checked.scopes or "admin" in checked.scopes
+        return (
+            checked
+            if may_push
+            else Denied(
+                403, "forbidden", "the client lacks the scope referral:write", user=checked.id
+            )
+        )
 
-    async def handle(self, request: Request) -> Response:
-        """GP side: a referral; welfare side: a Bundle of feedback (audited either way)."""
+    async def handle(self, request: Request, *, bundle_route: bool) -> Response:
+        """GP side: a referral; welfare side: a Bundle of feedback (audited either way).
+
+        A welfare-side client (one with a ``destination``) posting anything but a Bundle of
+        Tasks and Observations is pushing a referral: that needs ``referral:write`` (403)."""
         attempt = Attempt("referral_intake", "C")
-        return await self.routes.trail.answer(attempt, lambda: self._handle(request, attempt))
+        return await self.routes.trail.answer(
+            attempt, lambda: self._handle(request, attempt, bundle_route=bundle_route)
+        )
 
-    async def _handle(self, request: Request, attempt: Attempt) -> Response:
+    async def _handle(self, request: Request, attempt: Attempt, *, bundle_route: bool) -> Response:
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        cert = client_cert_sha256(request.scope)
         welfare = self.auth.client(key)
-        if welfare is not None and welfare.destination is not None:
-            return await self.welfare_bundle(request, key, attempt)
-        client = self.auth.check(key, "referral:write", client_cert_sha256(request.scope))
+        body = None
+        if welfare is not None and welfare.destination is not None and bundle_route:
+            client = await self.welfare_bundle(request, key, cert, attempt)
+            if isinstance(client, Response):
+                return client
+            body = request.state.body
+        else:
+            client = self.auth.check(key, "referral:write", cert)
         if isinstance(client, Denied):
             attempt.user = client.user
             return _denied(client)
         attempt.by(client)
-        body = await read_body(request, self.c.config.core.max_body_bytes)
+        if body is None:
+            body = await read_body(request, self.c.config.core.max_body_bytes)
         if body is None:
             self.metrics.intake.labels("too_large").inc()
             return _outcome(
@@ -295,6 +322,29 @@ class _Intake:
                 body=body,
             )
         )
+
+
+def _feedback_bundle(body: bytes | None) -> dict[str, Any] | None:
+    """The body as a Bundle of Tasks and Observations only (a welfare client's feedback), or
+    None when it is anything else (then it is an attempt to push a referral)."""
+    try:
+        bundle = json.loads(body) if body is not None else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return None
+    entries = bundle.get("entry")
+    types = (
+        [
+            e.get("resource", {}).get("resourceType") if isinstance(e, dict) else None
+            for e in entries or []
+        ]
+        if isinstance(entries, list)
+        else []
+    )
+    if not types or any(t not in ("Task", "Observation") for t in types):
+        return None
+    return bundle
 
 
 def _add_health_routes(

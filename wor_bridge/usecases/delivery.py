@@ -36,8 +36,7 @@ from wor_bridge.ports import (
     OutboxStore,
     Transport,
 )
-from wor_bridge.usecases import directory_routing
-from wor_bridge.usecases import delivery_notice
+from wor_bridge.usecases import delivery_notice, directory_routing
 
 log = structlog.get_logger("wor_bridge.usecases.delivery")
 
