@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import wor_bridge
+from tests.loopback_bridge import bridge, receivers  # noqa: F401 - fixtures shared by the modules
 from wor_bridge.core.settings import Settings
 
 

@@ -105,7 +105,8 @@ def observation_item(  # noqa: PLR0912 - one branch per feedback item kind
         if not isinstance(note, str):
             raise FeedbackFormatError(f"{location}.valueString", "must be the short note")
         value = note
-    return fb.FeedbackItem(kind, when, value, category, role)
+    retracted = observation.get("status") == "entered-in-error"
+    return fb.FeedbackItem(kind, when, value, category, role, retracted=retracted)
 
 
 def referenced_ids(observation: JsonDict) -> tuple[str | None, str | None]:

@@ -8,6 +8,9 @@ Task update with ``output`` references, and a ``Communication`` addressed to **t
 referred**. References point at the GP system's own records by business identifier (its referral
 number, the BSN, the referrer's AGB/UZI), since the GP record never saw the bridge's ids.
 
+An Observation reported ``entered-in-error`` retracts the earlier item with the same key: the GP
+record gets that Observation again with status ``entered-in-error``.
+
 Feedback items travel only under the referral's consent (a Consent provision with code
 ``consent-permission#feedback``); Positieve Gezondheid scores additionally need ``#pg-scores``.
 Without permission only the status travels; dropped items are counted.
@@ -16,6 +19,7 @@ Without permission only the status travels; dropped items are counted.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -79,6 +83,9 @@ class FeedbackItem:
     value: str | int | bool | None = None
     category: str | None = None
     role: str | None = None
+    retracted: bool = False
+    """An Observation ``entered-in-error``: the earlier report of this same fact (same item
+    key) is withdrawn, and the GP record gets the correction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +194,21 @@ def item_key(task_id: str, item: FeedbackItem) -> str:
         str(item.role),
     )
     return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+
+
+RETRACTED: Final = "retracted:"
+"""Prefix of the recorded key that marks an item as withdrawn (``entered-in-error``)."""
+
+
+def retraction_key(task_id: str, item: FeedbackItem) -> str:
+    """The recorded key saying the item with this fact's key was withdrawn."""
+    return RETRACTED + item_key(task_id, item)
+
+
+def live_keys(keys: Iterable[str]) -> set[str]:
+    """The recorded items still standing: item keys, without the withdrawn ones."""
+    known = set(keys)
+    return {k for k in known if not k.startswith(RETRACTED) and RETRACTED + k not in known}
 
 
 def allowed_items(

@@ -101,7 +101,7 @@ def _observation(
         "meta": {"source": source},
         "identifier": [{"system": ids.URI_IDENTIFIER, "value": f"urn:uuid:{oid}"}],
         "basedOn": [_by_identifier("ServiceRequest", *context.his_identifier)],
-        "status": "final",
+        "status": "entered-in-error" if item.retracted else "final",
         "category": [
             _concept(FEEDBACK_CATEGORY, "wor-feedback", "Terugkoppeling Welzijn op Recept")
         ],
@@ -132,7 +132,13 @@ def summary(state: TaskState, items: tuple[FeedbackItem, ...]) -> str:
     parts = [f"Welzijn op Recept: status {state.status}"]
     if state.business_status:
         parts.append(state.business_status)
-    parts += [DISPLAY.get(i.kind, i.kind).lower() for i in items if i.kind != "note"]
+    parts += [
+        f"correctie: {DISPLAY.get(i.kind, i.kind).lower()} ingetrokken"
+        if i.retracted
+        else DISPLAY.get(i.kind, i.kind).lower()
+        for i in items
+        if i.kind != "note" or i.retracted
+    ]
     return "; ".join(parts)
 
 
@@ -147,18 +153,24 @@ def to_gp_bundle(
 ) -> GpBundle:
     """The transaction Bundle for the GP record: Observations, the Task, a Communication.
 
-    ``earlier`` are the ids of Observations sent before: the Task's ``output`` lists them too.
+    ``earlier`` are the ids of Observations sent before and still standing: the Task's
+    ``output`` lists them too. A retracted item (``entered-in-error``) goes as its Observation
+    (same id) with that status, and leaves ``output``.
     """
     source = f"{LOCAL_BASE}/mapping/{mapping_ref.replace('@', '|')}"
     kept, dropped = allowed_items(context, feedback.items)
     entries: list[JsonDict] = []
     obs_ids = []
+    withdrawn = set()
     for item in kept:
         oid = item_key(context.task_id, item)
-        obs_ids.append(oid)
+        if item.retracted:
+            withdrawn.add(oid)
+        else:
+            obs_ids.append(oid)
         obs = _observation(context, feedback, item, oid, source)
         entries.append(_put(obs))
-    outputs = obs_ids + sorted(set(earlier) - set(obs_ids))
+    outputs = obs_ids + sorted(set(earlier) - set(obs_ids) - withdrawn)
     entries.append(_put(_task(context, state, outputs, source, feedback.occurred_at)))
     text = message or summary(state, kept)
     entries.append(_put(_communication(context, feedback, text, source)))

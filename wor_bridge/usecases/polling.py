@@ -236,6 +236,9 @@ class Poller:
                 return
             update = dataclasses.replace(update, status=None, business_status=None)
         items = self._items(destination, task, refs)
+        known = self._c.store.known_items(task_id)
+        # an item withdrawn (entered-in-error) before any poll saw it: nothing to correct
+        items = [i for i in items if not i.retracted or fb.item_key(task_id, i) in known]
         if items:
             update = dataclasses.replace(update, items=(*update.items, *items))
         long = free_text.too_long(update, self._c.config.core.feedback, POLLED_TEXT)

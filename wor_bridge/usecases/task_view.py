@@ -54,6 +54,7 @@ def task_resource(
         if task.reason_text:
             reason["text"] = task.reason_text
         out["statusReason"] = reason
+    item_keys = frozenset(fb.live_keys(item_keys))  # a retracted item is no output any more
     if item_keys:
         out["output"] = [
             {

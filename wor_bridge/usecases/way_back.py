@@ -159,10 +159,14 @@ def _apply_once(
     context = fb.context_from_bundle(task.task_id, json.loads(task.bundle), task.patient_id)
     kept, dropped = fb.allowed_items(context, feedback.items)
     known = store.known_items(task.task_id)
-    fresh = tuple(i for i in kept if fb.item_key(task.task_id, i) not in known)
+    fresh = _fresh(task.task_id, kept, known)
+    if isinstance(fresh, Refusal):
+        _audit_refusal(store, clock, task, caller, fresh)
+        return fresh
     if new == current and not fresh:
         return Applied(task.version, changed=False, dropped=dropped, state=current)
-    first = any(i.kind == "first-contact" for i in fresh) or (
+    # a first contact counts whether or not consent lets the item itself travel
+    first = any(i.kind == "first-contact" and not i.retracted for i in feedback.items) or (
         new.business_status in FIRST_CONTACT_MILESTONES or new.status == "completed"
     )
     if side == "gp":
@@ -174,7 +178,8 @@ def _apply_once(
             f"task|{task.task_id}|{digest}", task.task_id, task.destination, payload
         )
     else:
-        message = _gp_message(settings, context, feedback, fresh, new, earlier=tuple(sorted(known)))
+        earlier = tuple(sorted(fb.live_keys(known)))
+        message = _gp_message(settings, context, feedback, fresh, new, earlier=earlier)
     now = clock.now()
     version = store.save_task_update(
         task.task_id,
@@ -185,7 +190,7 @@ def _apply_once(
             reason_code=new.reason.code if new.reason else None,
             reason_text=new.reason.text if new.reason else None,
             first_contact=first,
-            item_keys=tuple(fb.item_key(task.task_id, i) for i in fresh),
+            item_keys=tuple(_recorded_key(task.task_id, i) for i in fresh),
             message=message,
             withdraw=side == "gp" and new.status in ("cancelled", "entered-in-error"),
             progress=progress_of(  # monitoring: codes and times only, no patient data
@@ -219,6 +224,26 @@ def _apply_once(
         queued_to=message.destination if message else None,
     )
     return Applied(version, changed=True, dropped=dropped, state=new)
+
+
+def _recorded_key(task_id: str, item: fb.FeedbackItem) -> str:
+    return fb.retraction_key(task_id, item) if item.retracted else fb.item_key(task_id, item)
+
+
+def _fresh(
+    task_id: str, kept: tuple[fb.FeedbackItem, ...], known: set[str]
+) -> tuple[fb.FeedbackItem, ...] | Refusal:
+    """The items not recorded before (reports and retractions), or a refusal when an
+    ``entered-in-error`` item matches no earlier report: there is nothing to correct."""
+    for item in kept:
+        if item.retracted and fb.item_key(task_id, item) not in known:
+            return Refusal(
+                422,
+                "business-rule",
+                "an entered-in-error Observation retracts an earlier feedback item (same code,"
+                " value and time); none matches",
+            )
+    return tuple(i for i in kept if _recorded_key(task_id, i) not in known)
 
 
 def _gp_message(
