@@ -296,6 +296,11 @@ class ServiceProcess:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The process id of the current run (None before the first start)."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def returncode(self) -> int | None:
         """The exit status of the current run (None while it runs)."""
         return None if self._proc is None else self._proc.poll()

@@ -139,7 +139,7 @@ def test_permitting_policies_must_be_absolute_uris(tmp_path: Path, value: str, l
             "fhir-r4 destination takes no create",
         ),
         ('gp_record = "gp-record"', 'gp_record = "welzijn-zorgdomein"', "must be a fhir-r4"),
-        ('type = "zorgdomein-stu3"', 'type = "zorgdomein-stu3"\ncreate = "twice"', "create"),
+        ('create = "conditional"', 'create = "twice"', "create"),
     ],
 )
 def test_delivery_guarantee_settings_are_checked(
@@ -163,7 +163,7 @@ def test_plain_create_is_stated_and_logged(
     config = _copy_config(tmp_path)
     text = config.read_text(encoding="utf-8")
     config.write_text(
-        text.replace('type = "zorgdomein-stu3"', 'type = "zorgdomein-stu3"\ncreate = "plain"'),
+        text.replace('create = "conditional"', 'create = "plain"'),
         encoding="utf-8",
     )
     settings = wor_bridge.load_settings(config)

@@ -2,16 +2,21 @@
 
 The real service runs as a subprocess; ``WOR_BRIDGE_FAULT`` makes it SIGKILL itself (a) right
 after the intake commit, before the 201 reaches the client, and (b) right after the receiver
-answered 2xx, before the outbox marks the entry delivered. After a restart without the fault,
-every referral the client saw acknowledged is delivered and the receiver (a
-``SimulatedFhirServer`` in this process) holds exactly one ServiceRequest and one Task for each.
+answered 2xx, before the outbox marks the entry delivered; and (c) the receiver itself SIGKILLs
+the bridge after applying a request, before answering it (mid-answer). (b) and (c) run for every
+destination type the code knows. After a restart without the fault, every referral the client
+saw acknowledged is delivered and the receiver (a ``SimulatedFhirServer`` in this process) holds
+exactly one effect for each: one ServiceRequest and Task (fhir-r4), one notification Task
+(notified pull), one document (ZorgDomein-style), counted per referral.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -23,7 +28,6 @@ from tests.service_harness import (
     auth,
     business_status,
     outbox_states,
-    posts_received,
     receiver,
     referral_variant,
     service_requests,
@@ -31,6 +35,8 @@ from tests.service_harness import (
     wait_until,
     write_config,
 )
+from wor_bridge import load_settings
+from wor_bridge.connectors import outbound, zorgdomein
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
 
 TIMEOUT = 10
@@ -148,10 +154,84 @@ def test_kill_after_commit_then_repush_delivers_once(
     assert_exactly_once(sim, tasks)
 
 
-def test_kill_after_send_redelivers_idempotently(
-    service: ServiceProcess, sim: SimulatedFhirServer
+# --- every destination type: the receiver applied, the bridge never learnt it -----------------
+
+
+def _referrals_at(sim: SimulatedFhirServer, task_id: str) -> int:
+    """fhir-r4: the Tasks with this id (the ServiceRequests are counted per referral as well)."""
+    return sum(1 for t in sim.resources("Task") if t.get("id") == task_id)
+
+
+def _notifications_at(sim: SimulatedFhirServer, task_id: str) -> int:
+    """notified-pull-stu3: the notification Tasks carrying this Task's identifier."""
+    value = f"urn:uuid:{task_id}"
+    return sum(
+        1
+        for t in sim.resources("Task")
+        if any(i.get("value") == value for i in t.get("identifier") or [])
+    )
+
+
+def _documents_at(sim: SimulatedFhirServer, task_id: str) -> int:
+    """zorgdomein-stu3: the document Bundles with this referral's document identifier."""
+    value = f"urn:uuid:{zorgdomein.document_id(task_id)}"
+    return sum(1 for b in sim.resources("Bundle") if b["identifier"]["value"] == value)
+
+
+EFFECTS: dict[str, Callable[[SimulatedFhirServer, str], int]] = {
+    "fhir-r4": _referrals_at,
+    "notified-pull-stu3": _notifications_at,
+    "zorgdomein-stu3": _documents_at,
+}
+
+
+def test_every_destination_type_has_a_crash_case() -> None:
+    """A destination type the code knows without an effect count here fails (a new type gets
+    the crash test too)."""
+    assert set(EFFECTS) == set(outbound.TYPES)
+
+
+class _Killer:
+    """The receiver's hook: once armed with a service, the next write it applies SIGKILLs that
+    service's current run before the answer leaves (the bridge dies mid-answer, the receiver
+    keeps the effect)."""
+
+    def __init__(self) -> None:
+        self.service: ServiceProcess | None = None
+
+    def __call__(self, _rtype: str, _resource: dict[str, Any]) -> None:
+        service, self.service = self.service, None
+        if service is not None and service.pid is not None:
+            os.kill(service.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("dtype", sorted(EFFECTS))
+def test_kill_after_send_redelivers_idempotently(tmp_path: Path, dtype: str) -> None:
+    """For every destination type: killed after the receiver answered 2xx (before the outbox
+    knew), then killed by the receiver mid-answer; after the restart each acknowledged referral
+    has exactly one effect at the receiver, though it was sent more than once."""
+    killer = _Killer()
+    sim = SimulatedFhirServer(on_write=killer).start()
+    destination = next(d for d in load_settings().destinations if d.type == dtype and d.mapping)
+    config = write_config(
+        tmp_path,
+        sim.base_url,
+        delivery={"lease_s": 1.0},
+        service={"rate_per_s": 1000.0, "burst": 1000},
+        destination={"connect_timeout_s": 0.3, "read_timeout_s": 0.6},
+        routing={"catch_all": destination.id},
+    )
+    service = ServiceProcess(config)
+    try:
+        _kill_after_send(service, sim, killer, dtype)
+    finally:
+        service.kill()
+        sim.stop()
+
+
+def _kill_after_send(
+    service: ServiceProcess, sim: SimulatedFhirServer, killer: _Killer, dtype: str
 ) -> None:
-    """Killed after the 2xx, before marking delivered: redelivered once the lease expires."""
     referrals = {
         f"CRASH-B-{n}": referral_variant("accepted-contained", f"CRASH-B-{n}") for n in (1, 2, 3)
     }
@@ -163,19 +243,31 @@ def test_kill_after_send_redelivers_idempotently(
         assert created
         tasks[referral_id] = task_id
     service.stop()
-    assert posts_received(sim) == 0
+    assert sim.requests() == []
+    effects = EFFECTS[dtype]
 
     # the dispatcher delivers the first entry, the receiver answers 2xx, the process dies
     service.start({"WOR_BRIDGE_FAULT": "after_send"}, wait=False)
     assert service.wait_exit() == KILLED
-    assert posts_received(sim) == 1
-    assert len(sim.resources("Task")) == 1
+    assert len(sim.requests()) == 1
+    assert sum(effects(sim, t) for t in tasks.values()) == 1
     # the outbox never learnt of that success: every entry is still pending, unattempted
     states = [(state, attempts) for _, state, attempts, *_ in outbox_states(service.config)]
     assert states == [("pending", 0)] * len(referrals)
 
+    # the receiver applies the next request and kills the bridge before it answers
+    killer.service = service  # armed before the run starts: its first write is the one
+    service.start(wait=False)
+    assert service.wait_exit() == KILLED
+    assert killer.service is None, "the receiver's kill did not fire"
+    # (a repeat of the first referral finds it there and makes no write: it may go first)
+    assert 2 <= len(sim.requests()) <= 3
+
     service.start()
     wait_delivered(service, tasks)
-    assert_exactly_once(sim, tasks)
-    # the Bundle that reached the receiver before the kill was sent again after the restart
-    assert posts_received(sim) == len(referrals) + 1
+    counts = {referral_id: effects(sim, task_id) for referral_id, task_id in tasks.items()}
+    assert counts == dict.fromkeys(tasks, 1), f"{dtype}: effects per referral {counts}"
+    if dtype == "fhir-r4":
+        assert_exactly_once(sim, tasks)
+    # requests that reached the receiver before a kill were sent again after the restart
+    assert len(sim.requests()) >= len(referrals) + 1

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -197,6 +198,13 @@ class _Server(ThreadingHTTPServer):
         self.base_path = base_path.rstrip("/")
         self.state = _State()
         self.on_write = on_write
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A peer gone mid-answer (killed, or the answer dropped on purpose) is no error of
+        this server: no traceback on stderr. Anything else is reported as usual."""
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
 
     def put(self, rtype: str, rid: str, resource: dict[str, Any]) -> int:
         with self.state.lock:
