@@ -145,8 +145,7 @@ def test_permitting_policies_must_be_absolute_uris(tmp_path: Path, value: str, l
 def test_delivery_guarantee_settings_are_checked(
     tmp_path: Path, old: str, new: str, message: str
 ) -> None:
-    """``create`` on a fhir-r4 destination, an unknown ``create`` or a GP record that is not
-    fhir-r4 stop the program."""
+    """create on fhir-r4, an unknown create, or a GP record not fhir-r4 stop the program."""
     config = _copy_config(tmp_path)
     text = config.read_text(encoding="utf-8")
     assert old in text
@@ -158,8 +157,7 @@ def test_delivery_guarantee_settings_are_checked(
 def test_plain_create_is_stated_and_logged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``create = "plain"`` loads (the receiver offers no idempotent create) and is logged as a
-    configuration fact at start-up."""
+    """create = plain loads and is logged at start-up as an at-least-once destination."""
     config = _copy_config(tmp_path)
     text = config.read_text(encoding="utf-8")
     config.write_text(

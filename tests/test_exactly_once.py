@@ -303,8 +303,7 @@ def run(
 
 
 def test_every_destination_type_and_kind_has_a_case() -> None:
-    """Every destination type the settings know has a connector, create modes and a case for
-    every kind of message it receives: a new type cannot skip these tests."""
+    """Every destination type has create modes and a case for each kind it receives."""
     assert set(outbound.TYPES) == set(get_args(Destination.model_fields["type"].annotation))
     assert set(MODES) == set(outbound.TYPES), "a destination type has no create modes here"
     covered = {(d, CASES[c].kind) for d, _, c in matrix()}
@@ -320,14 +319,16 @@ def test_a_lost_answer_has_one_effect(
     label: str,
     case: str,
 ) -> None:
-    """Applied, answer lost (closed, or cut off mid-answer), sent again: the receiver holds
-    exactly what one clean delivery leaves."""
+    """Applied, answer lost (closed or cut off), sent again: the effect of one delivery."""
     clean, clean_writes = run(settings, servers, dtype, label, case, None)
-    assert clean, "the clean delivery left nothing at the receiver"
+    assert sum(clean.values()) > 0, "the clean delivery left nothing at the receiver"
     for drop in DROPS:
         held, writes = run(settings, servers, dtype, label, case, drop)
         assert writes > clean_writes, f"{drop}: the request was not sent again"
-        assert held == clean, f"{drop}: the receiver holds more (or other) than one delivery"
+        one_effect = held == clean  # compared whole; reported by count only (patient data)
+        assert one_effect, (
+            f"{drop}: {sum(held.values())} resources held, {sum(clean.values())} after one delivery"
+        )
 
 
 @pytest.mark.parametrize("dtype", ["notified-pull-stu3", "zorgdomein-stu3"])
@@ -336,8 +337,7 @@ def test_plain_create_is_at_least_once(
     servers: tuple[SimulatedFhirServer, SimulatedFhirServer],
     dtype: str,
 ) -> None:
-    """``create = "plain"`` (a receiver without conditional create nor client ids): a lost
-    answer leaves a duplicate, the risk the configuration accepts (and the harness detects)."""
+    """create = plain: a lost answer leaves a duplicate (the accepted risk; harness check)."""
     for w in world(settings, servers, dtype, {"create": "plain"}):
         assert w.settings.destination(RECEIVER).at_least_once
         target = _referral(w)

@@ -51,9 +51,7 @@ def _welfare(
 def test_first_contact_kept_back_by_consent_still_stops_the_deadline_alert(
     settings: Settings, reported: bool
 ) -> None:
-    """A referral without feedback consent: the first-contact item does not travel, yet it is
-    a first contact, so no "no first contact yet" alert reaches the GP (the control without
-    one does alert)."""
+    """A first contact consent keeps from the GP record still stops the deadline alert."""
     store, clock, task_id = _accepted(settings, "accepted-email-only-no-bsn")
     items = (fb.FeedbackItem("first-contact", WHEN),) if reported else ()
     applied = _welfare(store, settings, clock, fb.Feedback(task_id, WHEN, "accepted", items=items))
@@ -96,9 +94,7 @@ def _post(bridge: Bridge, observation: dict[str, Any]) -> Any:
 
 
 def test_entered_in_error_retracts_the_item_in_the_gp_record(bridge: Bridge) -> None:
-    """The welfare side reports a first contact, then the same Observation ``entered-in-error``:
-    the GP record's Observation (same id) becomes entered-in-error, the Task's output no longer
-    lists it, the referrer is told; a repeat changes nothing; a retraction of nothing is 422."""
+    """entered-in-error retracts the item at the GP record, once; a retraction of nothing: 422."""
     task_id = bridge.push()
     bridge.deliver()
     assert _post(bridge, _observation(task_id)).status_code == 201

@@ -365,8 +365,7 @@ def test_put_delivery_sends_one_put_per_resource(
     transport: RequestsTransport,
     clock: FixedClock,
 ) -> None:
-    """A ``put`` destination gets each Bundle resource as ``PUT [base]/Type/id``, in order, its
-    ``urn:uuid:`` references rewritten to ``Type/id`` (they resolve at the receiver)."""
+    """delivery = put: PUT [base]/Type/id per resource, in order, references as Type/id."""
     httpserver.expect_request(
         re.compile(r"^/fhir/[A-Za-z]+/[^/]+$"), method="PUT"
     ).respond_with_data("", 201)

@@ -376,8 +376,7 @@ def test_delivery_codes_are_no_milestones(side: Side, code: str) -> None:
 
 
 def test_gp_side_may_send_back_the_current_milestone_unchanged() -> None:
-    """The GP side withdrawing a Task in progress with its milestone unchanged keeps it; a
-    changed milestone is refused."""
+    """The GP side may send the current milestone back unchanged (kept), never a new one."""
     current = TaskState("in-progress", "first-contact")
     result = transition(current, "gp", "cancelled", "first-contact", REASON)
     assert result == TaskState("cancelled", "first-contact", REASON)

@@ -29,8 +29,7 @@ def business(task: dict[str, Any]) -> str | None:
 
 
 def test_gp_put_of_the_task_as_get_returns_it_cancels(bridge: Bridge) -> None:
-    """The GP side GETs the delivered Task, sets status cancelled and a reason, PUTs it back:
-    200 (the bridge's ``delivered`` code it carries is ignored), and the receiver hears of it."""
+    """A GP PUT of the GET'ed delivered Task with status cancelled and a reason works."""
     task_id = bridge.push()
     bridge.deliver()
     got = bridge.get(task_id)
@@ -66,8 +65,7 @@ def test_gp_patch_of_the_task_as_get_returns_it_cancels(bridge: Bridge) -> None:
 
 
 def test_gp_side_sends_back_the_welfare_milestone_unchanged(bridge: Bridge) -> None:
-    """A Task in progress (milestone first-contact) can be withdrawn with the GET'ed body; a
-    milestone the GP side changes is still refused (422)."""
+    """The GP side withdraws a Task in progress with its GET'ed milestone unchanged."""
     task_id = bridge.push()
     bridge.deliver()
     got = bridge.get(task_id, WELFARE)
@@ -97,8 +95,7 @@ def _code(code: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("code", ["delivered", "queued", "delivery-failed", "sent"])
 def test_welfare_side_cannot_report_delivery_codes_as_milestones(bridge: Bridge, code: str) -> None:
-    """The welfare side PUTs the Task back with a bridge-owned code as businessStatus: the
-    status change is taken, the code ignored; the GP record gets no such milestone."""
+    """A bridge delivery code from the welfare side is ignored, never a GP-record milestone."""
     task_id = bridge.push()
     bridge.deliver()
     got = bridge.get(task_id, WELFARE)
@@ -120,8 +117,7 @@ def test_welfare_side_cannot_report_delivery_codes_as_milestones(bridge: Bridge,
 
 
 def test_every_change_the_gp_can_read_moves_version_and_etag(bridge: Bridge) -> None:
-    """Queued, delivered, failed (a dead letter): each delivery state the GET shows has its own
-    version and ETag, and a PUT with the ETag of an earlier state gets 412."""
+    """Queued, delivered and failed each have their own version and ETag; a stale one: 412."""
     task_id = bridge.push("ETAG-1")
     queued = bridge.get(task_id)
     bridge.deliver()
@@ -145,8 +141,7 @@ def test_every_change_the_gp_can_read_moves_version_and_etag(bridge: Bridge) -> 
 
 
 def test_welfare_client_pushing_a_referral_gets_403(bridge: Bridge) -> None:
-    """A welfare client without referral:write posting a ServiceRequest, or a referral Bundle
-    to the base, gets 403 (not 400); its Bundle of Tasks and Observations still works."""
+    """A welfare client pushing a ServiceRequest or referral Bundle gets 403, feedback works."""
     headers = {**WELFARE, "Content-Type": FHIR_JSON}
     request = bridge.call(
         "POST", "/fhir/r4/ServiceRequest", content=case_input("accepted-contained"), headers=headers
