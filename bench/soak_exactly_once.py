@@ -12,6 +12,7 @@ acknowledged referral must have exactly one effect at the receiver: one ServiceR
 Only counts are printed, never referral content. Run from the repository root::
 
     python bench/soak_exactly_once.py [--kills 100] [--types fhir-r4,zorgdomein-stu3] [--json]
+        [--create conditional|put|plain]
 
 Exit 0 when nothing was lost and nothing duplicated.
 """
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import sys
 import tempfile
@@ -90,9 +92,10 @@ COUNTERS: Final[dict[str, Callable[[SimulatedFhirServer, str], int]]] = {
 }
 
 
-def config_for(work: Path, dtype: str, receiver_url: str) -> Path:
+def config_for(work: Path, dtype: str, receiver_url: str, create: str | None) -> Path:
     """The example configuration, every referral to the example destination of ``dtype`` at the
-    receiver, short timeouts and lease (a killed worker's entry is taken over soon)."""
+    receiver, short timeouts and lease (a killed worker's entry is taken over soon), and the
+    STU3 destinations' ``create`` when given."""
     destination = next(d for d in load_settings().destinations if d.type == dtype and d.mapping)
     path = bench_service.write_config(
         work,
@@ -109,6 +112,10 @@ def config_for(work: Path, dtype: str, receiver_url: str) -> Path:
     text = path.read_text(encoding="utf-8").replace(
         "[[destinations]]\n", "[[destinations]]\nconnect_timeout_s = 0.3\nread_timeout_s = 0.6\n"
     )
+    if create is not None:
+        text = re.sub(r"(?m)^create = .*$", "", text)
+        for stu3 in ("notified-pull-stu3", "zorgdomein-stu3"):
+            text = text.replace(f'type = "{stu3}"\n', f'type = "{stu3}"\ncreate = "{create}"\n')
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -129,7 +136,7 @@ def push(url: str, ref: str) -> str | None:
     return str(answer.headers["Content-Location"].rsplit("/", 1)[-1])
 
 
-def soak(dtype: str, kills: int, rng: random.Random) -> dict[str, Any]:
+def soak(dtype: str, kills: int, rng: random.Random, create: str | None) -> dict[str, Any]:
     """Kill the service ``kills`` times while it takes and delivers referrals to ``dtype``."""
     hook = Hook()
     sim = SimulatedFhirServer(on_write=hook).start()
@@ -140,7 +147,7 @@ def soak(dtype: str, kills: int, rng: random.Random) -> dict[str, Any]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"soak-{dtype}-") as tmp:
         work = Path(tmp)
-        config = config_for(work, dtype, sim.base_url)
+        config = config_for(work, dtype, sim.base_url, create)
         store, log = work / "store.sqlite", work / "service.log"
         n = 0
         while sum(killed.values()) < kills:
@@ -208,11 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=100, help="kills per destination type")
     parser.add_argument("--types", default=",".join(sorted(outbound.TYPES)))
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--create",
+        choices=("conditional", "put", "plain"),
+        default=None,
+        help="the STU3 destinations' create setting (plain shows the at-least-once risk)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logs.configure(logging.WARNING)
     rng = random.Random(args.seed)  # a reproducible schedule, not a secret
-    results = [soak(t, args.kills, rng) for t in args.types.split(",")]
+    results = [soak(t, args.kills, rng, args.create) for t in args.types.split(",")]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
