@@ -173,7 +173,7 @@ def _cancellation(w: World) -> SimulatedFhirServer:
         w.clock,
         fb.Feedback(w.task_id, WHEN, status="cancelled", reason_code="gp-withdrew"),
         side="gp",
-        caller=Caller("his"),
+        caller=Caller("his", source_system=w.settings.output.source_system),
     )
     assert isinstance(applied, way_back.Applied)
     return w.welfare

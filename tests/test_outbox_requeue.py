@@ -295,7 +295,7 @@ def test_retry_of_a_cancelled_referral_is_refused_and_sends_nothing(
             task_id, "2026-11-04T10:00:00+01:00", status="cancelled", reason_code="declined"
         ),
         side="gp",
-        caller=Caller("his"),
+        caller=Caller("his", source_system=components.config.core.output.source_system),
     )
     assert isinstance(cancelled, way_back.Applied)
     drain(components)
