@@ -57,8 +57,9 @@ class Bridge:
             content=json.dumps(document).encode(),
             headers={**HIS, "Content-Type": FHIR_JSON},
         )
-        assert answer.status_code == 202
-        return str(answer.headers["content-location"].rsplit("/", 1)[-1])
+        assert answer.status_code in (200, 201)
+        location = answer.headers["location"]  # [base]/fhir/r4/Task/{id}/_history/{vid}
+        return str(location.split("/_history/")[0].rsplit("/", 1)[-1])
 
     def get(self, task_id: str, headers: dict[str, str] = HIS) -> httpx.Response:
         """GET the Task."""

@@ -104,6 +104,8 @@ def test_entered_in_error_retracts_the_item_in_the_gp_record(bridge: Bridge) -> 
     assert bridge.get(task_id).json()["output"]
     answer = _post(bridge, _observation(task_id, "entered-in-error"))
     assert answer.status_code == 201, answer.json()
+    assert answer.headers["location"].endswith(f"/Observation/{reported['id']}/_history/2")
+    assert answer.json()["status"] == "entered-in-error"
     bridge.deliver()
     [corrected] = bridge.gp.resources("Observation")
     assert corrected["id"] == reported["id"]
@@ -111,12 +113,14 @@ def test_entered_in_error_retracts_the_item_in_the_gp_record(bridge: Bridge) -> 
     [task] = [t for t in bridge.gp.resources("Task") if t["id"] == task_id]
     assert "output" not in task
     assert "output" not in bridge.get(task_id).json()
+    read = bridge.call("GET", f"/fhir/r4/Observation/{reported['id']}", headers=WELFARE)
+    assert (read.status_code, read.headers["etag"]) == (200, 'W/"2"')
+    assert read.json()["status"] == "entered-in-error"
     notes = [c["payload"][0]["contentString"] for c in bridge.gp.resources("Communication")]
     assert any("ingetrokken" in n for n in notes)
     writes = len(bridge.gp.requests())
     repeat = _post(bridge, _observation(task_id, "entered-in-error"))
-    assert repeat.status_code == 201
-    assert repeat.json()["issue"][0]["diagnostics"] == "already recorded"
+    assert repeat.status_code == 200  # the same retraction again: no second effect
     bridge.deliver()
     assert len(bridge.gp.requests()) == writes
     nothing = _post(bridge, _observation(task_id, "entered-in-error", "2026-11-05T09:00:00+01:00"))

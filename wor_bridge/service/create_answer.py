@@ -15,8 +15,9 @@
   Task; every other entry ``200 OK`` with an outcome saying it was read as part of the referral.
   ``Location`` and ``ETag`` name the Task as above.
 - A feedback Observation: **201** (**200** for a repeat) with ``Location``
-  ``[base]/Observation/{id}/_history/1`` of the Observation the bridge holds (the one sent to
-  the GP record); the body by ``Prefer``, by default that Observation. Without a GP record, or
+  ``[base]/Observation/{id}/_history/{vid}`` of the Observation the bridge holds (the one sent to
+  the GP record: version 1, version 2 once retracted by an ``entered-in-error`` Observation);
+  the body by ``Prefer``, by default that Observation. Without a GP record, or
   when the consent withheld the item, the bridge holds none: no ``Location``, the outcome.
 """
 
@@ -142,7 +143,8 @@ def observation_answer(
     if key is None or held is None:
         return respond(outcome, status_code=status)
     base = f"{c.config.core.pull.base_url.rstrip('/')}/fhir/r4"
-    headers = {"Location": f"{base}/Observation/{key}/_history/1", "ETag": 'W/"1"'}
+    version = held["meta"]["versionId"]  # 2 once a retraction (entered-in-error) was sent
+    headers = {"Location": f"{base}/Observation/{key}/_history/{version}", "ETag": f'W/"{version}"'}
     wanted = preferred(request, "representation")
     if wanted == "representation":
         return respond(held, status_code=status, headers=headers)

@@ -6,8 +6,8 @@
 - ``GET /fhir/r4/Task/{id}/_history/{vid}``: the current version; an older one is 410 (the
   bridge keeps the current version only), a later or malformed one 404;
 - ``GET /fhir/r4/ServiceRequest/{id}`` (and ``/_history/1``), ``GET /fhir/r4/Observation/{id}``
-  (and ``/_history/1``): the referral's ServiceRequest and the feedback Observations the bridge
-  sent to the GP record;
+  (and ``/_history/{vid}`` of the current version: 2 once retracted): the referral's
+  ServiceRequest and the feedback Observations the bridge sent to the GP record;
 - ``GET /fhir/r4/metadata``, ``GET /fhir/stu3/metadata``: the CapabilityStatement (no auth).
 
 Every route but ``metadata`` is audited (``access``) and keeps to the caller's tenancy: a hidden
@@ -163,9 +163,10 @@ class SearchRoutes:
                     client.destination,
                     gp_record=self.c.config.core.feedback.gp_record,
                 )
-            if isinstance(found, Refusal) or (vid is not None and vid != "1"):
+            version = "1" if isinstance(found, Refusal) else found["meta"]["versionId"]
+            if isinstance(found, Refusal) or (vid is not None and vid != version):
                 return self.r.outcome(404, "not-found", f"no {kind} with this id", f"{kind}.id")
-            return self.r.respond(found, headers={"ETag": 'W/"1"'})
+            return self.r.respond(found, headers={"ETag": f'W/"{version}"'})
 
         return self.r.trail.answer_sync(attempt, handle)
 

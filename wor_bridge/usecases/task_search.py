@@ -162,7 +162,10 @@ def read_observation(
 def held_observation(
     store: OutboxStore, task_id: str, observation_id: str, gp_record: str | None
 ) -> JsonDict | None:
-    """The Observation ``observation_id`` of a Task's messages to the GP record (version 1)."""
+    """The Observation ``observation_id`` as the Task's messages to the GP record last sent it:
+    version 1 as reported, version 2 when it was retracted (``entered-in-error``) later."""
+    found: JsonDict | None = None
+    version = 0
     for target, payload in store.task_messages(task_id):
         if target != gp_record:
             continue
@@ -171,5 +174,7 @@ def held_observation(
             if resource.get("resourceType") == "Observation" and resource.get("id") == (
                 observation_id
             ):
-                return {**resource, "meta": {**resource.get("meta", {}), "versionId": "1"}}
-    return None
+                found, version = resource, version + 1
+    if found is None:
+        return None
+    return {**found, "meta": {**found.get("meta", {}), "versionId": str(version)}}
