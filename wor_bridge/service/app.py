@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -27,7 +26,7 @@ from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.errors import InboundError, Issue, RefusedError
 from wor_bridge.metrics import Metrics
-from wor_bridge.service import capability, create_answer, openapi
+from wor_bridge.service import capability, create_answer, openapi, welfare_intake
 from wor_bridge.service.access import AccessLog, Attempt, MarkingStore, caller_of
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.bodies import BodyRefused, read_body
@@ -225,38 +224,6 @@ class _Intake:
         self.run_dispatcher = run_dispatcher
         self.routes = routes
 
-    async def welfare_bundle(
-        self, request: Request, key: str | None, cert: str | None, attempt: Attempt
-    ) -> Response | ClientSettings | Denied:
-        """A welfare client at the base: its Bundle of Tasks and Observations is feedback (the
-        answer); anything else is a referral push: the client that may push, or why not
-        (403 without ``referral:write``). The body is kept in ``request.state.body``."""
-        attempt.event, attempt.action = "task_update", "U"
-        checked = self.auth.check(key, "feedback:write", cert)
-        if isinstance(checked, Denied) and checked.status != 403:
-            return checked  # unknown key, wrong certificate, over the rate
-        request.state.body = await read_body(request, self.c.config.core.max_body_bytes)
-        if request.state.body is None and not isinstance(checked, Denied):
-            limit = self.c.config.core.max_body_bytes
-            return _outcome(413, "too-costly", f"must be at most {limit} bytes", "(body)")
-        feedback = _feedback_bundle(request.state.body)
-        if feedback is not None:
-            if isinstance(checked, Denied):
-                return checked
-            attempt.by(checked)
-            return await self.routes.post_bundle(checked, feedback, attempt)
-        attempt.event, attempt.action = "referral_intake", "C"  # a referral push after all
-        if isinstance(checked, Denied):  # no token taken yet: the referral check takes one
-            return self.auth.check(key, "referral:write", cert)
-        may_push = "referral:write" in checked.scopes or "admin" in checked.scopes
-        return (
-            checked
-            if may_push
-            else Denied(
-                403, "forbidden", "the client lacks the scope referral:write", user=checked.id
-            )
-        )
-
     async def handle(self, request: Request, *, bundle_route: bool) -> Response:
         """GP side: a referral; welfare side: a Bundle of feedback (audited either way).
 
@@ -273,7 +240,15 @@ class _Intake:
         welfare = self.auth.client(key)
         body = None
         if welfare is not None and welfare.destination is not None and bundle_route:
-            client = await self.welfare_bundle(request, key, cert, attempt)
+            client = await welfare_intake.welfare_post(
+                self.auth,
+                self.routes,
+                request,
+                key=key,
+                cert=cert,
+                attempt=attempt,
+                outcome=_outcome,
+            )
             if isinstance(client, Response):
                 return client
             body = request.state.body
@@ -322,29 +297,6 @@ class _Intake:
                 body=body,
             )
         )
-
-
-def _feedback_bundle(body: bytes | None) -> dict[str, Any] | None:
-    """The body as a Bundle of Tasks and Observations only (a welfare client's feedback), or
-    None when it is anything else (then it is an attempt to push a referral)."""
-    try:
-        bundle = json.loads(body) if body is not None else None
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        return None
-    entries = bundle.get("entry")
-    types = (
-        [
-            e.get("resource", {}).get("resourceType") if isinstance(e, dict) else None
-            for e in entries or []
-        ]
-        if isinstance(entries, list)
-        else []
-    )
-    if not types or any(t not in ("Task", "Observation") for t in types):
-        return None
-    return bundle
 
 
 def _add_health_routes(
