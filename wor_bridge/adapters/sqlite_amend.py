@@ -32,7 +32,8 @@ class SqliteAmendments:
         new = amendment.referral
         with self._write() as conn:
             old = conn.execute(
-                "SELECT idempotency_key, destination FROM referral WHERE task_id = ? AND version = ?",
+                "SELECT idempotency_key, destination FROM referral"
+                " WHERE task_id = ? AND version = ?",
                 (new.task_id, amendment.expected_version),
             ).fetchone()
             if old is None:
