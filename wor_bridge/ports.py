@@ -117,9 +117,10 @@ class Amendment:
     becomes the referral's (and, when ``redirected``, its ``idempotency_key``: the key of the
     referral's entry for the new destination; otherwise the first entry stays); ``messages`` are
     queued in this order (an update for the same destination; or a cancellation for the old one
-    and the referral for the new one). ``redirected``: the destination changed, so the Task starts again at ``requested``
-    and, when the old referral entry is still pending and not leased (the old destination never
-    received it), that entry is dead-lettered and the messages for the old destination dropped.
+    and the referral for the new one). ``redirected``: the destination changed, so the Task starts
+    again at ``requested`` and, when the old referral entry is still pending and not leased (the
+    old destination never received it), that entry is dead-lettered and the messages for the old
+    destination dropped.
     Source: issue 10 section 5 (referral amendments).
     """
 
