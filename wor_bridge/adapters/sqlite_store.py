@@ -21,8 +21,8 @@ from typing import Any, Final, cast
 
 from wor_bridge.adapters import sqlite_monitoring as monitoring
 from wor_bridge.adapters import sqlite_schema, sqlite_search
-from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA, SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_amend import SqliteAmendments
+from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA, SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA, SqliteOnceTable
 from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, insert_message, ts
 from wor_bridge.adapters.sqlite_search import SqliteSearchTables
