@@ -179,6 +179,24 @@ def _cancellation(w: World) -> SimulatedFhirServer:
     return w.welfare
 
 
+def _amendment(w: World) -> SimulatedFhirServer:
+    """Deliver the referral, then queue the GP system's change of it (a referral update)."""
+    _delivered(w)
+    data = json.loads(case_input("accepted-contained"))
+    patient = next(c for c in data["contained"] if c["resourceType"] == "Patient")
+    patient["telecom"][0]["value"] = "06-00000002"
+    accepted = intake.accept_referral(
+        w.store,
+        w.settings,
+        w.clock,
+        data=json.dumps(data).encode(),
+        content_type=None,
+        caller=Caller("his"),
+    )
+    assert accepted.amended
+    return w.welfare
+
+
 def _feedback(w: World) -> SimulatedFhirServer:
     """Deliver the referral, then queue the welfare side's first contact for the GP record."""
     _delivered(w)
@@ -229,6 +247,7 @@ class Case:
 CASES: dict[str, Case] = {
     "referral": Case("referral", _referral),
     "cancellation": Case("task-update", _cancellation),
+    "amendment": Case("referral-update", _amendment),
     "gp-record-feedback": Case("record", _feedback),
     "gp-record-alert": Case("record", _alert),
     "gp-record-dead-letter": Case("record", _dead_letter),

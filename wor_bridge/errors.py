@@ -81,7 +81,18 @@ class InboundError(RefusedError):
 
 
 class MappingError(RefusedError):
-    """The referral was read but may not be forwarded (gates, routing)."""
+    """The referral was read but may not be forwarded (gates, routing).
+
+    ``consent_refused_for``: when the consent gate refused and the referral's own identifier
+    (``ServiceRequest.identifier[0]``) was readable, that identifier as (normalised system,
+    value), so that an earlier referral with it can be withdrawn (issue 10 section 5).
+    """
+
+    def __init__(
+        self, issues: list[Issue], *, consent_refused_for: tuple[str, str] | None = None
+    ) -> None:
+        super().__init__(issues)
+        self.consent_refused_for = consent_refused_for
 
 
 class DeliveryError(WorBridgeError):

@@ -110,6 +110,28 @@ class TaskUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class Amendment:
+    """A changed referral (same source system and HIS identifier), stored in one transaction.
+
+    ``referral`` is the new content: its ``bundle`` replaces the stored one, its ``destination``
+    becomes the referral's (and, when ``redirected``, its ``idempotency_key``: the key of the
+    referral's entry for the new destination; otherwise the first entry stays); ``messages`` are
+    queued in this order (an update for the same destination; or a cancellation for the old one
+    and the referral for the new one). ``redirected``: the destination changed, so the Task starts
+    again at ``requested`` and, when the old referral entry is still pending and not leased (the
+    old destination never received it), that entry is dead-lettered and the messages for the old
+    destination dropped.
+    Source: issue 10 section 5 (referral amendments).
+    """
+
+    referral: NewReferral
+    expected_version: int
+    messages: tuple[NewMessage, ...]
+    redirected: bool = False
+    previous_destination: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Added:
     """The result of storing a referral: its Task and outbox ids, and whether it was new."""
 
@@ -256,6 +278,13 @@ class OutboxStore(Protocol):
         When the entry is a referral's own and it becomes delivered or dead, the referral's
         Task version goes up: the Task the GP reads changed.
         """
+        ...
+
+    def amend_referral(
+        self, amendment: Amendment, now: dt.datetime, *, audit: AuditEvent
+    ) -> int | None:
+        """Store a changed referral with its messages and audit at once (optimistic lock on the
+        Task version); the new Task version, or None when the version moved on."""
         ...
 
     def get_referral(self, task_id: str) -> ReferralRecord | None:

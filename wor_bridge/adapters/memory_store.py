@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from wor_bridge.adapters.memory_amend import MemoryAmendments
 from wor_bridge.adapters.memory_monitoring import MemoryMonitoringTables, MonitoringRows
 from wor_bridge.adapters.memory_search import MemorySearchTables, touch_delivery
 from wor_bridge.adapters.memory_tasks import MemoryTaskTables, Row, from_ts, ts
@@ -37,7 +38,9 @@ from wor_bridge.ports import (
 )
 
 
-class MemoryOutboxStore(MemoryTaskTables, MemorySearchTables, MemoryMonitoringTables):
+class MemoryOutboxStore(
+    MemoryTaskTables, MemorySearchTables, MemoryMonitoringTables, MemoryAmendments
+):
     """``OutboxStore`` in dictionaries, thread-safe, with ``SqliteOutboxStore``'s semantics."""
 
     def __init__(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Final, cast
 
 from wor_bridge.adapters import sqlite_monitoring as monitoring
 from wor_bridge.adapters import sqlite_schema, sqlite_search
+from wor_bridge.adapters.sqlite_amend import SqliteAmendments
 from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA, SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA, SqliteOnceTable
 from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, insert_message, ts
@@ -64,7 +65,7 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
 
 
 class SqliteOutboxStore(
-    SqliteTaskTables, SqliteSearchTables, SqliteOnceTable, SqliteMonitoringTables
+    SqliteTaskTables, SqliteSearchTables, SqliteOnceTable, SqliteMonitoringTables, SqliteAmendments
 ):
     """``OutboxStore`` on one SQLite file; one connection per thread."""
 

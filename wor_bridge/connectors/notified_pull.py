@@ -292,7 +292,7 @@ def render(message: Outgoing, destination: Destination, settings: Settings) -> l
     headers = stu3_headers(request_id(message.idempotency_key))
     task_uuid = message.task_uuid
     receiver = configured_identifier(destination.identifier, destination)
-    if message.kind == "referral":
+    if message.kind in ("referral", "referral-update"):
         note = notification_task(
             message.bundle,
             task_id=task_uuid,
@@ -300,6 +300,14 @@ def render(message: Outgoing, destination: Destination, settings: Settings) -> l
             sender=in_form(practice_identifier(message.bundle), destination),
             base_url=settings.pull.base_url,
         )
+        if message.kind == "referral-update":  # the referral changed: the same notification,
+            # updated (its identifier finds it), so the receiver pulls the new content again
+            note = {**note, "lastModified": message.created_at}
+            return [
+                update_task(
+                    destination, task_uuid, note, headers, at_id=destination.create == "put"
+                )
+            ]
         query = identifier_query(task_uuid)
         return [create(destination, "Task", task_uuid, note, headers, conditional_on=query)]
     if message.kind != "task-update":

@@ -45,8 +45,12 @@ class Connector:
 
 TYPES: Final[dict[str, Connector]] = {
     "fhir-r4": Connector(fhir_r4.render, frozenset(get_args(Kind))),
-    "notified-pull-stu3": Connector(notified_pull.render, frozenset({"referral", "task-update"})),
-    "zorgdomein-stu3": Connector(zorgdomein.render, frozenset({"referral", "task-update"})),
+    "notified-pull-stu3": Connector(
+        notified_pull.render, frozenset({"referral", "referral-update", "task-update"})
+    ),
+    "zorgdomein-stu3": Connector(
+        zorgdomein.render, frozenset({"referral", "referral-update", "task-update"})
+    ),
 }
 if set(TYPES) != set(get_args(DestinationType)):  # pragma: no cover - a programming error
     raise RuntimeError("every destination type needs a connector in outbound.TYPES")

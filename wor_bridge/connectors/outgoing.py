@@ -6,6 +6,10 @@ receiver, which decides how a connector keeps a repeat harmless:
 - ``referral``: the referral itself (it holds a ServiceRequest): a *create* at the receiver, made
   idempotent by a conditional create (``If-None-Exist`` on the bridge identifier) or a PUT to a
   deterministic id, as the destination's ``create`` setting says;
+- ``referral-update``: the referral changed (an amendment, ``core.amendment``): an *update* of
+  what the receiver holds, never a second create: conditional updates on the bridge identifier
+  (``fhir-r4``), the notification Task updated (notified pull), or a new document version
+  (ZorgDomein); the receiver's Task itself is left alone (its status belongs to the welfare side);
 - ``task-update``: a later change of the referral's Task (a GP-side withdrawal, and later
   amendments): an *update*, always a PUT (to the Task's id, or conditional on its identifier),
   which has one effect however often it is repeated;
@@ -24,12 +28,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from wor_bridge.core.amendment import is_update
 from wor_bridge.core.delivery import HttpRequest
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.identifiers import URI_IDENTIFIER, oid_form
 from wor_bridge.core.settings import Destination, IdentifierSetting
 
-Kind = Literal["referral", "task-update", "record"]
+Kind = Literal["referral", "referral-update", "task-update", "record"]
 STU3_JSON: Final = "application/fhir+json; fhirVersion=3.0"
 
 
@@ -44,10 +49,11 @@ class Outgoing:
 
     @property
     def kind(self) -> Kind:
-        """``referral`` (a ServiceRequest inside), ``task-update`` (only a Task), ``record``."""
+        """``referral`` (a ServiceRequest inside), ``referral-update`` (the same, tagged by
+        ``core.amendment.update_bundle``), ``task-update`` (only a Task), ``record``."""
         types = [e["resource"]["resourceType"] for e in self.bundle.get("entry") or []]
         if "ServiceRequest" in types:
-            return "referral"
+            return "referral-update" if is_update(self.bundle) else "referral"
         if types == ["Task"]:
             return "task-update"
         return "record"

@@ -73,9 +73,18 @@ def render(message: Outgoing, destination: Destination, _settings: Settings) -> 
     [base]/Task?identifier=...`` (see ``task_update``)."""
     headers = stu3_headers(request_id(message.idempotency_key))
     task_uuid = message.task_uuid
-    if message.kind == "referral":
+    if message.kind in ("referral", "referral-update"):
         doc_id = document_id(task_uuid)
-        document = document_bundle(message.bundle, bundle_id=doc_id, now=message.created_at)
+        referral = message.bundle
+        if message.kind == "referral-update":  # a changed referral is a new version of the
+            # document (documents never change): its own id from the message's key, so a repeat
+            # is the same version; without the Task, whose status is the platform's
+            doc_id = str(uuid.uuid5(uuid.UUID(doc_id), message.idempotency_key))
+            referral = {
+                **referral,
+                "entry": [e for e in referral["entry"] if e["resource"]["resourceType"] != "Task"],
+            }
+        document = document_bundle(referral, bundle_id=doc_id, now=message.created_at)
         query = f"identifier={URI_IDENTIFIER}|urn:uuid:{doc_id}"
         return [create(destination, "Bundle", doc_id, document, headers, conditional_on=query)]
     if message.kind != "task-update":

@@ -41,8 +41,18 @@ def _uuid(*parts: str) -> str:
 
 def referral_key(referral: Referral, output: OutputSettings) -> str:
     """The business key of a referral: source system + the GP system's referral identifier."""
-    system, value = referral.referral_identifier
-    return f"{output.source_system}|{system}|{value}"
+    return key_of(output.source_system, referral.referral_identifier)
+
+
+def key_of(source_system: str, identifier: tuple[str, str]) -> str:
+    """The business key from the source system and the (normalised system, value) identifier."""
+    system, value = identifier
+    return f"{source_system}|{system}|{value}"
+
+
+def task_id_of(key: str) -> str:
+    """The Task id of the referral with this business key (as ``make_ids`` gives it)."""
+    return _uuid(key, "Task")
 
 
 def make_ids(referral: Referral, destination: Destination, output: OutputSettings) -> Ids:
@@ -61,7 +71,7 @@ def make_ids(referral: Referral, destination: Destination, output: OutputSetting
         patient=_uuid(key, "Patient"),
         consent=_uuid(key, "Consent"),
         service_request=_uuid(key, "ServiceRequest"),
-        task=_uuid(key, "Task"),
+        task=task_id_of(key),
         practitioner=practitioner,
         practice=practice,
         role=role,

@@ -284,8 +284,9 @@ class _Intake:
             self.metrics.intake.labels("refused").inc()
             return FhirResponse(operation_outcome(err.issues), status_code=_refusal_status(err))
         self.metrics.intake_seconds.observe(time.perf_counter() - started)
-        self.metrics.intake.labels("accepted" if accepted.created else "duplicate").inc()
-        if accepted.created and self.run_dispatcher:
+        outcome = "accepted" if accepted.created else "amended" if accepted.amended else "duplicate"
+        self.metrics.intake.labels(outcome).inc()
+        if (accepted.created or accepted.amended) and self.run_dispatcher:
             self.dispatcher.wake()
         return await run_in_threadpool(
             lambda: create_answer.referral_answer(
@@ -295,6 +296,7 @@ class _Intake:
                 task_id=accepted.task_id,
                 created=accepted.created,
                 body=body,
+                amended=accepted.amended,
             )
         )
 

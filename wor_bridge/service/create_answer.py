@@ -71,6 +71,7 @@ def referral_answer(
     task_id: str,
     created: bool,
     body: bytes,
+    amended: bool = False,
 ) -> Response:
     """The answer to an accepted referral (see the module docstring). Runs in a worker thread."""
     base = f"{c.config.core.pull.base_url.rstrip('/')}/fhir/r4"
@@ -82,6 +83,8 @@ def referral_answer(
     message = (
         "referral accepted and stored; delivery is queued"
         if created
+        else "referral changed; the welfare organisation receives the change"
+        if amended
         else "referral already received; no second delivery"
     )
     pushed = None

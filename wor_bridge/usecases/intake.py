@@ -22,8 +22,9 @@ from wor_bridge.core.monitoring_facts import referral_facts
 from wor_bridge.core.search import referral_keys
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.translation import translate
-from wor_bridge.errors import RefusedError
+from wor_bridge.errors import Issue, MappingError, RefusedError
 from wor_bridge.ports import AuditEvent, Clock, NewReferral, OutboxStore
+from wor_bridge.usecases import amendment
 from wor_bridge.usecases.caller import Caller
 
 log = structlog.get_logger("wor_bridge.usecases.intake")
@@ -37,6 +38,8 @@ class Accepted:
     outbox_id: int
     destination: str
     created: bool
+    amended: bool = False
+    """A changed re-push: the welfare side receives the update (``outbox_id`` is then 0)."""
 
 
 def _patient_id(referral: Referral, patient_uuid: str) -> str:
@@ -66,6 +69,11 @@ def accept_referral(
     try:
         result = translate(data, content_type, settings, source_system=source)
     except RefusedError as err:
+        withdrawn = None
+        if isinstance(err, MappingError):
+            withdrawn = amendment.withdraw_refused(
+                store, settings, clock, err, caller=caller, source_system=source
+            )
         store.audit(
             AuditEvent(
                 event="referral_intake",
@@ -79,51 +87,63 @@ def accept_referral(
             clock.now(),
         )
         log.info("referral_refused", client=caller.client_id, issues=len(err.issues))
+        if withdrawn is not None:
+            note = Issue(
+                "informational",
+                "ServiceRequest.identifier",
+                f"the earlier referral with this identifier (Task/{withdrawn}) is withdrawn at"
+                " the welfare organisation: the Consent no longer permits it",
+                severity="information",
+            )
+            raise MappingError([*err.issues, note]) from None
         raise
     key = outbox.idempotency_key(result.ids.key, result.destination.id)
     patient_id = _patient_id(result.referral, result.ids.patient)
     responsible = _responsible(result.referral)
     his_system, his_value, owner_id = referral_keys(result.bundle)
     now = clock.now()
-    added = store.add_referral(
-        NewReferral(
+    new = NewReferral(
+        task_id=result.ids.task,
+        idempotency_key=key,
+        source_system=source,
+        destination=result.destination.id,
+        mapping=result.mapping_ref,
+        patient_id=patient_id,
+        responsible=responsible,
+        client_id=caller.client_id,
+        bundle=canonical_json(result.bundle),
+        service_request_id=result.ids.service_request,
+        deadline_at=deadline(result.bundle),
+        his_system=his_system,
+        his_value=his_value,
+        owner_id=owner_id,
+        monitoring=referral_facts(  # monitoring: facts without patient data
+            result,
+            settings.monitoring,
             task_id=result.ids.task,
-            idempotency_key=key,
             source_system=source,
-            destination=result.destination.id,
-            mapping=result.mapping_ref,
-            patient_id=patient_id,
-            responsible=responsible,
-            client_id=caller.client_id,
-            bundle=canonical_json(result.bundle),
-            service_request_id=result.ids.service_request,
+            received_at=now,
             deadline_at=deadline(result.bundle),
-            his_system=his_system,
-            his_value=his_value,
-            owner_id=owner_id,
-            monitoring=referral_facts(  # monitoring: facts without patient data
-                result,
-                settings.monitoring,
-                task_id=result.ids.task,
-                source_system=source,
-                received_at=now,
-                deadline_at=deadline(result.bundle),
-                municipalities=tuple(settings.routing.municipalities),
-            ),
-        ),
-        now,
-        audit=AuditEvent(
-            event="referral_intake",
-            action="C",
-            outcome="accepted",
-            user=caller.client_id,
-            responsible=responsible or caller.on_behalf_of,
-            source_system=source,
-            patient_id=patient_id,
-            object_type="Task",
-            object_id=result.ids.task,
+            municipalities=tuple(settings.routing.municipalities),
         ),
     )
+    audit = AuditEvent(
+        event="referral_intake",
+        action="C",
+        outcome="accepted",
+        user=caller.client_id,
+        responsible=responsible or caller.on_behalf_of,
+        source_system=source,
+        patient_id=patient_id,
+        object_type="Task",
+        object_id=result.ids.task,
+    )
+    if store.get_task(new.task_id) is not None:
+        version = amendment.amend(store, clock, result, new, audit)
+        if version is not None:
+            faults.hit("after_commit")
+            return Accepted(new.task_id, 0, result.destination.id, created=False, amended=True)
+    added = store.add_referral(new, now, audit=audit)
     faults.hit("after_commit")
     log.info(
         "referral_accepted",
