@@ -145,6 +145,21 @@ class ServiceSettings(_Model):
     dispatcher: bool = True
     dispatcher_interval_s: float = Field(default=1.0, gt=0)
     dispatcher_batch: int = Field(default=20, ge=1, le=1000)
+    max_validations: int = Field(default=8, ge=1, le=256)
+    """Request bodies worked on (parsed, validated, applied) at once, in all (then 503)."""
+    max_validations_per_client: int = Field(default=4, ge=1, le=256)
+    """The same, per presented credential (or peer address without one; then 429)."""
+    max_connections: int = Field(default=100, ge=1, le=100_000)
+    """Open connections (and requests in progress) before new requests are answered 503."""
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """A connection's request line and headers must arrive within this time."""
+    body_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    """A request body must arrive within this time from its headers (else 408, connection
+    closed); a body nobody reads (an early answer) must end within it too."""
+    keep_alive_s: float = Field(default=5.0, gt=0, le=300)
+    """An idle keep-alive connection is closed after this time."""
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    """Request line and headers together (larger: 400 and the connection closed)."""
 
 
 class StoreSettings(_Model):
@@ -209,6 +224,7 @@ class Config(BaseSettings):
     gates: dict[str, Any] = Field(default_factory=dict)
     feedback: dict[str, Any] = Field(default_factory=dict)
     pull: dict[str, Any] = Field(default_factory=dict)
+    limits: dict[str, Any] = Field(default_factory=dict)
     destinations: list[dict[str, Any]] = Field(default_factory=list)
     routing: dict[str, Any] = Field(default_factory=dict)
     service: ServiceSettings = ServiceSettings()
@@ -283,6 +299,7 @@ def load_app(path: Path | None = None) -> AppConfig:
         "routing": cfg.routing,
         "max_body_bytes": cfg.max_body_bytes,
         "monitoring": cfg.monitoring,
+        "limits": cfg.limits,
     }
     try:
         settings = Settings.model_validate({**core_raw, "mappings": mappings, "codes": codes})

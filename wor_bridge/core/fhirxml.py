@@ -10,6 +10,11 @@ models for the STU3 intake).
 The result is validated like JSON input afterwards, so this reader only has to be faithful, not
 strict; but it never picks one of two occurrences of an element whose maximum cardinality is 1
 (the JSON result could hold only one): that is refused at its FHIRPath, as unknown elements are.
+
+With ``InputLimits`` (the service's reader passes them; ``inbound`` has counted the elements
+already) it also refuses, at the element and before anything is validated, nesting deeper than
+``max_depth``, more than ``max_array_items`` repetitions of an element, values longer than
+``max_string_chars`` and numbers with more than ``max_number_digits`` digits (``too-costly``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Final
 from lxml import etree
 
 from wor_bridge.core import fhir
+from wor_bridge.core.settings import InputLimits
 from wor_bridge.errors import Issue
 
 FHIR_NS: Final = "http://hl7.org/fhir"
@@ -28,9 +34,14 @@ _FHIR: Final = "{" + FHIR_NS + "}"
 
 
 class _Reader:
-    def __init__(self, version: fhir.Version) -> None:
+    def __init__(self, version: fhir.Version, limits: InputLimits | None) -> None:
         self.issues: list[Issue] = []
         self.version = version
+        self.limits = limits
+        self.depth = 0
+
+    def _costly(self, where: str, what: str) -> None:
+        self.issues.append(Issue("too-costly", where, what))
 
     def resource(self, element: etree._Element, path: str) -> dict[str, Any] | None:
         rtype = etree.QName(element).localname
@@ -52,6 +63,23 @@ class _Reader:
     def children(
         self, element: etree._Element, type_name: str, out: dict[str, Any], path: str
     ) -> None:
+        limits = self.limits
+        if limits is not None and self.depth >= limits.max_depth and len(element):
+            self._costly(
+                path,
+                f"must not nest elements more than {limits.max_depth} levels deep "
+                "(limits.max_depth; got more below this element)",
+            )
+            return
+        self.depth += 1
+        try:
+            self._children(element, type_name, out, path)
+        finally:
+            self.depth -= 1
+
+    def _children(
+        self, element: etree._Element, type_name: str, out: dict[str, Any], path: str
+    ) -> None:
         known = fhir.elements(type_name, self.version)
         seen: set[str] = set()  # elements of maximum cardinality 1 met so far
         for child in element:
@@ -62,7 +90,16 @@ class _Reader:
             info = known.get(name)
             where = f"{path}.{name}"
             if info is not None and info.is_list:
-                where += f"[{len(out.get(name) or [])}]"
+                index = len(out.get(name) or [])
+                where += f"[{index}]"
+                if self.limits is not None and index >= self.limits.max_array_items:
+                    if index == self.limits.max_array_items:
+                        self._costly(
+                            f"{path}.{name}",
+                            f"must occur at most {self.limits.max_array_items} times "
+                            "(limits.max_array_items; got more)",
+                        )
+                    continue
             expected_ns = XHTML_NS if info is not None and info.kind == "xhtml" else FHIR_NS
             if qname.namespace != expected_ns or info is None:
                 self.issues.append(  # at the parent: the unknown name came from the body
@@ -106,7 +143,10 @@ class _Reader:
                 self.issues.append(Issue("structure", where, "must wrap exactly one resource"))
             _put(out, name, value, info.is_list)
         elif info.kind == "xhtml":
-            _put(out, name, etree.tostring(child, encoding="unicode", with_tail=False), False)
+            text = etree.tostring(child, encoding="unicode", with_tail=False)
+            if self._too_long(text, "string", where):
+                return
+            _put(out, name, text, False)
         elif info.kind == "complex":
             obj: dict[str, Any] = {}
             _attributes(child, obj)
@@ -124,6 +164,8 @@ class _Reader:
         where: str,
     ) -> None:
         raw = child.get("value")
+        if raw is not None and self._too_long(raw, info.kind, where):
+            return
         value = _convert(raw, info.kind) if raw is not None else None
         ext: dict[str, Any] = {}
         _attributes(child, ext)
@@ -141,6 +183,29 @@ class _Reader:
                 out[name] = value
             if ext:
                 out[f"_{name}"] = ext
+
+    def _too_long(self, raw: str, kind: str, where: str) -> bool:
+        """Record a value over the string or number limit (its text is never converted)."""
+        limits = self.limits
+        if limits is None:
+            return False
+        if len(raw) > limits.max_string_chars:
+            self._costly(
+                where,
+                f"must be at most {limits.max_string_chars} characters long "
+                f"(limits.max_string_chars; got {len(raw)})",
+            )
+            return True
+        if kind in ("integer", "decimal") and len(raw) > limits.max_number_digits:
+            digits = sum(c.isdigit() for c in raw)
+            if digits > limits.max_number_digits:
+                self._costly(
+                    where,
+                    f"must be a number of at most {limits.max_number_digits} digits "
+                    f"(limits.max_number_digits; got {digits})",
+                )
+                return True
+        return False
 
 
 def _attributes(element: etree._Element, out: dict[str, Any]) -> None:
@@ -185,11 +250,16 @@ def _convert(raw: str, kind: str) -> Any:  # noqa: PLR0911 - one exit per JSON k
     return raw
 
 
-def read(root: etree._Element, version: fhir.Version = "R4") -> fhir.JsonDict | list[Issue]:
+def read(
+    root: etree._Element, version: fhir.Version = "R4", limits: InputLimits | None = None
+) -> fhir.JsonDict | list[Issue]:
     """Convert the root resource element to FHIR JSON, or return the structural issues found
-    (``version``: the element model to follow, R4 or STU3)."""
-    reader = _Reader(version)
+    (``version``: the element model to follow, R4 or STU3; with ``limits``: the cost issues
+    too)."""
+    reader = _Reader(version, limits)
     result = reader.resource(root, etree.QName(root).localname)
     if reader.issues or result is None:
-        return reader.issues or [Issue("structure", "(body)", f"must be a FHIR {version} resource")]
+        return reader.issues[: fhir.MAX_ISSUES] or [
+            Issue("structure", "(body)", f"must be a FHIR {version} resource")
+        ]
     return result

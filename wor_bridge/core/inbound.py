@@ -5,11 +5,10 @@
 
 Ambiguous input is refused, never resolved by "the last one wins":
 
-- JSON is parsed in one pass whose ``object_pairs_hook`` (``_JsonScan``) records, bottom-up, a
-  property name that occurs twice in one object (FHIR JSON: names SHALL be unique) and strings
-  with control characters other than TAB, CR and LF (FHIR string rules) or unpaired surrogates;
-  the findings become issues at their FHIRPath (``fhirpath.locate``: model names only). The same
-  hook is the place for structural limits (depth, element counts).
+- JSON is parsed in one pass (``jsonscan``) that records, bottom-up, a property name that occurs
+  twice in one object (FHIR JSON: names SHALL be unique) and strings with control characters
+  other than TAB, CR and LF (FHIR string rules) or unpaired surrogates; the findings become
+  issues at their FHIRPath (``fhirpath.locate``: model names only).
 - XML forbids those characters itself; a character reference to one (``&#0;``) is swapped for a
   marker before parsing so the refusal can name the element (``_XmlControl``). An element of
   maximum cardinality 1 that occurs twice is refused by ``fhirxml``.
@@ -17,18 +16,23 @@ Ambiguous input is refused, never resolved by "the last one wins":
 XML is parsed with lxml hardened: any DOCTYPE is refused before parsing (so no entity can be
 declared, let alone expanded: XXE and "billion laughs" fail in microseconds), and the parser itself
 has DTD loading, entity resolution and network access off and the default depth/size guards on.
+
+Cost is bounded before any model validation (``InputLimits``, HTTP 400 ``too-costly``): the JSON
+pass counts values and stops at ``max_elements``, and refuses long arrays and strings, numbers
+with too many digits and deep nesting at their location; XML elements and attributes are counted
+while lxml parses (it stops at ``max_elements``), and ``fhirxml`` refuses the rest at the element.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import re
-from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from lxml import etree
 
-from wor_bridge.core import fhir, fhirpath, fhirxml, media
+from wor_bridge.core import fhir, fhirpath, fhirxml, jsonscan, media
+from wor_bridge.core.settings import InputLimits
 from wor_bridge.errors import InboundError, Issue
 
 FHIR_NS: Final = "http://hl7.org/fhir"
@@ -41,10 +45,6 @@ Format = Literal["json", "xml"]
 _DTD_MARKERS: Final = re.compile(rb"<!(DOCTYPE|ENTITY|ELEMENT|ATTLIST)", re.IGNORECASE)
 _BOM: Final = b"\xef\xbb\xbf"
 _GZIP_MAGIC: Final = b"\x1f\x8b"
-_FORBIDDEN: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
-# JSON can only carry those characters as escapes: without one of these the strings are clean
-_ESCAPES: Final = re.compile(rb"\\u00[01]|\\u[dD][89a-fA-F]|\\[bf]")
 
 
 def _refuse(code: Any, where: str, diagnostics: str) -> InboundError:
@@ -80,10 +80,19 @@ def detect_format(data: bytes, content_type: str | None, version: fhir.Version =
 
 
 def read(
-    data: bytes, content_type: str | None, *, max_bytes: int, version: fhir.Version = "R4"
+    data: bytes,
+    content_type: str | None,
+    *,
+    max_bytes: int,
+    version: fhir.Version = "R4",
+    limits: InputLimits | None = None,
 ) -> fhir.JsonDict:
     """Parse and validate ``data``; return the root resource (a ServiceRequest or a Bundle; for
-    ``version="STU3"`` a ReferralRequest or a Bundle, validated against the STU3 models)."""
+    ``version="STU3"`` a ReferralRequest or a Bundle, validated against the STU3 models).
+
+    ``limits`` (default: the defaults of ``InputLimits``) are checked before model validation.
+    """
+    limits = limits or InputLimits()
     if len(data) > max_bytes:
         raise _refuse(
             "too-costly", "(body)", f"must be at most {max_bytes} bytes (got {len(data)} bytes)"
@@ -97,135 +106,18 @@ def read(
             "send them with Content-Encoding: gzip)",
         )
     body = data.removeprefix(_BOM)
-    return _read_json(body, version) if fmt == "json" else _read_xml(body, version)
+    if fmt == "json":
+        return _read_json(body, version, limits)
+    return _read_xml(body, version, limits)
 
 
-_Kind = Literal["duplicate", "control", "surrogate", "name"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Finding:
-    """A problem the JSON pass saw, at a path of names and indices below some object."""
-
-    kind: _Kind
-    path: tuple[str | int, ...]
-    size: int = 0
-
-
-class _JsonScan:
-    """``object_pairs_hook`` that builds each object and records its problems, bottom-up.
-
-    The decoder builds inner values first, so each object adopts the findings of its values
-    (prefixing their paths with the property name and index) and the root ends up with all of
-    them: one pass, no second walk. Arrays have no hook; their items are looked at by the object
-    that holds the array.
-    """
-
-    def __init__(self, check_strings: bool, version: fhir.Version = "R4") -> None:
-        self.check_strings = check_strings
-        self.version = version
-        self.pending: dict[int, list[_Finding]] = {}
-        self.count = 0
-
-    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj: dict[str, Any] = dict(pairs)
-        if len(obj) == len(pairs) and not self.pending and not self.check_strings:
-            return obj  # the usual case: nothing found so far, nothing below to adopt
-        obj = {}
-        found: list[_Finding] = []
-        for key, value in pairs:
-            if self.check_strings and _FORBIDDEN.search(key):
-                found.append(_Finding("name", ()))
-            elif key in obj:
-                found.append(_Finding("duplicate", (key,)))
-            obj[key] = value
-            self._adopt(found, (key,), value)
-        if found and self.count < fhir.MAX_ISSUES:
-            self.count += len(found)
-            self.pending[id(obj)] = found
-        return obj
-
-    def _adopt(self, found: list[_Finding], prefix: tuple[str | int, ...], value: Any) -> None:
-        if isinstance(value, str):
-            if self.check_strings and (hit := _FORBIDDEN.search(value)) is not None:
-                kind: _Kind = "surrogate" if _SURROGATE.match(hit.group()) else "control"
-                found.append(_Finding(kind, prefix, len(value)))
-        elif isinstance(value, dict):
-            inner = self.pending.pop(id(value), None)
-            if inner:
-                found += [_Finding(f.kind, prefix + f.path, f.size) for f in inner]
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, str | dict | list):
-                    self._adopt(found, (*prefix, i), item)
-
-    def issues(self, root: dict[str, Any]) -> list[Issue]:
-        """The root's findings as issues, located by model names only."""
-        out = []
-        for f in self.pending.pop(id(root), [])[: fhir.MAX_ISSUES]:
-            where, complete = fhirpath.locate(root, f.path, self.version)
-            inside = (
-                ""
-                if complete
-                else f" (in an element that is not part of this FHIR {self.version} type)"
-            )
-            out.append(_issue(f, where, inside))
-        return out
-
-
-def _issue(f: _Finding, where: str, inside: str) -> Issue:
-    if f.kind == "duplicate":
-        return Issue(
-            "structure",
-            where,
-            "must occur once: a JSON property name occurs twice in one object (FHIR JSON: "
-            f"property names SHALL be unique; no value is picked){inside}",
-        )
-    if f.kind == "name":
-        return Issue(
-            "structure", where, f"must not hold a property name with a control character{inside}"
-        )
-    if f.kind == "surrogate":
-        return Issue(
-            "invalid",
-            where,
-            f"must be valid Unicode text (got a string of {f.size} characters with an unpaired "
-            f"surrogate){inside}",
-        )
-    return Issue(
-        "invalid",
-        where,
-        "must not contain control characters other than TAB, CR and LF (FHIR string rules; got "
-        f"a string of {f.size} characters){inside}",
-    )
-
-
-def _read_json(body: bytes, version: fhir.Version) -> fhir.JsonDict:
-    scan = _JsonScan(_ESCAPES.search(body) is not None, version)
-    try:
-        raw = json.loads(body, object_pairs_hook=scan)
-    except UnicodeDecodeError:
-        raise _refuse(
-            "structure", "(body)", "must be UTF-8 encoded JSON (got undecodable bytes)"
-        ) from None
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}"
-        if exc.msg.startswith("Invalid control character"):
-            raise _refuse(
-                "invalid",
-                "(body)",
-                "must not contain control characters in strings (JSON escapes them; FHIR allows "
-                f"only TAB, CR and LF; got a raw one at {where})",
-            ) from None
-        raise _refuse(
-            "structure", "(body)", f"must be well-formed JSON (syntax error at {where})"
-        ) from None
-    except RecursionError:
-        raise _refuse("too-costly", "(body)", "must not nest JSON this deeply") from None
+def _read_json(body: bytes, version: fhir.Version, limits: InputLimits) -> fhir.JsonDict:
+    parsed = jsonscan.parse(body, limits, strict=True, version=version)
+    raw = parsed.value
     if not isinstance(raw, dict):
         raise _refuse("structure", "(body)", "must be a JSON object with a resourceType")
     resource_type = _check_root_type(raw.get("resourceType"), version)
-    issues = scan.issues(raw)
+    issues = parsed.issues()
     if issues:
         raise InboundError(issues)
     issues = fhir.validate(raw, resource_type, version)
@@ -234,16 +126,27 @@ def _read_json(body: bytes, version: fhir.Version) -> fhir.JsonDict:
     return raw
 
 
-def _hardened_parser() -> etree.XMLParser:
-    return etree.XMLParser(
+def _parse_xml(body: bytes, limits: InputLimits) -> etree._Element:
+    """The root element, parsed by lxml hardened; elements and attributes (each a JSON value
+    once converted) are counted as they are parsed, and the parse stops once there are more than
+    ``limits.max_elements``."""
+    events = etree.iterparse(
+        io.BytesIO(body),
+        events=("start",),
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
         dtd_validation=False,
         huge_tree=False,
         remove_pis=True,
-        collect_ids=False,
     )
+    count = 0
+    for _, element in events:
+        count += 1 + len(element.attrib)
+        if count > limits.max_elements:
+            raise jsonscan.too_many(limits.max_elements)
+    root: etree._Element = events.root
+    return root
 
 
 _XML_CONTROL: Final = re.compile(
@@ -274,7 +177,7 @@ def _control_issues(resource: fhir.JsonDict, location: str) -> list[Issue]:
     ]
 
 
-def _read_xml(body: bytes, version: fhir.Version) -> fhir.JsonDict:
+def _read_xml(body: bytes, version: fhir.Version, limits: InputLimits) -> fhir.JsonDict:
     if _DTD_MARKERS.search(body):
         raise _refuse(
             "security",
@@ -283,7 +186,7 @@ def _read_xml(body: bytes, version: fhir.Version) -> fhir.JsonDict:
         )
     body, marked = _mark_controls(body)
     try:
-        root = etree.fromstring(body, parser=_hardened_parser())
+        root = _parse_xml(body, limits)
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if exc.lineno is not None else 0
         raise _refuse(
@@ -299,7 +202,7 @@ def _read_xml(body: bytes, version: fhir.Version) -> fhir.JsonDict:
             f"must be an element in the FHIR namespace {FHIR_NS} (got another namespace)",
         )
     resource_type = _check_root_type(qname.localname, version)
-    result = fhirxml.read(root, version)
+    result = fhirxml.read(root, version, limits)
     if isinstance(result, list):
         raise InboundError(result)
     if marked:

@@ -39,7 +39,9 @@ def check(data: bytes, content_type: str | None, settings: Settings) -> Checked:
 
     Raises InboundError or MappingError with every issue.
     """
-    root = inbound.read(data, content_type, max_bytes=settings.max_body_bytes)
+    root = inbound.read(
+        data, content_type, max_bytes=settings.max_body_bytes, limits=settings.limits
+    )
     g = graph.build(root)
     result = gates.check(g, settings)
     if isinstance(result, list):

@@ -44,7 +44,9 @@ def accept_stu3_referral(
     """Convert STU3 input to R4 and accept it as R4 input; raises RefusedError (STU3 paths)."""
     source = caller.source_system or settings.output.source_system
     try:
-        converted = stu3_intake.convert_input(data, content_type, max_bytes=settings.max_body_bytes)
+        converted = stu3_intake.convert_input(
+            data, content_type, max_bytes=settings.max_body_bytes, limits=settings.limits
+        )
     except RefusedError as err:
         store.audit(
             AuditEvent(

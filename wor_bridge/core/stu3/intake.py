@@ -39,7 +39,7 @@ from typing import Any, Final
 
 from wor_bridge.core import fhir, inbound, translation
 from wor_bridge.core.fhir import JsonDict, canonical_json
-from wor_bridge.core.settings import Settings
+from wor_bridge.core.settings import InputLimits, Settings
 from wor_bridge.core.stu3 import consent as stu3_consent
 from wor_bridge.core.stu3 import convert
 from wor_bridge.core.stu3.location import relocate_all
@@ -147,9 +147,13 @@ def _state_base_rule(consent: JsonDict) -> None:
     consent["provision"] = {"type": base[0], **(provision if isinstance(provision, dict) else {})}
 
 
-def convert_input(data: bytes, content_type: str | None, *, max_bytes: int) -> Converted:
-    """Read, check and convert STU3 input (see the module docstring); raises InboundError."""
-    root = inbound.read(data, content_type, max_bytes=max_bytes, version="STU3")
+def convert_input(
+    data: bytes, content_type: str | None, *, max_bytes: int, limits: InputLimits | None = None
+) -> Converted:
+    """Read, check and convert STU3 input (see the module docstring); raises InboundError.
+
+    ``limits``: the cost limits checked before any model validation (``inbound.read``)."""
+    root = inbound.read(data, content_type, max_bytes=max_bytes, version="STU3", limits=limits)
     issues = _unsupported(root)
     if issues:
         raise InboundError(issues)
@@ -166,7 +170,9 @@ def convert_input(data: bytes, content_type: str | None, *, max_bytes: int) -> C
 
 def check(data: bytes, content_type: str | None, settings: Settings) -> translation.Checked:
     """``translation.check`` for STU3 input; refusals are located in the STU3 input."""
-    converted = convert_input(data, content_type, max_bytes=settings.max_body_bytes)
+    converted = convert_input(
+        data, content_type, max_bytes=settings.max_body_bytes, limits=settings.limits
+    )
     try:
         return translation.check(converted.r4, R4_JSON, converted.settings(settings))
     except RefusedError as err:
@@ -177,7 +183,9 @@ def translate(
     data: bytes, content_type: str | None, settings: Settings, source_system: str | None = None
 ) -> translation.Translated:
     """``translation.translate`` for STU3 input: the same Bundle as the equivalent R4 input."""
-    converted = convert_input(data, content_type, max_bytes=settings.max_body_bytes)
+    converted = convert_input(
+        data, content_type, max_bytes=settings.max_body_bytes, limits=settings.limits
+    )
     try:
         return translation.translate(
             converted.r4, R4_JSON, converted.settings(settings), source_system
