@@ -308,13 +308,13 @@ def test_token_guessing_is_rate_limited_per_client(world: World) -> None:
 
 
 def test_oversized_token_request_is_refused_without_reading_it_all(world: World) -> None:
-    """A token request body over 16 KiB is an invalid_request, audited; nothing is issued."""
+    """A token request body over limits.token_bytes is 413 invalid_request, audited; no token."""
     answer = world.call(
         "POST",
         "/oauth/token",
         content=b"grant_type=client_credentials&x=" + b"a" * 20_000,
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert answer.status_code == 400
+    assert answer.status_code == 413
     assert answer.json()["error"] == "invalid_request"
     assert _audit(world, "pull_token") == [("refused", "(unknown)")]

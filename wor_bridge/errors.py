@@ -32,6 +32,8 @@ IssueCode = Literal[
     "not-supported",
     "security",
     "too-costly",
+    "timeout",
+    "transient",
     "exception",
     "informational",
     "not-found",

@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service with its dispatcher until interrupted."""
     import uvicorn  # noqa: PLC0415 - only the serve command needs the server
 
-    from wor_bridge.service import tls  # noqa: PLC0415
+    from wor_bridge.service import server  # noqa: PLC0415
     from wor_bridge.service.app import create_app  # noqa: PLC0415
 
     components = bootstrap.load(args.config)
@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="warning",
         server_header=False,  # no banner naming the server software
         timeout_graceful_shutdown=5,  # an idle TLS keep-alive peer must not hold up SIGTERM
-        **tls.run_kwargs(service, components.config.path.parent),
+        **server.uvicorn_kwargs(service, components.config.path.parent),
     )
     return 0
 

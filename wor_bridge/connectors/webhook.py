@@ -140,6 +140,11 @@ def parse(mapping: WebhookMapping, body: bytes) -> fb.Feedback:
         data = json.loads(body)
     except (ValueError, RecursionError):
         raise FeedbackFormatError("(body)", "must be a JSON object") from None
+    return from_json(mapping, data)
+
+
+def from_json(mapping: WebhookMapping, data: Any) -> fb.Feedback:
+    """``parse`` of an already decoded body (the service decodes within its limits)."""
     if not isinstance(data, dict):
         raise FeedbackFormatError("(body)", "must be a JSON object")
     f = mapping.fields

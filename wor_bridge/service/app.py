@@ -21,15 +21,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wor_bridge.bootstrap import Components
-from wor_bridge.config import ClientSettings
+from wor_bridge.config import ClientSettings, ServiceSettings
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.outcome import operation_outcome
+from wor_bridge.core.settings import Settings
 from wor_bridge.errors import InboundError, Issue, RefusedError
 from wor_bridge.metrics import Metrics
 from wor_bridge.service import capability, create_answer, openapi, welfare_intake
 from wor_bridge.service.access import AccessLog, Attempt, MarkingStore, caller_of
+from wor_bridge.service.admission import Admission, Slots
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
-from wor_bridge.service.bodies import BodyRefused, read_body
+from wor_bridge.service.bodies import BodyDeadline, BodyRefused, read_body, too_large
 from wor_bridge.service.conventions import FhirConventions, allowed_methods
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
@@ -72,7 +74,9 @@ def _denied(denied: Denied) -> FhirResponse:
 
 
 def _body_refused(err: BodyRefused) -> FhirResponse:
-    return _outcome(err.status, err.code, err.message, err.location)
+    response = _outcome(err.status, err.code, err.message, err.location)
+    response.headers.update(err.headers)
+    return response
 
 
 def _refusal_status(err: RefusedError) -> int:
@@ -107,6 +111,32 @@ class _CatchAll:
                 return
             response = _outcome(500, "exception", "internal error")
             await response(scope, receive, send)
+
+
+def _largest_body(core: Settings) -> int:
+    """The largest body any route takes: the bound of gzip/deflate decoding."""
+    limits = core.limits
+    return max(
+        core.max_body_bytes,
+        limits.task_bytes,
+        limits.observation_bytes,
+        limits.feedback_bundle_bytes,
+        limits.token_bytes,
+        limits.webhook_bytes,
+    )
+
+
+def _add_layers(app: FastAPI, service: ServiceSettings, core: Settings) -> None:
+    """The ASGI layers, innermost first (the last added is the outermost): bodies in work, body
+    deadline, FHIR conventions, negotiation, the catch-all and the security headers."""
+    app.add_middleware(
+        Admission, slots=Slots(service.max_validations, service.max_validations_per_client)
+    )
+    app.add_middleware(BodyDeadline, timeout_s=service.body_timeout_s)
+    app.add_middleware(FhirConventions)  # inside the negotiation: shaped before XML
+    app.add_middleware(FhirNegotiation, max_body_bytes=_largest_body(core))
+    app.add_middleware(_CatchAll)
+    app.add_middleware(SecurityHeaders)  # added last: the outermost layer
 
 
 def create_app(components: Components, *, start_dispatcher: bool | None = None) -> FastAPI:  # noqa: PLR0915 - the one place routes are wired, read top to bottom
@@ -151,7 +181,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     )
     app.state.dispatcher = dispatcher
     app.state.metrics = metrics
-    _add_layers(app, config.core.max_body_bytes)
+    _add_layers(app, config.service, config.core)
     trail = AccessLog(store, components.clock, _body_refused)
 
     def authorise(request: Request, scope: str) -> ClientSettings | Denied:
@@ -194,14 +224,6 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     openapi.install(app)
     capability.check(app)  # the CapabilityStatement's table must name exactly these routes
     return app
-
-
-def _add_layers(app: FastAPI, max_body_bytes: int) -> None:
-    """The ASGI layers, innermost first (the last added is the outermost)."""
-    app.add_middleware(FhirConventions)  # inside the negotiation: shaped before XML
-    app.add_middleware(FhirNegotiation, max_body_bytes=max_body_bytes)
-    app.add_middleware(_CatchAll)
-    app.add_middleware(SecurityHeaders)  # added last: the outermost layer
 
 
 class _Intake:
@@ -247,7 +269,6 @@ class _Intake:
                 key=key,
                 cert=cert,
                 attempt=attempt,
-                outcome=_outcome,
             )
             if isinstance(client, Response):
                 return client
@@ -262,12 +283,7 @@ class _Intake:
             body = await read_body(request, self.c.config.core.max_body_bytes)
         if body is None:
             self.metrics.intake.labels("too_large").inc()
-            return _outcome(
-                413,
-                "too-costly",
-                f"must be at most {self.c.config.core.max_body_bytes} bytes",
-                "(body)",
-            )
+            return _body_refused(too_large(self.c.config.core.max_body_bytes, "max_body_bytes"))
         started = time.perf_counter()
         try:
             accepted = await run_in_threadpool(
@@ -312,8 +328,8 @@ def _add_health_routes(
     metrics: Metrics = app.state.metrics
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> Response:
-        """The process is alive."""
+    async def healthz() -> Response:
+        """The process is alive (answered on the event loop: no worker thread needed)."""
         return JSONResponse({"status": "ok"})
 
     @app.get("/readyz", tags=["health"])

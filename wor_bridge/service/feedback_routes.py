@@ -7,12 +7,13 @@
 
 Every refusal is an OperationOutcome; nothing here echoes a value from the body. Every request
 is audited (``access``): a Task the client may not see is answered as unknown (404), free text
-over its limit (``core.free_text``) with 422 and its location.
+over its limit (``core.free_text``) with 422 and its location. Each route reads its body with its
+own byte limit (``[limits]``, 413) and does everything else with it (parse within the structural
+limits, validate, apply) in one worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -25,16 +26,16 @@ from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
 from wor_bridge.connectors import fhir_feedback
 from wor_bridge.core import feedback as fb
-from wor_bridge.core import fhir, free_text
+from wor_bridge.core import fhir, free_text, jsonscan
 from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.task import Refusal
-from wor_bridge.errors import Issue
+from wor_bridge.errors import InboundError, Issue
 from wor_bridge.metrics import Metrics
 from wor_bridge.ports import TaskRecord
 from wor_bridge.service import create_answer
 from wor_bridge.service.access import AccessLog, Attempt, caller_of
 from wor_bridge.service.auth import Denied
-from wor_bridge.service.bodies import read_body
+from wor_bridge.service.bodies import read_body, too_large
 from wor_bridge.service.webhook_routes import WebhookRoute
 from wor_bridge.usecases import task_search, task_view, way_back
 
@@ -163,14 +164,21 @@ class FeedbackRoutes:
             expected_version=expected_version,
         )
 
-    async def read_json(self, request: Request) -> Any:
-        body = await read_body(request, self.c.config.core.max_body_bytes)
+    async def read(self, request: Request, limit: int, setting: str) -> bytes:
+        """The body within the route's byte limit (raises the 413 ``BodyRefused``)."""
+        body = await read_body(request, limit)
         if body is None:
-            return None
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError):
-            return None
+            raise too_large(limit, setting)
+        return body
+
+    def parse(self, body: bytes) -> Any:
+        """The JSON of a body within the structural limits (raises InboundError; CPU work:
+        call it in a worker thread)."""
+        return jsonscan.load(body, self.c.config.core.limits)
+
+    def refused(self, err: InboundError) -> Response:
+        """The 400 answer of a body the JSON pass refused."""
+        return self.respond(operation_outcome(list(err.issues)), status_code=400)
 
     async def put_task(self, task_id: str, request: Request, patch: bool) -> Response:
         """PUT or PATCH a Task: the welfare side reports status (or the GP side cancels)."""
@@ -179,7 +187,7 @@ class FeedbackRoutes:
             attempt, lambda: self._put_task(task_id, request, patch, attempt)
         )
 
-    async def _put_task(  # noqa: PLR0911 - one early answer per refusal reason
+    async def _put_task(
         self, task_id: str, request: Request, patch: bool, attempt: Attempt
     ) -> Response:
         attempt.task = await run_in_threadpool(self.trail.task, task_id)
@@ -192,9 +200,33 @@ class FeedbackRoutes:
         version = if_match_version(request.headers.get("if-match"))
         if version is None:
             return self.outcome(428, "required", 'If-Match: W/"<versionId>" is required')
-        data = await self.read_json(request)
-        if data is None:
-            return self.outcome(400, "structure", "must be a JSON body", "(body)")
+        body = await self.read(request, self.c.config.core.limits.task_bytes, "limits.task_bytes")
+        return await run_in_threadpool(
+            self._update_task,
+            task,
+            body,
+            patch=patch,
+            client=client,
+            version=version,
+            attempt=attempt,
+        )
+
+    def _update_task(  # noqa: PLR0911 - one early answer per refusal reason
+        self,
+        task: TaskRecord,
+        body: bytes,
+        *,
+        patch: bool,
+        client: ClientSettings,
+        version: int,
+        attempt: Attempt,
+    ) -> Response:
+        """``put_task`` once the body is read (runs in a worker thread)."""
+        task_id = task.task_id
+        try:
+            data = self.parse(body)
+        except InboundError as err:
+            return self.refused(err)
         if patch:
             record = self.c.store.get_referral(task_id)
             if record is None:
@@ -222,7 +254,7 @@ class FeedbackRoutes:
         long = self.too_long(feedback, free_text.task())
         if long is not None:
             return self.respond(operation_outcome([long]), status_code=422)
-        result = await run_in_threadpool(self.apply, feedback, client, "fhir", version, task)
+        result = self.apply(feedback, client, "fhir", version, task)
         return self.result(result, "fhir", task_id, attempt)
 
     def _task_of(self, resource: dict[str, Any]) -> TaskRecord | None:
@@ -302,14 +334,26 @@ class FeedbackRoutes:
         client = self.authorised(request, "feedback:write", attempt)
         if isinstance(client, Response):
             return client
-        data = await self.read_json(request)
+        limit = self.c.config.core.limits.observation_bytes
+        body = await self.read(request, limit, "limits.observation_bytes")
+        return await run_in_threadpool(self._observation, client, body, attempt, request)
+
+    def _observation(
+        self, client: ClientSettings, body: bytes, attempt: Attempt, request: Request
+    ) -> Response:
+        """``post_observation`` once the body is read (runs in a worker thread; ``request``
+        only for its headers)."""
+        try:
+            data = self.parse(body)
+        except InboundError as err:
+            return self.refused(err)
         if not isinstance(data, dict) or data.get("resourceType") != "Observation":
             return self.outcome(400, "not-supported", "must be an Observation", "resourceType")
-        issues, status = await run_in_threadpool(self.observations, client, [("Observation", data)])
+        issues, status = self.observations(client, [("Observation", data)])
         attempt.recorded = True  # per resource, in ``observations``
         if status != 200:
             return self.respond(operation_outcome(issues), status_code=status)
-        key, held = await run_in_threadpool(self._held, data)
+        key, held = self._held(data)
         repeat = issues[0].diagnostics == "already recorded"
         return create_answer.observation_answer(
             self.c, self.respond, request, key=key, held=held, issues=issues, repeat=repeat
@@ -324,10 +368,11 @@ class FeedbackRoutes:
         held = task_search.held_observation(self.c.store, task_id, key, gp)
         return key, held
 
-    async def post_bundle(
+    def post_bundle(
         self, client: ClientSettings, data: dict[str, Any], attempt: Attempt
     ) -> Response:
-        """A Bundle of Tasks and Observations from a welfare client (the intake's other half)."""
+        """A Bundle of Tasks and Observations from a welfare client (the intake's other half,
+        parsed within the limits by ``welfare_intake``; runs in a worker thread)."""
         entries = [
             (f"Bundle.entry[{i}].resource", e["resource"])
             for i, e in enumerate(data.get("entry") or [])
@@ -338,7 +383,7 @@ class FeedbackRoutes:
             where = unknown[0] if unknown else "Bundle.entry"
             return self.outcome(400, "not-supported", "must hold Tasks and Observations", where)
         entries.sort(key=lambda e: e[1]["resourceType"] != "Task")  # status first, then items
-        issues, status = await run_in_threadpool(self.observations, client, entries)
+        issues, status = self.observations(client, entries)
         attempt.recorded = True  # per entry, in ``observations``
         return self.respond(operation_outcome(issues), status_code=status)
 

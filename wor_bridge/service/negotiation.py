@@ -12,8 +12,9 @@ On ``/fhir/r4`` (FHIR R4) and ``/fhir/stu3`` (FHIR STU3):
   version, as FHIR REST has it).
 
 On every route, ``Content-Encoding`` gzip or deflate is decoded while the route reads the body,
-in steps bounded by ``max_body_bytes``: the route's own size limit then applies to the decoded
-bytes (413), and a compression bomb stops after ``max_body_bytes`` + 1 bytes. Another coding
+in steps bounded by ``max_body_bytes`` (in a worker thread): the route's own size limit then
+applies to the decoded bytes (413), and a compression bomb stops after ``max_body_bytes`` + 1
+bytes (the largest body any route takes). Another coding
 is 415 at ``(content-encoding)``; a stream that does not decode is 400. The rules themselves are
 pure functions in ``core/media.py``.
 """
@@ -98,15 +99,17 @@ class _InflatingReceive:
         if message["type"] != "http.request":
             return message
         more = bool(message.get("more_body", False))
-        try:
-            body = self.inflater.feed(message.get("body", b""))
-            if not more:
-                body += self.inflater.finish()
+        try:  # CPU work on the body: in a worker thread, never on the event loop
+            body = await run_in_threadpool(self._inflate, message.get("body", b""), more)
         except media.InflateError:
             raise BodyDecodeError(self.inflater.issue()) from None
         if self.inflater.over:
             self.done, more = True, False  # the route sees more than its limit and answers 413
         return {"type": "http.request", "body": body, "more_body": more}
+
+    def _inflate(self, chunk: bytes, more: bool) -> bytes:
+        body = self.inflater.feed(chunk)
+        return body if more else body + self.inflater.finish()
 
 
 class _XmlAnswers:

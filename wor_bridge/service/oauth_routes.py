@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import Final
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -25,12 +24,10 @@ from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.config import ClientSettings
 from wor_bridge.core.ratelimit import TokenBucket
-from wor_bridge.service.bodies import read_body
+from wor_bridge.service.bodies import BodyRefused, read_body, too_large
 from wor_bridge.service.pull_context import PULL_ALLOWED, PullContext
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.service.tokens import JWT_BEARER
-
-_FORM_LIMIT: Final = 16_384
 
 
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
@@ -138,15 +135,28 @@ class TokenEndpoint:
 
     async def token(self, request: Request) -> Response:
         """Client credentials for one Task; refusals per RFC 6749 and audited."""
-        body = await read_body(request, _FORM_LIMIT, text=False)  # a form: ASCII, checked below
+        limit = self.ctx.c.config.core.limits.token_bytes
+        try:  # a form: ASCII, checked below
+            body = await read_body(request, limit, text=False)
+        except BodyRefused as err:  # late (408) or no slot (429/503)
+            return await run_in_threadpool(self._refused, err)
+        if body is None:
+            return await run_in_threadpool(self._refused, too_large(limit, "limits.token_bytes"))
         # store reads and audit commits (a disk flush each) stay off the event loop
         return await run_in_threadpool(self._answer, request, body)
 
+    def _refused(self, err: BodyRefused) -> Response:
+        """A body refused before it was read (RFC 6749 form, with its headers; audited)."""
+        self.ctx.audit("pull_token", "refused", "(unknown)", None, f"body: HTTP {err.status}")
+        response = _oauth_error(err.status, "invalid_request", err.message)
+        response.headers.update(err.headers)
+        return response
+
     def _answer(  # noqa: PLR0911 - one answer per refusal reason
-        self, request: Request, body: bytes | None
+        self, request: Request, body: bytes
     ) -> Response:
         """The token endpoint's answer to a read body (runs in a worker thread)."""
-        form = _form(body) if body is not None else None
+        form = _form(body)
         if form is None:
             self.ctx.audit("pull_token", "refused", "(unknown)", None, "malformed request")
             return _oauth_error(400, "invalid_request", "must be a form, each parameter once")

@@ -33,7 +33,7 @@ from wor_bridge.core.fhir import JsonDict, canonical_json
 from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.stu3 import convert as stu3
 from wor_bridge.core.task import Refusal
-from wor_bridge.errors import Issue
+from wor_bridge.errors import InboundError, Issue
 from wor_bridge.ports import TaskRecord
 from wor_bridge.service.access import Attempt
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
@@ -234,13 +234,21 @@ class Stu3Routes:
             return _outcome(403, "forbidden", problem)
         return WriteAccess(client, grant.task_id)
 
-    async def _stu3_body(self, request: Request, rtype: str) -> JsonDict | Response:
-        data = await self.feedback.read_json(request)
-        return await run_in_threadpool(self._converted, data, rtype)
+    async def _body(self, request: Request, rtype: str) -> bytes:
+        """The body within its route's byte limit (raises the 413 ``BodyRefused``)."""
+        limits = self.c.config.core.limits
+        if rtype == "Task":
+            return await self.feedback.read(request, limits.task_bytes, "limits.task_bytes")
+        limit = limits.observation_bytes
+        return await self.feedback.read(request, limit, "limits.observation_bytes")
 
-    @staticmethod
-    def _converted(data: Any, rtype: str) -> JsonDict | Response:
-        """Validate an STU3 body and convert it to R4 (CPU work: runs in the thread pool)."""
+    def _converted(self, body: bytes, rtype: str) -> JsonDict | Response:
+        """Parse an STU3 body within the limits, validate it and convert it to R4 (CPU work:
+        runs in a worker thread)."""
+        try:
+            data = self.feedback.parse(body)
+        except InboundError as err:
+            return Stu3Response(operation_outcome(list(err.issues)), status_code=400)
         if not isinstance(data, dict) or data.get("resourceType") != rtype:
             return _outcome(400, "not-supported", f"must be an STU3 {rtype}", "resourceType")
         issues = fhir.validate_stu3(data, rtype)
@@ -253,22 +261,31 @@ class Stu3Routes:
         attempt = Attempt("referral_write", "U", task_id)
         return await self.trail.answer(attempt, lambda: self._put_task(task_id, request, attempt))
 
-    async def _put_task(  # noqa: PLR0911 - one early answer per refusal reason
-        self, task_id: str, request: Request, attempt: Attempt
-    ) -> Response:
+    async def _put_task(self, task_id: str, request: Request, attempt: Attempt) -> Response:
         attempt.task = await run_in_threadpool(self.trail.task, task_id)
         writer = await run_in_threadpool(self._writer, request, "task:update", task_id, attempt)
         if isinstance(writer, Response):
             return writer
-        client = writer.client
-        if writer.task_id is None and self.trail.visible(client, attempt.task) is None:
+        if writer.task_id is None and self.trail.visible(writer.client, attempt.task) is None:
             return _not_found()
-        data = await self._stu3_body(request, "Task")
+        body = await self._body(request, "Task")
+        version = if_match_version(request.headers.get("if-match"))
+        return await run_in_threadpool(self._update, task_id, body, writer.client, version, attempt)
+
+    def _update(  # noqa: PLR0911 - one early answer per refusal reason
+        self,
+        task_id: str,
+        body: bytes,
+        client: ClientSettings,
+        version: int | None,
+        attempt: Attempt,
+    ) -> Response:
+        """``put_task`` once the body is read (runs in a worker thread)."""
+        data = self._converted(body, "Task")
         if isinstance(data, Response):
             return data
         if data.get("id") not in (None, task_id):
             return _outcome(400, "invalid", "must carry the id of the URL", "Task.id")
-        version = if_match_version(request.headers.get("if-match"))
         try:
             feedback = fhir_feedback.task_feedback(
                 task_id, data, self.c.clock.now().isoformat(timespec="seconds")
@@ -278,9 +295,7 @@ class Stu3Routes:
         long = self.feedback.too_long(feedback, free_text.task())
         if long is not None:
             return Stu3Response(operation_outcome([long]), status_code=422)
-        result = await run_in_threadpool(
-            self.feedback.apply, feedback, client, "stu3", version, attempt.task
-        )
+        result = self.feedback.apply(feedback, client, "stu3", version, attempt.task)
         if isinstance(result, Refusal):
             self.feedback.metrics.feedback.labels("stu3", "refused").inc()
             if result.http_status == 404:
@@ -294,8 +309,8 @@ class Stu3Routes:
         task = self.c.store.get_task(task_id)
         if task is None:
             return _not_found()
-        body = await run_in_threadpool(self._resource, task, f"Task/{task_id}")
-        return Stu3Response(body, headers={"ETag": f'W/"{task.version}"'})
+        resource = self._resource(task, f"Task/{task_id}")
+        return Stu3Response(resource, headers={"ETag": f'W/"{task.version}"'})
 
     async def post_observation(self, request: Request) -> Response:
         """One STU3 feedback Observation (``basedOn`` the ReferralRequest)."""
@@ -306,7 +321,12 @@ class Stu3Routes:
         writer = await run_in_threadpool(self._writer, request, "feedback:write", None, attempt)
         if isinstance(writer, Response):
             return writer
-        data = await self._stu3_body(request, "Observation")
+        body = await self._body(request, "Observation")
+        return await run_in_threadpool(self._observation, writer, body, attempt)
+
+    def _observation(self, writer: WriteAccess, body: bytes, attempt: Attempt) -> Response:
+        """``post_observation`` once the body is read (runs in a worker thread)."""
+        data = self._converted(body, "Observation")
         if isinstance(data, Response):
             return data
         request_id, task_ref = fhir_feedback.referenced_ids(data)
@@ -323,10 +343,7 @@ class Stu3Routes:
                 responsible=writer.client.destination,
             )
             return _not_found("ReferralRequest")  # as for a referral that does not exist
-        client = writer.client
-        issues, status = await run_in_threadpool(
-            self.feedback.observations, client, [("Observation", data)]
-        )
+        issues, status = self.feedback.observations(writer.client, [("Observation", data)])
         attempt.recorded = True  # per resource, in ``observations``
         return Stu3Response(operation_outcome(issues), status_code=201 if status == 200 else status)
 

@@ -3,12 +3,13 @@
 The signature (``connectors.webhook.verify``) is checked before the body is read as JSON; a
 request whose signature fails is recorded without a patient (its body is not trusted), one whose
 signature holds with the patient of the Task it names. The mapping file turns the JSON into the
-same ``Feedback`` as the FHIR channel, applied as the webhook's organisation.
+same ``Feedback`` as the FHIR channel, applied as the webhook's organisation. The body is read
+within ``limits.webhook_bytes`` (413) and the deadline of every body (408: the sender is not
+authenticated until it has arrived); everything after that runs in one worker thread.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,8 @@ from wor_bridge.config import ClientSettings
 from wor_bridge.connectors import fhir_feedback, webhook
 from wor_bridge.core import free_text
 from wor_bridge.core.outcome import operation_outcome
+from wor_bridge.errors import InboundError
 from wor_bridge.service.access import Attempt
-from wor_bridge.service.bodies import read_body
 
 if TYPE_CHECKING:
     from wor_bridge.service.feedback_routes import FeedbackRoutes
@@ -41,12 +42,8 @@ class WebhookRoute:
             for h in config.webhooks
         }
 
-    def _referral_of(self, connector: str, body: bytes) -> str | None:
+    def _referral_of(self, connector: str, data: Any) -> str | None:
         """The Task id a signed JSON body names (the mapping's ``referral`` field), if any."""
-        try:
-            data: Any = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
         for part in self.mappings[connector].fields.referral.split("."):
             data = data.get(part) if isinstance(data, dict) else None
         return data if isinstance(data, str) else None
@@ -63,10 +60,16 @@ class WebhookRoute:
         if hook is None:
             return self.r.outcome(404, "not-found", "no such feedback connector")
         attempt.user = f"unverified:webhook-{hook.id}"
-        body = await read_body(request, self.r.c.config.core.max_body_bytes)
-        if body is None:
-            return self.r.outcome(413, "too-costly", "body too large", "(body)")
+        limit = self.r.c.config.core.limits.webhook_bytes
+        body = await self.r.read(request, limit, "limits.webhook_bytes")
         headers = {k.lower(): v for k, v in request.headers.items()}
+        return await run_in_threadpool(self._apply, connector, headers, body, attempt)
+
+    def _apply(
+        self, connector: str, headers: dict[str, str], body: bytes, attempt: Attempt
+    ) -> Response:
+        """``post_webhook`` once the body is read (runs in a worker thread)."""
+        hook = self.hooks[connector]
         problem = webhook.verify(
             hook.secret.get_secret_value().encode(),
             headers,
@@ -84,9 +87,13 @@ class WebhookRoute:
         )
         attempt.by(client)
         try:
-            feedback = webhook.parse(self.mappings[connector], body)
+            data = self.r.parse(body)
+        except InboundError as err:
+            return self.r.refused(err)
+        try:
+            feedback = webhook.from_json(self.mappings[connector], data)
         except fhir_feedback.FeedbackFormatError as err:
-            attempt.task = self.r.trail.task(self._referral_of(connector, body))
+            attempt.task = self.r.trail.task(self._referral_of(connector, data))
             return self.r.outcome(422, "invalid", str(err).split(": ", 1)[-1], err.location)
         attempt.task = self.r.trail.task(feedback.task_id)
         fields = self.mappings[connector].fields
@@ -94,9 +101,7 @@ class WebhookRoute:
         long = self.r.too_long(feedback, places)
         if long is not None:
             return self.r.respond(operation_outcome([long]), status_code=422)
-        result = await run_in_threadpool(
-            self.r.apply, feedback, client, "webhook", None, attempt.task
-        )
+        result = self.r.apply(feedback, client, "webhook", None, attempt.task)
         return self.r.result(result, "webhook", feedback.task_id, attempt)
 
     def add(self, app: FastAPI) -> None:

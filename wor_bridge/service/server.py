@@ -1,0 +1,107 @@
+"""How ``wor-bridge serve`` runs uvicorn: bounded connections and deadlines (slowloris).
+
+uvicorn bounds an idle keep-alive connection (``timeout_keep_alive``) but not a connection that
+never completes its request head, nor one that keeps sending a body nobody reads. So:
+
+- ``BoundedH11Protocol`` is uvicorn's h11 protocol with one deadline per connection: the request
+  line and headers must have arrived ``header_timeout_s`` after the connection opened or the
+  previous answer was sent (bytes trickling in do not extend it), and a body still arriving after
+  the answer was sent (an early refusal) must end within ``body_timeout_s``; otherwise the
+  connection is closed. The body a route reads has its own deadline (``bodies.BodyDeadline``).
+- ``uvicorn_kwargs``: ``limit_concurrency`` (connections and requests in progress; beyond it
+  uvicorn answers 503), ``timeout_keep_alive``, ``h11_max_incomplete_event_size`` (request line
+  and headers; larger is 400 and the connection is closed) and the TLS arguments; with TLS the
+  protocol also binds the client certificate (``tls.ClientCertH11Protocol``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Literal
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from wor_bridge.config import ServiceSettings
+from wor_bridge.service import tls
+
+_Watch = Literal["head", "drain"] | None
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a header deadline and a deadline for unread bodies."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 20.0
+
+    def connection_made(  # type: ignore[override]
+        self, transport: asyncio.Transport
+    ) -> None:
+        """Start the connection as uvicorn does; its request head is now due."""
+        self._deadline: asyncio.TimerHandle | None = None
+        self._watching: _Watch = None
+        super().connection_made(transport)
+        self._watch()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed h11 as uvicorn does, then see what is due."""
+        super().data_received(data)
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        """After an answer: the next head is due (or the rest of an unread body)."""
+        super().on_response_complete()
+        self._watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the deadline, then close as uvicorn does."""
+        self._arm(None)
+        super().connection_lost(exc)
+
+    def _watch(self) -> None:
+        """Arm the deadline for what the connection waits for; keep it while that stays so."""
+        if self.transport.is_closing():
+            self._arm(None)
+            return
+        theirs, ours = self.conn.their_state, self.conn.our_state
+        want: _Watch = None
+        if theirs is h11.IDLE:
+            want = "head"
+        elif theirs is h11.SEND_BODY and ours in (h11.DONE, h11.MUST_CLOSE):
+            want = "drain"
+        if want != self._watching:
+            self._arm(want)
+
+    def _arm(self, want: _Watch) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._watching = want
+        if want is not None:
+            seconds = self.header_timeout_s if want == "head" else self.body_timeout_s
+            self._deadline = self.loop.call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._deadline = None
+        self._watching = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def uvicorn_kwargs(service: ServiceSettings, base: Path) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.run`` for ``service`` besides host and port."""
+    kwargs = tls.run_kwargs(service, base)
+    protocol = kwargs.pop("http", H11Protocol)
+    bounded = type(
+        "WorBridgeH11Protocol",
+        (BoundedH11Protocol, protocol) if protocol is not H11Protocol else (BoundedH11Protocol,),
+        {"header_timeout_s": service.header_timeout_s, "body_timeout_s": service.body_timeout_s},
+    )
+    return {
+        **kwargs,
+        "http": bounded,
+        "limit_concurrency": service.max_connections,
+        "timeout_keep_alive": service.keep_alive_s,
+        "h11_max_incomplete_event_size": service.max_header_bytes,
+    }
