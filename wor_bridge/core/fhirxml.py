@@ -82,6 +82,7 @@ class _Reader:
     ) -> None:
         known = fhir.elements(type_name, self.version)
         seen: set[str] = set()  # elements of maximum cardinality 1 met so far
+        over: set[str] = set()  # repeated elements past the limit (reported once)
         for child in element:
             if not isinstance(child.tag, str):
                 continue  # comments, processing instructions
@@ -93,7 +94,8 @@ class _Reader:
                 index = len(out.get(name) or [])
                 where += f"[{index}]"
                 if self.limits is not None and index >= self.limits.max_array_items:
-                    if index == self.limits.max_array_items:
+                    if name not in over:  # once per element name (the rest is skipped)
+                        over.add(name)
                         self._costly(
                             f"{path}.{name}",
                             f"must occur at most {self.limits.max_array_items} times "
