@@ -52,7 +52,7 @@ def test_xml_with_more_elements_than_the_limit_is_refused_while_parsing() -> Non
     notes = b'<note><text value="x"/></note>' * 1200
     [(code, where, message)] = _refused(_xml_with(notes), XML)
     assert (code, where) == ("too-costly", "(body)")
-    assert "at most 2000 elements" in message
+    assert "at most 1500 elements" in message
 
 
 def test_xml_repetitions_over_the_limit_are_refused_at_the_element() -> None:
@@ -102,7 +102,7 @@ def test_limits_and_service_settings_come_from_the_toml(tmp_path: Path) -> None:
     for old, new in (
         ("body_timeout_s = 20.0", "body_timeout_s = 3.5"),
         ("max_validations = 8", "max_validations = 2"),
-        ("max_elements = 2000", "max_elements = 500"),
+        ("max_elements = 1500", "max_elements = 500"),
         ("task_bytes = 65536", "task_bytes = 4096"),
     ):
         text = text.replace(f"\n{old}", f"\n{new}", 1)

@@ -257,8 +257,8 @@ class InputLimits(_Frozen):
     while the body streams in (HTTP 413). The intake's byte limit is ``max_body_bytes``.
     """
 
-    max_elements: int = Field(default=2000, ge=100, le=1_000_000)
-    """JSON values (every property value and array item) or XML elements in one body."""
+    max_elements: int = Field(default=1500, ge=100, le=1_000_000)
+    """JSON values (every property value and array item) or XML elements and attributes."""
     max_depth: int = Field(default=32, ge=8, le=256)
     """Objects and arrays (XML: elements) nested in one another."""
     max_array_items: int = Field(default=500, ge=10, le=1_000_000)
