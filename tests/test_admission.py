@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,7 @@ def test_a_client_over_its_share_gets_429_and_others_go_on(
     assert (issue["code"], issue["location"]) == ("throttled", ["(request)"])
     assert "max_validations_per_client" in issue["diagnostics"]
     assert other.status_code not in (429, 503)
+    assert ("referral_intake", "refused", "HTTP 429") in _audit(tmp_path)
 
 
 def test_all_slots_taken_gives_503_with_retry_after(
@@ -115,6 +118,11 @@ def test_all_slots_taken_gives_503_with_retry_after(
     issue = other.json()["issue"][0]
     assert issue["code"] == "transient"
     assert "service.max_validations" in issue["diagnostics"]
+
+
+def _audit(tmp_path: Path) -> list[tuple[str, str, str]]:
+    with contextlib.closing(sqlite3.connect(tmp_path / "s.sqlite")) as conn:
+        return conn.execute("SELECT event, outcome, detail FROM audit").fetchall()
 
 
 def test_slots_are_given_back_after_every_answer(tmp_path: Path) -> None:

@@ -54,12 +54,20 @@ ROUTES = [
     Route("intake", "POST", "/fhir/r4/ServiceRequest", HIS, "ServiceRequest", 1 << 20, "max_body"),
     Route("intake-bundle", "POST", "/fhir/r4", HIS, "Bundle", 1 << 20, "max_body_bytes"),
     Route("welfare-bundle", "POST", "/fhir/r4", WELFARE, "Bundle", 262_144, "feedback_bundle"),
-    Route("task-put", "PUT", "/fhir/r4/Task/{task}", WELFARE | IF_MATCH, "Task", 65_536, "task"),
     Route(
-        "task-patch", "PATCH", "/fhir/r4/Task/{task}", WELFARE | IF_MATCH, "Task", 65_536, "task"
+        "task-put", "PUT", "/fhir/r4/Task/{voorbeeld}", WELFARE | IF_MATCH, "Task", 65_536, "task"
+    ),
+    Route(
+        "task-patch",
+        "PATCH",
+        "/fhir/r4/Task/{voorbeeld}",
+        WELFARE | IF_MATCH,
+        "Task",
+        65_536,
+        "task",
     ),
     Route("observation", "POST", "/fhir/r4/Observation", WELFARE, "Observation", 65_536, "obs"),
-    Route("stu3-task", "PUT", "/fhir/stu3/Task/{task}", ZORGDOMEIN, "Task", 65_536, "task"),
+    Route("stu3-task", "PUT", "/fhir/stu3/Task/{zorgdomein}", ZORGDOMEIN, "Task", 65_536, "task"),
     Route("stu3-obs", "POST", "/fhir/stu3/Observation", ZORGDOMEIN, "Observation", 65_536, "obs"),
     Route("webhook", "POST", "/feedback/welzijn-json", PLAIN_JSON, "json", 65_536, "webhook_bytes"),
 ]
@@ -138,6 +146,7 @@ def _malformed(route: Route) -> tuple[bytes, str]:
 
 
 Case = Callable[[Route], tuple[bytes, str]]
+World = tuple[Any, dict[str, str], Path]  # the app, Task ids by destination, the store
 CASES: list[tuple[str, Case, int, str]] = [
     ("bytes-over-limit", _oversized, 413, "too-costly"),
     ("number-5000-digits", _number, 400, "too-costly"),
@@ -150,8 +159,9 @@ CASES: list[tuple[str, Case, int, str]] = [
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str, Path]:
-    """The example configuration (string limit lowered), a stored referral and its Task id."""
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The example configuration (string limit lowered) and two stored referrals: one for the
+    example welfare organisation, one for the ZorgDomein-style platform (routed by Buren)."""
     tmp = tmp_path_factory.mktemp("hostile")
     text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
@@ -162,9 +172,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str, Path]:
     path = tmp / "c.toml"
     path.write_text(text, encoding="utf-8")
     app = create_app(bootstrap.build(load_app(path)), start_dispatcher=False)
-    answer = _call(app, "POST", "/fhir/r4/ServiceRequest", HIS, case_input("accepted-contained"))
-    assert answer.status_code == 202
-    return app, answer.headers["content-location"].rsplit("/", 1)[-1], tmp / "s.sqlite"
+    tasks = {}
+    for name, district in (("voorbeeld", b"Utrecht"), ("zorgdomein", b"Buren")):
+        referral = case_input("accepted-contained").replace(
+            b'"district": "Utrecht"', b'"district": "' + district + b'"'
+        )
+        referral = referral.replace(b"VW-2026-0001", b"VW-2026-" + name.encode())
+        answer = _call(app, "POST", "/fhir/r4/ServiceRequest", HIS, referral)
+        assert answer.status_code == 202
+        tasks[name] = answer.headers["content-location"].rsplit("/", 1)[-1]
+    return app, tasks, tmp / "s.sqlite"
 
 
 def _call(app: Any, method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
@@ -176,18 +193,18 @@ def _call(app: Any, method: str, path: str, headers: dict[str, str], body: bytes
     return asyncio.run(go())
 
 
-def _send(world: tuple[Any, str, Path], route: Route, body: bytes) -> httpx.Response:
-    app, task_id, _ = world
+def _send(world: World, route: Route, body: bytes) -> httpx.Response:
+    app, tasks, _ = world
     headers = dict(route.headers)
     if route.rtype == "json":
         headers.update(webhook.sign(HOOK_SECRET, int(time.time()), body))
-    return _call(app, route.method, route.path.format(task=task_id), headers, body)
+    return _call(app, route.method, route.path.format(**tasks), headers, body)
 
 
 @pytest.mark.parametrize(("case", "make", "status", "code"), CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("route", ROUTES, ids=[r.name for r in ROUTES])
 def test_hostile_body_is_refused_cleanly(
-    world: tuple[Any, str, Path], route: Route, case: str, make: Case, status: int, code: str
+    world: World, route: Route, case: str, make: Case, status: int, code: str
 ) -> None:
     """Each hostile body gets its status and an OperationOutcome at a location, no value."""
     body, where = make(route)
@@ -205,7 +222,7 @@ def test_hostile_body_is_refused_cleanly(
     assert len(answer.content) < 4096
 
 
-def test_token_endpoint_refuses_an_oversized_form_with_413(world: tuple[Any, str, Path]) -> None:
+def test_token_endpoint_refuses_an_oversized_form_with_413(world: World) -> None:
     """/oauth/token answers a body over limits.token_bytes with 413 (RFC 6749 error, no echo)."""
     body = b"grant_type=client_credentials&client_id=" + SECRET.encode() * 2000
     answer = _send(world, TOKEN, body)
@@ -216,7 +233,7 @@ def test_token_endpoint_refuses_an_oversized_form_with_413(world: tuple[Any, str
 
 
 def test_intake_xml_floods_and_long_values_are_refused_at_a_location(
-    world: tuple[Any, str, Path],
+    world: World,
 ) -> None:
     """FHIR XML intake: an element flood is refused at (body), a long value at its element."""
     xml = case_input("accepted-xml-contained")
@@ -238,7 +255,7 @@ def test_intake_xml_floods_and_long_values_are_refused_at_a_location(
 
 
 def test_five_thousand_digit_number_leaves_an_intake_audit_row(
-    world: tuple[Any, str, Path],
+    world: World,
 ) -> None:
     """A pushed referral with a 5,000-digit number is 400 and audited as a refused intake."""
     _, _, store = world

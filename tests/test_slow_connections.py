@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 
+from tests.cases import case_input
 from tests.service_harness import ServiceProcess, running_service, write_config
 
 DEADLINE_S = 1.0  # header, body and keep-alive deadlines of the service under test
@@ -181,11 +183,20 @@ def test_healthz_answers_while_a_large_valid_body_is_validated(tmp_path: Path) -
     task = {"resourceType": "Task", "status": "requested", "intent": "order"}
     body = json.dumps({**task, "identifier": [{}] * 200_000}, separators=(",", ":")).encode()
     with running_service(config) as running:
+        pushed = requests.post(
+            f"{running.base_url}/fhir/r4/ServiceRequest",
+            data=case_input("accepted-contained"),
+            headers={
+                "Authorization": "Bearer example-his-key",
+                "Content-Type": "application/fhir+json",
+            },
+            timeout=BOUND_S,
+        )
         big = _connect(running)
         big.sendall(
             _head(
                 "PUT",
-                "/fhir/r4/Task/00000000-0000-5000-8000-000000000000",
+                pushed.headers["Content-Location"],
                 len(body),
                 "Authorization: Bearer example-welfare-key",
                 'If-Match: W/"1"',
