@@ -79,12 +79,17 @@ def write_config(
     extra: tuple[tuple[str, str], ...] = (),
 ) -> Path:
     """The example TOML with absolute mappings, the receiver at the destination whose example
-    ``endpoint`` it replaces, no rate limit, no GP record, and ``extra`` (pattern, line) edits."""
+    ``endpoint`` it replaces, no rate or admission limit (the load client stands for many GP
+    systems), no GP record, and ``extra`` (pattern, line) edits."""
     text = CONFIG.read_text(encoding="utf-8")
     replacements = (
         (r'(?m)^mappings_dir = ".*"', f'mappings_dir = "{ROOT / "mappings"}"'),
         (r"(?m)^rate_per_s = [0-9.]+", "rate_per_s = 10000.0"),
         (r"(?m)^burst = [0-9]+", "burst = 10000"),
+        # nor the admission limits: one load client stands for many GP systems
+        (r"(?m)^max_validations = [0-9]+", "max_validations = 256"),
+        (r"(?m)^max_validations_per_client = [0-9]+", "max_validations_per_client = 256"),
+        (r"(?m)^max_connections = [0-9]+", "max_connections = 4096"),
         (rf'(?m)^endpoint = "{re.escape(endpoint)}"', f'endpoint = "{receiver_url}"'),
         # no GP record: the benches measure messages out, not feedback or deadline alerts
         (r"(?m)^gp_record = .*$", "# gp_record: off for the bench"),

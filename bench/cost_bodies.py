@@ -158,9 +158,9 @@ def worst_bundle(limits: InputLimits) -> Json:
     return fill(bundle, lambda b: [e["resource"] for e in b["entry"]], EXTENSION, limits)
 
 
-def review_task() -> bytes:
+def review_task(count: int = 330_000) -> bytes:
     """The review's Task: about 1 MiB of empty identifier objects (330,000 of them)."""
-    return dumps({**task(), "identifier": [{}] * 330_000})
+    return dumps({**task(), "identifier": [{}] * count})
 
 
 def review_intake() -> bytes:

@@ -105,12 +105,15 @@ class JsonScan:
         *,
         strict: bool,
         check_strings: bool,
+        long_strings: bool = True,
         version: fhir.Version = "R4",
     ) -> None:
         self.limits = limits
         self.version = version
         self.strict = strict
         self.check_strings = strict and check_strings
+        # strings are looked at only when one may be too long or hold a control character
+        self.strings = self.check_strings or long_strings
         self.pending: dict[int, list[Finding]] = {}
         self.heights: dict[int, int] = {}  # objects holding containers: levels below and own
         self.root_found: list[Finding] = []
@@ -132,18 +135,34 @@ class JsonScan:
         self.values += len(pairs)
         if self.values > self.limits.max_elements:
             raise _TooMany
-        obj: dict[str, Any] = {}
+        obj = dict(pairs)  # the last of two equal names wins here; strict mode refuses it
         found: list[Finding] = []
+        if len(obj) != len(pairs) or self.check_strings:
+            self._names(found, pairs)
         height = 1
-        for key, value in pairs:
-            if self.strict and key in obj:
-                self._note(found, Finding("duplicate", (key,)))
-            elif self.check_strings and FORBIDDEN.search(key):
-                self._note(found, Finding("name", ()))
-            obj[key] = value
-            below = self._value(found, (key,), value)
+        pending, heights, strings = self.pending, self.heights, self.strings
+        for key, value in pairs:  # the usual cases inline: this runs for every member
+            kind = type(value)
+            if kind is dict:
+                if pending and (inner := pending.pop(id(value), None)):
+                    found += [Finding(f.kind, (key, *f.path), f.size) for f in inner]
+                below = heights.pop(id(value), 1)
+            elif kind is str:
+                if strings:
+                    self._value(found, (key,), value)
+                continue
+            elif kind is list:
+                below = self._array(found, (key,), value)
+            elif kind is _Number:
+                below = self._value(found, (key,), value)
+            else:
+                continue
             if below >= height:
                 height = below + 1
+        return self._close(obj, found, height)
+
+    def _close(self, obj: dict[str, Any], found: list[Finding], height: int) -> dict[str, Any]:
+        """Keep an object's height (when it holds containers) and findings for its parent."""
         if height > 1:
             self.heights[id(obj)] = height
             if height == self.limits.max_depth + 1:
@@ -151,6 +170,16 @@ class JsonScan:
         if found:
             self.pending[id(obj)] = found
         return obj
+
+    def _names(self, found: list[Finding], pairs: list[tuple[str, Any]]) -> None:
+        """Property names that occur twice (strict mode) or hold control characters."""
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if self.strict and key in seen:
+                self._note(found, Finding("duplicate", (key,)))
+            elif self.check_strings and FORBIDDEN.search(key):
+                self._note(found, Finding("name", ()))
+            seen.add(key)
 
     def _note(self, found: list[Finding], finding: Finding) -> None:
         """Record a new finding (at most ``fhir.MAX_ISSUES`` in all; adopted ones are kept)."""
@@ -186,8 +215,17 @@ class JsonScan:
         if len(items) > self.limits.max_array_items:
             self._note(found, Finding("array", prefix, len(items)))
         height = 1
+        pending, heights, strings = self.pending, self.heights, self.strings
         for i, item in enumerate(items):
-            below = self._value(found, (*prefix, i), item)
+            kind = type(item)
+            if kind is dict:
+                if pending and (inner := pending.pop(id(item), None)):
+                    found += [Finding(f.kind, (*prefix, i, *f.path), f.size) for f in inner]
+                below = heights.pop(id(item), 1)
+            elif kind is str and not strings:
+                continue
+            else:
+                below = self._value(found, (*prefix, i), item)
             if below >= height:
                 height = below + 1
         if height == self.limits.max_depth + 1:
@@ -299,6 +337,7 @@ def parse(
         limits,
         strict=strict,
         check_strings=_ESCAPES.search(body) is not None,
+        long_strings=len(body) > limits.max_string_chars,
         version=version,
     )
     try:
