@@ -189,3 +189,17 @@ def test_a_late_body_is_408_with_connection_close() -> None:
     assert sent[0]["status"] == 408
     assert (b"connection", b"close") in sent[0]["headers"]
     assert b"body_timeout_s" in sent[1]["body"]
+
+
+def test_openapi_lists_the_cost_answers_of_every_body_route(tmp_path: Path) -> None:
+    """Every operation that reads a body documents 408, 413, 429 and 503."""
+    document = _app(tmp_path, total=8, per_client=4).openapi()
+    operations = [
+        operation
+        for item in document["paths"].values()
+        for method, operation in item.items()
+        if method in ("post", "put", "patch")
+    ]
+    assert len(operations) >= 9
+    for operation in operations:
+        assert {"408", "413", "429", "503"} <= set(operation["responses"]), operation["summary"]

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import anyio
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.outcome import operation_outcome
@@ -24,6 +25,7 @@ from wor_bridge.errors import Issue
 _XML_DECLARATION: Final = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([^\"']*)[\"']")
 _UTF8_NAMES: Final = frozenset({"utf-8", "utf8"})
 BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+_ON_THE_LOOP: Final = 65_536  # smaller bodies are checked in place (a thread hop costs more)
 
 
 class BodyRefused(Exception):  # noqa: N818 - a refusal, answered as an OperationOutcome
@@ -105,7 +107,9 @@ async def read_body(request: Request, limit: int, *, text: bool = True) -> bytes
             return None
         chunks.append(chunk)
     body = b"".join(chunks)
-    if text:
+    if text and len(body) > _ON_THE_LOOP:  # decoding a large body is CPU work: off the loop
+        await run_in_threadpool(check_utf8, body, request.headers.get("content-type"))
+    elif text:
         check_utf8(body, request.headers.get("content-type"))
     return body
 

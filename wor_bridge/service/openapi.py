@@ -147,13 +147,14 @@ WHY: Final = {
     406: "Accept or _format names only another FHIR version, or an unknown format",
     409: "an illegal or out-of-order status transition",
     412: "If-Match names an older version",
-    413: "the body is larger than max_body_bytes",
+    408: "the body did not arrive within service.body_timeout_s (the connection is closed)",
+    413: "the body is larger than the route's byte limit (max_body_bytes, limits.*_bytes)",
     415: "another media type, charset, fhirVersion or Content-Encoding",
     422: "not acceptable: the gates, a missing reason, a status this side may not set, free "
     "text over its limit (with its location)",
     428: "If-Match is required",
-    429: "over the client's rate (Retry-After)",
-    503: "not ready",
+    429: "over the client's rate, or its share of bodies in work (Retry-After)",
+    503: "not ready (/readyz), or too many request bodies in work (Retry-After)",
 }
 
 
@@ -271,8 +272,10 @@ def _answers(op: Operation, path: str) -> Json:
     codes = list(op.answers)
     if path.startswith("/fhir/"):  # the negotiation layer answers these on every FHIR route
         codes += [c for c in (406, 415) if c not in codes]
+    if op.body:  # the body layers answer these on every route that reads a body
+        codes += [c for c in (408, 413, 429, 503) if c not in codes]
     for code in sorted(codes):
-        if code == 503:
+        if code == 503 and not op.body:
             body = _content("application/json", "")
         elif op.success[2] == "Token":
             body = _content("application/json", "OAuthError")
