@@ -33,6 +33,7 @@ ZORGDOMEIN = {
     "Content-Type": "application/fhir+json; fhirVersion=3.0",
 }
 HOOK_SECRET = b"example-webhook-secret"
+HIS_STU3 = {**HIS, "Content-Type": "application/fhir+json; fhirVersion=3.0"}
 PLAIN_JSON = {"Content-Type": "application/json"}
 
 
@@ -68,6 +69,16 @@ ROUTES = [
     ),
     Route("observation", "POST", "/fhir/r4/Observation", WELFARE, "Observation", 65_536, "obs"),
     Route("stu3-task", "PUT", "/fhir/stu3/Task/{zorgdomein}", ZORGDOMEIN, "Task", 65_536, "task"),
+    Route(
+        "stu3-intake",
+        "POST",
+        "/fhir/stu3/ReferralRequest",
+        HIS_STU3,
+        "ReferralRequest",
+        1 << 20,
+        "max_body",
+    ),
+    Route("stu3-intake-bundle", "POST", "/fhir/stu3", HIS_STU3, "Bundle", 1 << 20, "max_body"),
     Route("stu3-obs", "POST", "/fhir/stu3/Observation", ZORGDOMEIN, "Observation", 65_536, "obs"),
     Route("webhook", "POST", "/feedback/welzijn-json", PLAIN_JSON, "json", 65_536, "webhook_bytes"),
 ]

@@ -25,7 +25,7 @@ from wor_bridge.errors import InboundError, Issue, RefusedError
 from wor_bridge.metrics import Metrics
 from wor_bridge.service.access import AccessLog, Attempt, caller_of
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
-from wor_bridge.service.bodies import BodyRefused, read_body
+from wor_bridge.service.bodies import BodyRefused, read_body, too_large
 from wor_bridge.service.stu3_routes import Stu3Response
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.usecases.stu3_intake import Stu3Accepted, accept_stu3_referral
@@ -100,11 +100,14 @@ class Stu3Intake:
         limit = self.c.config.core.max_body_bytes
         try:
             body = await read_body(request, limit)
-        except BodyRefused as err:
-            return _outcome(err.status, err.code, err.message, err.location)
+        except BodyRefused as err:  # not UTF-8, late (408) or no slot (429/503)
+            refused = _outcome(err.status, err.code, err.message, err.location)
+            refused.headers.update(err.headers)
+            return refused
         if body is None:
             self.metrics.intake.labels("too_large").inc()
-            return _outcome(413, "too-costly", f"must be at most {limit} bytes", "(body)")
+            over = too_large(limit, "max_body_bytes")
+            return _outcome(over.status, over.code, over.message, over.location)
         started = time.perf_counter()
         try:
             result = await run_in_threadpool(
