@@ -168,7 +168,7 @@ class InProcess:
             if name == "buren":
                 body["contained"][0]["address"][0]["district"] = "Buren"
             answer = self.send(first, bodies.dumps(body))
-            self.tasks[name] = answer.headers["content-location"].rsplit("/", 1)[-1]
+            self.tasks[name] = answer.headers["location"].split("/_history/")[0].rsplit("/", 1)[-1]
 
     def send(self, case: Case, body: bytes) -> httpx.Response:
         """One request (If-Match names an old version: the update is refused after the work)."""

@@ -104,7 +104,7 @@ def rss_run(
                     headers={"Authorization": f"Bearer {KEYS[n]}", "Content-Type": FHIR_JSON},
                     timeout=(3.05, 60),
                 )
-                tasks[n] = pushed.headers["Content-Location"].rsplit("/", 1)[-1]
+                tasks[n] = pushed.headers["Location"].split("/_history/")[0].rsplit("/", 1)[-1]
         started = time.perf_counter()
         for _ in range(rounds):
             for method, path, body in sends:

@@ -190,8 +190,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         )
         referral = referral.replace(b"VW-2026-0001", b"VW-2026-" + name.encode())
         answer = _call(app, "POST", "/fhir/r4/ServiceRequest", HIS, referral)
-        assert answer.status_code == 202
-        tasks[name] = answer.headers["content-location"].rsplit("/", 1)[-1]
+        assert answer.status_code == 201
+        tasks[name] = answer.headers["location"].split("/_history/")[0].rsplit("/", 1)[-1]
     return app, tasks, tmp / "s.sqlite"
 
 
@@ -284,3 +284,15 @@ def _refused_intakes(store: Path) -> int:
     with contextlib.closing(sqlite3.connect(store)) as conn:
         query = "SELECT count(*) FROM audit WHERE event = 'referral_intake' AND outcome = 'refused'"
         return int(conn.execute(query).fetchone()[0])
+
+
+def test_task_search_form_over_its_limit_is_413(world: World) -> None:
+    """POST /fhir/r4/Task/_search refuses a form over limits.search_bytes with 413, no echo."""
+    form = {**HIS, "Content-Type": "application/x-www-form-urlencoded"}
+    route = Route("search", "POST", "/fhir/r4/Task/_search", form, "form", 16_384, "search")
+    answer = _send(world, route, b"identifier=" + SECRET.encode() * 2000)
+    assert answer.status_code == 413
+    issue = answer.json()["issue"][0]
+    assert (issue["code"], issue["location"]) == ("too-costly", ["(body)"])
+    assert "limits.search_bytes" in issue["diagnostics"]
+    assert SECRET not in answer.text

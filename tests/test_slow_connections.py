@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.cases import case_input
-from tests.service_harness import ServiceProcess, running_service, write_config
+from tests.service_harness import ServiceProcess, running_service, task_id_of, write_config
 
 DEADLINE_S = 1.0  # header, body and keep-alive deadlines of the service under test
 BOUND_S = 8.0  # a connection still open after this long fails the test
@@ -196,7 +196,7 @@ def test_healthz_answers_while_a_large_valid_body_is_validated(tmp_path: Path) -
         big.sendall(
             _head(
                 "PUT",
-                pushed.headers["Content-Location"],
+                f"/fhir/r4/Task/{task_id_of(pushed)}",
                 len(body),
                 "Authorization: Bearer example-welfare-key",
                 'If-Match: W/"1"',

@@ -274,6 +274,8 @@ class InputLimits(_Frozen):
     """``POST /oauth/token`` (a form)."""
     webhook_bytes: int = Field(default=65_536, ge=1024)
     """``POST /feedback/{connector}``."""
+    search_bytes: int = Field(default=16_384, ge=1024)
+    """``POST /fhir/r4/Task/_search`` (a form)."""
 
 
 class OutputSettings(_Frozen):

@@ -123,6 +123,7 @@ def _largest_body(core: Settings) -> int:
         limits.feedback_bundle_bytes,
         limits.token_bytes,
         limits.webhook_bytes,
+        limits.search_bytes,
     )
 
 

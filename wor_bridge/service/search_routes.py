@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from wor_bridge.config import ClientSettings
 from wor_bridge.core import search, shape
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.media import Version
@@ -30,7 +31,7 @@ from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.task import Refusal
 from wor_bridge.service import capability
 from wor_bridge.service.access import Attempt, caller_of
-from wor_bridge.service.bodies import read_body
+from wor_bridge.service.bodies import read_body, too_large
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.usecases import task_search
 
@@ -80,20 +81,32 @@ class SearchRoutes:
         if isinstance(client, Response):
             return client
         params = list(request.query_params.multi_items())
+        body = b""
         if post:
             ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-            body = await read_body(request, self.c.config.core.max_body_bytes)
-            if body is None:
-                return self.r.outcome(413, "too-costly", "the form is too large", "(body)")
-            if body and ctype != FORM:
+            limit = self.c.config.core.limits.search_bytes
+            read = await read_body(request, limit)
+            if read is None:
+                raise too_large(limit, "limits.search_bytes")
+            if read and ctype != FORM:
                 return self.r.outcome(415, "not-supported", f"must be {FORM}", "(content-type)")
-            params = _form_pairs(body) + params
+            body = read
         prefer = shape.prefer(request.headers.get("prefer"))
+        return await run_in_threadpool(self._found, client, params, body, prefer)
+
+    def _found(
+        self,
+        client: ClientSettings,
+        params: list[tuple[str, str]],
+        body: bytes,
+        prefer: dict[str, str],
+    ) -> Response:
+        """The searchset (runs in a worker thread: the form and the parameters are parsed here)."""
+        params = _form_pairs(body) + params if body else params
         parsed = search.parse(params, strict=prefer.get("handling") == "strict", base=self.r4)
         if isinstance(parsed, list):
             return self.r.respond(operation_outcome(parsed), status_code=400)
-        found = await run_in_threadpool(
-            task_search.search_tasks,
+        found = task_search.search_tasks(
             self.c.store,
             self.c.clock,
             parsed,
