@@ -194,7 +194,8 @@ class InProcess:
         self.send(case, body)
         peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
-        issues = answer.json().get("issue", []) if "json" in answer.headers["content-type"] else []
+        outcome = answer.content and "json" in answer.headers.get("content-type", "")
+        issues = answer.json().get("issue", []) if outcome else []
         return {
             "status": answer.status_code,
             "limit_refused": answer.status_code == 413
