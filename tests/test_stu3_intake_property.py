@@ -70,9 +70,10 @@ class Service:
         return asyncio.run(go())
 
     def payload(self, task_id: str) -> bytes:
-        """The outbox payload of a referral (compared, never printed)."""
+        """The referral's mapped Bundle as the bridge holds it, the latest content (examples
+        may reuse an identifier, which then amends the referral): compared, never printed."""
         with sqlite3.connect(self.store) as db:
-            rows = db.execute("SELECT payload FROM outbox WHERE task_id = ?", (task_id,))
+            rows = db.execute("SELECT bundle FROM referral WHERE task_id = ?", (task_id,))
             [(payload,)] = rows.fetchall()
         return bytes(payload)
 
