@@ -282,10 +282,6 @@ _FLAGS: Final = (
     " + 256 * (deadline_at IS NOT NULL AND first_contact_at IS NOT NULL"
     f" AND {_compare('first_contact_at', '<=', 'deadline_at', 'wor_us(deadline_at)')})"
 )
-_MULTI_SQL: Final = {
-    "reason": "SELECT key, code, NULL FROM monitoring_reason WHERE key IN ({window})",
-    "activity": "SELECT key, category, role FROM monitoring_activity WHERE key IN ({window})",
-}
 
 
 def _profile(status: str, reason_code: str | None, referrer: str, bits: int) -> Profile:
@@ -326,24 +322,22 @@ class _Counting:
         }
 
 
-def _count_rows(
-    rows: Any, now: dt.datetime, counting: _Counting
-) -> dict[str, tuple[str, str, int]]:
+def _count_rows(rows: Any, now: dt.datetime, counting: _Counting) -> None:
     """Count the referral rows (oldest first, so a cell's first rank is the first referral
-    counted in it); returns each key's period label, group and rank."""
+    counted in it). Referrals with the same profile, or the same reasons or activities, are
+    counted together and expanded into their cells once (``_expand``)."""
     at, utc = dt.datetime.fromtimestamp, dt.UTC
     profiles: dict[tuple[Any, ...], list[int]] = {}
-    placed: dict[str, tuple[str, str, int]] = {}
+    sets: dict[tuple[str, str, str], list[int]] = {}
     samples = counting.samples
     for rank, row in enumerate(rows):
-        key, label, g, status, _code, _referrer, _bits, received, first = row[:9]
-        placed[key] = (label, g, rank)
+        _key, label, g, status, _code, _referrer, _bits, received, first = row[:9]
         extra: tuple[Any, ...] = ()
         if first is not None:
             waited = days(at(received, utc), at(first, utc))
             samples.setdefault(label, {}).setdefault(("contact_time", g), []).append(waited)
             extra = (contact_bin(waited),)
-        closed, since, until, conversations = row[9:]
+        closed, since, until, conversations = row[9:13]
         if since is not None:
             end = waiting_end(status, from_ts(until), from_ts(closed))
             waited = days(at(since, utc), end or now)
@@ -360,6 +354,22 @@ def _count_rows(
             profiles[profile] = [1, rank]
         else:
             seen[0] += 1
+        for multi in row[13:]:
+            if multi is not None:
+                seen = sets.get((label, g, multi))
+                if seen is None:
+                    sets[(label, g, multi)] = [1, rank]
+                else:
+                    seen[0] += 1
+    _expand(profiles, sets, counting)
+
+
+def _expand(
+    profiles: dict[tuple[Any, ...], list[int]],
+    sets: dict[tuple[str, str, str], list[int]],
+    counting: _Counting,
+) -> None:
+    """The cells of each distinct profile and each distinct set of reasons or activities."""
     for (label, g, status, code, referrer, bits, extra), (n, rank) in profiles.items():
         p = _profile(status, code, referrer, bits)
         cells = [*profile_cells(p), ("referrer", p.referrer_type), *tail_cells(p)]
@@ -374,40 +384,25 @@ def _count_rows(
             cells.append(("conversations", "n"))
         for var, category in cells:
             counting.add(label, g, var, category, n, rank)
-    return placed
+    for (label, g, multi), (n, rank) in sets.items():
+        if multi.startswith(_REASONS):
+            for code in multi[1:].split(_UNIT):
+                counting.add(label, g, "reason", code, n, rank)
+            continue
+        pairs = [pair.split(_UNIT) for pair in multi[1:].split(_RECORD)]
+        for category in sorted({c for c, _r in pairs}):
+            counting.add(label, g, "activity_category", category, n, rank)
+        for role in sorted({r for _c, r in pairs}):
+            counting.add(label, g, "activity_role", role, n, rank)
 
 
 _BINS: Final = frozenset(label for _top, label in CONTACT_BINS)
-
-
-def _count_multi(
-    rows: Any, placed: dict[str, tuple[str, str, int]], counting: _Counting, reasons: bool
-) -> None:
-    """Count reasons (a set per referral), or activity categories and roles (each once per
-    referral; the rows come ordered by key)."""
-    counted: dict[tuple[str, str, str, str], list[int]] = {}
-    last, once = "", set[tuple[str, str]]()
-    for key, value, role in rows:
-        where = placed.get(key)
-        if where is None:
-            continue
-        label, g, rank = where
-        if key != last:
-            last, once = key, set()
-        pairs = (("reason", value),) if reasons else (("activity_category", value),
-                                                     ("activity_role", role))  # fmt: skip
-        for pair in pairs:
-            if pair in once:
-                continue
-            once.add(pair)
-            seen = counted.get((label, g, *pair))
-            if seen is None:
-                counted[(label, g, *pair)] = [1, rank]
-            else:
-                seen[0] += 1
-                seen[1] = min(seen[1], rank)
-    for (label, g, var, category), (n, rank) in counted.items():
-        counting.add(label, g, var, category, n, rank)
+_UNIT, _RECORD, _REASONS, _ACTIVITIES = "\x1f", "\x1e", "r", "a"
+_SETS_SQL: Final = (
+    "(SELECT 'r' || group_concat(code, char(31)) FROM monitoring_reason x WHERE x.key = m.key),"
+    " (SELECT 'a' || group_concat(category || char(31) || role, char(30))"
+    " FROM monitoring_activity x WHERE x.key = m.key)"
+)
 
 
 class SqliteMonitoringTables:
@@ -464,11 +459,10 @@ class SqliteMonitoringTables:
         condition = "authored_on >= :low AND authored_on < :high" + "".join(
             f" AND {name} = :{name}" for name in scope
         )
-        window = f"SELECT key FROM monitoring_referral WHERE {condition}"  # noqa: S608 - constant SQL only
         sql = (
             f"SELECT key, {_PERIOD_SQL[period]}, {group}, status, reason_code, referrer_type,"  # noqa: S608 - constant SQL only
             f" {_FLAGS}, received_at, first_contact_at, closed_at, waiting_since, waiting_until,"
-            f" conversations FROM monitoring_referral WHERE {condition}"
+            f" conversations, {_SETS_SQL} FROM monitoring_referral m WHERE {condition}"
             " ORDER BY authored_on, received_at, key"
         )
         params: dict[str, Any] = {
@@ -483,12 +477,5 @@ class SqliteMonitoringTables:
         conn = self._conn()
         conn.create_function("wor_us", 1, _us, deterministic=True)
         counting = _Counting()
-        conn.execute("BEGIN")  # one snapshot for the three reads
-        try:
-            placed = _count_rows(conn.execute(sql, params), now, counting)
-            for name, multi in _MULTI_SQL.items():
-                rows = conn.execute(multi.format(window=window), params)
-                _count_multi(rows, placed, counting, reasons=name == "reason")
-        finally:
-            conn.execute("COMMIT")
+        _count_rows(conn.execute(sql, params), now, counting)
         return counting.tallies()
