@@ -2,10 +2,14 @@
 
 Loads synthetic monitoring facts (no patient data exists in these tables) into a fresh SQLite
 store through the store's own hook functions (``insert_facts``, ``apply_progress``), in one
-transaction, then times ``usecases.monitoring.monitoring_report`` (read + figures + suppression)
-and its JSON rendering, for a few period/breakdown combinations. Run from the repository root::
+transaction, then times ``usecases.monitoring.monitoring_report`` (counted by SQLite with
+``GROUP BY``, figures, suppression) and its JSON rendering, for a few period/breakdown
+combinations. ``--before`` also times the earlier path on the same store (every referral read
+into a ``Trajectory`` and counted in Python: ``core.monitoring.compute`` over
+``store.trajectories()``, as the in-memory store still does) and checks that both reports are
+identical. Run from the repository root::
 
-    python bench/bench_report.py [--referrals 100000] [--events 1000000] [--json]
+    python bench/bench_report.py [--referrals 100000] [--events 1000000] [--before] [--json]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from wor_bridge.adapters import sqlite_monitoring as hooks
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
+from wor_bridge.core.monitoring import Report, compute
 from wor_bridge.core.monitoring_facts import Progress, ReferralFacts
 from wor_bridge.core.monitoring_settings import MonitoringSettings
 from wor_bridge.core.report_formats import to_json
@@ -67,16 +72,27 @@ def load(store: SqliteOutboxStore, referrals: int, events: int, seed: int = 7) -
                 )  # fmt: skip
 
 
-def timed(store: SqliteOutboxStore, period: Any, breakdown: Any, repeat: int = 3) -> float:
+def _sql(store: SqliteOutboxStore, period: Any, breakdown: Any) -> Report:
+    return monitoring_report(store, MonitoringSettings(), _Clock(), reader=Reader("bench",
+                             admin=True), period=period, breakdown=breakdown)  # fmt: skip
+
+
+def _rows(store: SqliteOutboxStore, period: Any, breakdown: Any) -> Report:
+    settings = MonitoringSettings()
+    return compute(store.trajectories(), period=period, breakdown=breakdown, settings=settings,
+                   now=_Clock().now(), scope=Reader("bench", admin=True).scope)  # fmt: skip
+
+
+def timed(store: SqliteOutboxStore, period: Any, breakdown: Any, repeat: int = 3,
+          path: Any = _sql) -> tuple[float, Report]:  # fmt: skip
     """Best of ``repeat`` wall-clock seconds for one report (read, compute, JSON)."""
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()
-        report = monitoring_report(store, MonitoringSettings(), _Clock(), reader=Reader("bench",
-                                   admin=True), period=period, breakdown=breakdown)  # fmt: skip
+        report = path(store, period, breakdown)
         json.dumps(to_json(report))
         best = min(best, time.perf_counter() - started)
-    return best
+    return best, report
 
 
 def main() -> None:
@@ -84,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--referrals", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--before", action="store_true", help="also time the earlier path")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,19 +113,28 @@ def main() -> None:
             t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
             for t in ("monitoring_referral", "monitoring_event")
         }
-        results = {
-            f"{p}/{b}": round(timed(store, p, b), 3)
-            for p, b in (("year", "total"), ("quarter", "municipality"), ("month", "welfare"),
-                         ("year", "practice"))
-        }  # fmt: skip
-    out = {"load_s": round(load_s, 1), **counts, "report_s": results}
+        results: dict[str, float] = {}
+        before: dict[str, float] = {}
+        for p, b in (("year", "total"), ("quarter", "municipality"), ("month", "welfare"),
+                     ("year", "practice")):  # fmt: skip
+            seconds, report = timed(store, p, b)
+            results[f"{p}/{b}"] = round(seconds, 3)
+            if args.before:
+                seconds, earlier = timed(store, p, b, path=_rows)
+                before[f"{p}/{b}"] = round(seconds, 3)
+                if earlier != report:
+                    raise SystemExit(f"{p}/{b}: the two paths disagree")
+    out: dict[str, Any] = {"load_s": round(load_s, 1), **counts, "report_s": results}
+    if before:
+        out["before_s"] = before
     if args.json:
         print(json.dumps(out))
         return
     print(f"loaded {counts['monitoring_referral']} referrals, {counts['monitoring_event']} events"
           f" in {load_s:.1f} s")  # fmt: skip
     for name, seconds in results.items():
-        print(f"report {name:22} {seconds:6.3f} s")
+        earlier = f"   (before: {before[name]:6.3f} s, same figures)" if name in before else ""
+        print(f"report {name:22} {seconds:6.3f} s{earlier}")
 
 
 if __name__ == "__main__":

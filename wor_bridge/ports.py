@@ -13,6 +13,7 @@ from typing import Protocol
 from wor_bridge.core.delivery import HttpRequest, HttpResponse
 from wor_bridge.core.directory import DirectoryRecord, SyncState
 from wor_bridge.core.monitoring_facts import Progress, ReferralFacts, Trajectory
+from wor_bridge.core.monitoring_grid import Breakdown, Period, Tally
 from wor_bridge.core.outbox import State
 from wor_bridge.core.search_terms import Alternative
 from wor_bridge.core.settings import Destination
@@ -406,6 +407,21 @@ class MonitoringReader(Protocol):
     ) -> list[Trajectory]:
         """Every referral authored (referral date) in ``[since, until)`` with its progress,
         oldest first."""
+        ...
+
+    def tallies(
+        self,
+        *,
+        period: Period,
+        breakdown: Breakdown,
+        now: dt.datetime,
+        since: dt.date | None = None,
+        until: dt.date | None = None,
+        where: Mapping[str, str] | None = None,
+    ) -> dict[str, Tally]:
+        """What ``monitoring_grid.tallies`` gives over the referrals ``trajectories(since,
+        until)`` returns that are ``visible`` in ``where``: the counts per period label and
+        group, in the same order, and the statistics' samples."""
         ...
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
 
 from wor_bridge.core.monitoring_facts import Progress, ReferralFacts, Trajectory, monitoring_key
+from wor_bridge.core.monitoring_grid import Breakdown, Period, Tally, tallies, visible
 
 _SET_ONCE: Final = (
     "accepted_at",
@@ -107,3 +109,17 @@ class MemoryMonitoringTables:
                 and (until is None or r.facts.authored_on < until)
             ]
         return sorted(rows, key=lambda r: (r.facts.authored_on, r.facts.received_at, r.facts.key))
+
+    def tallies(
+        self: _Shared,
+        *,
+        period: Period,
+        breakdown: Breakdown,
+        now: dt.datetime,
+        since: dt.date | None = None,
+        until: dt.date | None = None,
+        where: Mapping[str, str] | None = None,
+    ) -> dict[str, Tally]:
+        """The pure path: ``monitoring_grid.tallies`` over the visible trajectories."""
+        rows = MemoryMonitoringTables.trajectories(self, since, until)
+        return tallies([t for t in rows if visible(t, where)], period, breakdown, now)

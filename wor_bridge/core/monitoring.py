@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
@@ -26,9 +26,9 @@ from wor_bridge.core.monitoring_grid import (
     Grid,
     Key,
     Period,
-    build,
-    group_of,
-    period_label,
+    Tally,
+    grid_of,
+    tallies,
 )
 from wor_bridge.core.monitoring_settings import MonitoringSettings, Target
 from wor_bridge.core.suppression import suppress
@@ -172,14 +172,34 @@ def compute(
     scope: str = "alles",
 ) -> Report:
     """The report over ``trajectories`` (already limited to what the reader may see)."""
+    return compute_tallied(
+        tallies(trajectories, period, breakdown, now),
+        period=period,
+        breakdown=breakdown,
+        settings=settings,
+        now=now,
+        threshold=threshold,
+        scope=scope,
+    )
+
+
+def compute_tallied(
+    by_period: Mapping[str, Tally],
+    *,
+    period: Period,
+    breakdown: Breakdown,
+    settings: MonitoringSettings,
+    now: dt.datetime,
+    threshold: int | None = None,
+    scope: str = "alles",
+) -> Report:
+    """The report over the tallies of each period label (``monitoring_grid.tallies``, or the
+    same counted by a store)."""
     limit = threshold if threshold is not None else settings.threshold
-    by_period: dict[str, list[Trajectory]] = {}
-    for t in trajectories:
-        by_period.setdefault(period_label(t.facts.authored_on, period), []).append(t)
     cells: dict[str, list[Cell]] = {s.id: [] for s in SPECS}
     cells["target"] = []
     for label in sorted(by_period):
-        grid = build(by_period[label], lambda t: group_of(t, breakdown), now)
+        grid = grid_of(by_period[label])
         hidden = hidden_cells(grid, limit)
         for spec in SPECS:
             cells[spec.id] += _cells(spec, grid, hidden, label, limit)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -79,19 +79,16 @@ def group_of(t: Trajectory, breakdown: Breakdown) -> str:
     return str(value) or UNKNOWN
 
 
-def _stage(t: Trajectory, stage: str) -> bool:
-    later = {
-        "accepted": (t.accepted_at, t.first_contact_at, t.intake_at, t.activity_at),
-        "first-contact": (t.first_contact_at, t.intake_at, t.activity_at),
-        "intake": (t.intake_at, t.activity_at),
-        "activity": (t.activity_at,),
-        "follow-up": (t.follow_up_at,),
-    }
-    if stage == "referred":
+SCOPE_FIELDS: Final = ("practice", "municipality", "welfare", "source_system")
+"""The facts a reader's scope can bind (``usecases.monitoring.Reader``)."""
+
+
+def visible(t: Trajectory, where: Mapping[str, str] | None) -> bool:
+    """Whether a referral is in scope: None is every referral; otherwise each bound fact must
+    match, and an empty scope sees nothing."""
+    if where is None:
         return True
-    if stage == "closed":
-        return t.status in CLOSED
-    return any(x is not None for x in later[stage])
+    return bool(where) and all(getattr(t.facts, name) == value for name, value in where.items())
 
 
 def days(start: dt.datetime, end: dt.datetime) -> float:
@@ -143,13 +140,66 @@ class Grid:
         return sorted({c for v, _g, c in self.values if v == var})
 
 
-def build(
+@dataclass(slots=True)
+class Tally:
+    """One period's counts per group, before the grid is completed.
+
+    ``counts[group]`` holds the cells ``(variable, category)`` of that group's referrals, in the
+    order they were first seen (groups too): the order of the total row's column relations, and
+    so of secondary suppression's choices, follows it. ``samples[(variable, group)]`` are the
+    values of the statistics."""
+
+    counts: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
+    samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What one referral counts in, apart from its group, multi-valued facts and samples (the
+    store may count referrals with the same profile together)."""
+
+    status: str
+    reason_code: str | None
+    referrer_type: str
+    accepted: bool
+    first_contact: bool
+    intake: bool
+    activity: bool
+    follow_up: bool
+    feedback: bool
+    deadline: bool
+    """The referral has a first-contact deadline."""
+    deadline_passed: bool
+    """The deadline is before ``now``."""
+    on_time: bool
+    """First contact at or before the deadline."""
+
+
+def profile_of(t: Trajectory, now: dt.datetime) -> Profile:
+    """A referral's profile at ``now``."""
+    deadline, first = t.facts.deadline_at, t.first_contact_at
+    return Profile(
+        status=t.status,
+        reason_code=t.reason_code,
+        referrer_type=t.facts.referrer_type,
+        accepted=t.accepted_at is not None,
+        first_contact=first is not None,
+        intake=t.intake_at is not None,
+        activity=t.activity_at is not None,
+        follow_up=t.follow_up_at is not None,
+        feedback=t.feedback_at is not None,
+        deadline=deadline is not None,
+        deadline_passed=deadline is not None and deadline < now,
+        on_time=deadline is not None and first is not None and first <= deadline,
+    )
+
+
+def tally(
     trajectories: Iterable[Trajectory],
     group: Callable[[Trajectory], str],
     now: dt.datetime,
-) -> Grid:
-    """The grid of one period's referrals (each counted in its group; the total row is the sum
-    of the groups, so the column relations hold by construction)."""
+) -> Tally:
+    """The counts of one period's referrals, each in its group."""
     per_group: dict[str, Counter[tuple[str, str]]] = {}
     samples: dict[tuple[str, str], list[float]] = {}
     for t in trajectories:
@@ -158,6 +208,77 @@ def build(
         per_group.setdefault(g, Counter()).update(cells)
         for var, value in sampled:
             samples.setdefault((var, g), []).append(value)
+    return Tally({g: dict(c) for g, c in per_group.items()}, samples)
+
+
+def tallies(
+    trajectories: Iterable[Trajectory], period: Period, breakdown: Breakdown, now: dt.datetime
+) -> dict[str, Tally]:
+    """The tally of each period label (the referrals in the order given)."""
+    by_period: dict[str, list[Trajectory]] = {}
+    for t in trajectories:
+        by_period.setdefault(period_label(t.facts.authored_on, period), []).append(t)
+    return {
+        label: tally(rows, lambda t: group_of(t, breakdown), now)
+        for label, rows in by_period.items()
+    }
+
+
+def build(
+    trajectories: Iterable[Trajectory],
+    group: Callable[[Trajectory], str],
+    now: dt.datetime,
+) -> Grid:
+    """The grid of one period's referrals (each counted in its group; the total row is the sum
+    of the groups, so the column relations hold by construction)."""
+    return grid_of(tally(trajectories, group, now))
+
+
+CELL_ORDER: Final = {
+    var: i
+    for i, var in enumerate((
+        "funnel", "outcome", "closure", "reason", "referrer", "activity_category",
+        "activity_role", "feedback", "contact_deadline", "contact_time", "contact_days",
+        "overdue", "waiting", "waiting_time", "conversations",
+    ))
+}  # fmt: skip
+"""The order in which one referral counts in its cells (``_cells_of``)."""
+
+
+def tally_of_counts(
+    counted: Iterable[tuple[str, str, str, int, int]],
+    samples: dict[tuple[str, str], list[float]],
+) -> Tally:
+    """A tally from counts already made elsewhere (a store's ``GROUP BY``): each entry is
+    ``(group, variable, category, count, first)`` with ``first`` the rank of the first referral
+    (oldest first, as ``MonitoringReader.trajectories`` orders them) counted in it; entries of
+    the same cell add up. Groups and cells get the order ``tally`` would give them."""
+    cells: dict[Key, list[int]] = {}
+    for g, var, category, n, first in counted:
+        seen = cells.get((g, var, category))
+        if seen is None:
+            cells[(g, var, category)] = [n, first]
+        else:
+            seen[0] += n
+            seen[1] = min(seen[1], first)
+    group_first: dict[str, int] = {}
+    for (g, _var, _category), (_n, first) in cells.items():
+        group_first[g] = min(first, group_first.get(g, first))
+
+    def order(key: Key) -> tuple[int, int, int, int, str]:
+        g, var, category = key
+        sub = STAGES.index(category) if var == "funnel" else 0
+        return (group_first[g], cells[key][1], CELL_ORDER[var], sub, category)
+
+    counts: dict[str, dict[tuple[str, str], int]] = {}
+    for key in sorted(cells, key=order):
+        counts.setdefault(key[0], {})[(key[1], key[2])] = cells[key][0]
+    return Tally(counts, samples)
+
+
+def grid_of(counted: Tally) -> Grid:
+    """The completed grid of a tally: the total row, zero cells and the relations."""
+    per_group, samples = counted.counts, counted.samples
     grid = Grid([*sorted(set(per_group) - {TOTAL}), TOTAL])
     total: Counter[tuple[str, str]] = Counter()
     for g, counts in per_group.items():
@@ -173,36 +294,78 @@ def build(
     return grid
 
 
+def profile_cells(p: Profile) -> list[tuple[str, str]]:
+    """The cells of a profile, in the order a referral counts in them."""
+    reached = {
+        "referred": True,
+        "accepted": p.accepted or p.first_contact or p.intake or p.activity,
+        "first-contact": p.first_contact or p.intake or p.activity,
+        "intake": p.intake or p.activity,
+        "activity": p.activity,
+        "closed": p.status in CLOSED,
+        "follow-up": p.follow_up,
+    }
+    cells = [("funnel", s) for s in STAGES if reached[s]]
+    status = p.status if p.status in CLOSED else "open"
+    cells.append(("outcome", status))
+    if status != "open":
+        cells.append(("closure", f"{status}:{p.reason_code or 'zonder-reden'}"))
+    return cells
+
+
+def tail_cells(p: Profile) -> list[tuple[str, str]]:
+    """The cells after the referrer, reasons and activities (without the samples' cells)."""
+    cells = [("feedback", "yes" if p.feedback else "no")]
+    if p.deadline and (p.first_contact or p.deadline_passed):
+        cells.append(("contact_deadline", "within" if p.on_time else "late"))
+    return cells
+
+
+def overdue_cells(p: Profile) -> list[tuple[str, str]]:
+    """The open referral's overdue cell (none when it is closed)."""
+    if p.status in CLOSED:
+        return []
+    late = p.deadline and p.deadline_passed and not p.first_contact
+    return [("overdue", "overdue" if late else "not-overdue")]
+
+
+def contact_bin(waited: float) -> str:
+    """The ``contact_days`` category of a number of days."""
+    for top, label in CONTACT_BINS:
+        if waited <= top:
+            return label
+    return CONTACT_BINS[-1][1]
+
+
+def waiting_end(
+    status: str, waiting_until: dt.datetime | None, closed_at: dt.datetime | None
+) -> dt.datetime | None:
+    """When a referral stopped waiting (None: it still waits)."""
+    return waiting_until or (closed_at if status in CLOSED else None)
+
+
 def _cells_of(
     t: Trajectory, now: dt.datetime
 ) -> tuple[list[tuple[str, str]], list[tuple[str, float]]]:
     """The cells one referral counts in (without its group), and its statistics' samples."""
-    cells = [("funnel", s) for s in STAGES if _stage(t, s)]
-    status = t.status if t.status in CLOSED else "open"
-    cells.append(("outcome", status))
-    if status != "open":
-        cells.append(("closure", f"{status}:{t.reason_code or 'zonder-reden'}"))
+    p = profile_of(t, now)
+    cells = profile_cells(p)
     cells += [("reason", code) for code in t.facts.reasons]
     cells.append(("referrer", t.facts.referrer_type))
     if t.activities:
         cells += [("activity_category", c) for c in sorted({c for c, _r in t.activities})]
         cells += [("activity_role", r) for r in sorted({r for _c, r in t.activities})]
-    cells.append(("feedback", "yes" if t.feedback_at else "no"))
+    cells += tail_cells(p)
     sampled: list[tuple[str, float]] = []
-    deadline, first = t.facts.deadline_at, t.first_contact_at
-    if deadline is not None and (first is not None or deadline < now):
-        on_time = first is not None and first <= deadline
-        cells.append(("contact_deadline", "within" if on_time else "late"))
+    first = t.first_contact_at
     if first is not None:
         waited = days(t.facts.received_at, first)
         cells.append(("contact_time", "n"))
-        cells.append(("contact_days", next(label for top, label in CONTACT_BINS if waited <= top)))
+        cells.append(("contact_days", contact_bin(waited)))
         sampled.append(("contact_time", waited))
-    if status == "open":
-        late = deadline is not None and deadline < now and first is None
-        cells.append(("overdue", "overdue" if late else "not-overdue"))
+    cells += overdue_cells(p)
     if t.waiting_since is not None:
-        end = t.waiting_until or (t.closed_at if status != "open" else None)
+        end = waiting_end(t.status, t.waiting_until, t.closed_at)
         if end is None:
             cells.append(("waiting", "now"))
         cells.append(("waiting_time", "n"))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from wor_bridge.core.monitoring import Report, compute
+from wor_bridge.core.monitoring import Report, compute_tallied
 from wor_bridge.core.monitoring_facts import Trajectory
-from wor_bridge.core.monitoring_grid import Breakdown, Period
+from wor_bridge.core.monitoring_grid import Breakdown, Period, visible
 from wor_bridge.core.monitoring_settings import MonitoringSettings
 from wor_bridge.ports import AuditEvent, Clock, MonitoringReader, OutboxStore
 
@@ -46,18 +46,25 @@ class Reader:
         ]
         return ", ".join(parts) or "geen"
 
+    @property
+    def where(self) -> dict[str, str] | None:
+        """The facts this reader's referrals must have (None: every referral; empty: none)."""
+        if self.admin:
+            return None
+        return {
+            name: value
+            for name, value in (
+                ("practice", self.practice),
+                ("municipality", self.municipality),
+                ("welfare", self.welfare),
+                ("source_system", self.source_system),
+            )
+            if value is not None
+        }
+
     def sees(self, t: Trajectory) -> bool:
         """Whether this referral counts in the reader's figures."""
-        if self.admin:
-            return True
-        checks = [
-            (self.practice, t.facts.practice),
-            (self.municipality, t.facts.municipality),
-            (self.welfare, t.facts.welfare),
-            (self.source_system, t.facts.source_system),
-        ]
-        bound = [(mine, theirs) for mine, theirs in checks if mine is not None]
-        return bool(bound) and all(mine == theirs for mine, theirs in bound)
+        return visible(t, self.where)
 
 
 def monitoring_report(
@@ -77,9 +84,11 @@ def monitoring_report(
     """The report of the referrals ``reader`` may see (audited when ``audit`` is given)."""
     now = clock.now()
     limit = max(threshold or settings.threshold, settings.threshold)
-    mine = [t for t in reader_store.trajectories(since, until) if reader.sees(t)]
-    report = compute(
-        mine,
+    counted = reader_store.tallies(
+        period=period, breakdown=breakdown, now=now, since=since, until=until, where=reader.where
+    )
+    report = compute_tallied(
+        counted,
         period=period,
         breakdown=breakdown,
         settings=settings,
