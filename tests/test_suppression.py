@@ -137,3 +137,25 @@ def test_frozen_cells_keep_their_decision() -> None:
     values = {"a": 3, "b": 10, "c": 7, "t": 20}
     hidden = suppress(values, [Relation("t", ("a", "b", "c"))], THRESHOLD, {"t": False, "c": False})
     assert hidden == {"a", "b"}
+
+
+def test_a_cell_pinned_by_a_chain_of_withheld_lines_gets_more_withheld() -> None:
+    """A small total whose own lines are all withheld but which a chain of other lines still
+    pins (found by the property above) is protected by withholding more, never left derivable."""
+    rows = [
+        ("male", "poh-ggz", "cancelled", ("eenzaamheid", "vastlopen")),
+        ("male", "poh-somatiek", "cancelled", ("eenzaamheid", "vastlopen")),
+        ("male", "poh-somatiek", "requested", ()),
+        ("female", "poh-ggz", "completed", ()),
+        ("female", "poh-somatiek", "requested", ()),
+        ("unknown", "poh-ggz", "requested", ()),
+        ("male", "poh-somatiek", "requested", ("rouw-verlies",)),
+        ("female", "poh-ggz", "requested", ("rouw-verlies", "vastlopen")),
+    ]
+    items = [
+        trajectory(i, sex=s, referrer=r, status=status, reasons=tuple(sorted(reasons)))
+        for i, (s, r, status, reasons) in enumerate(rows)
+    ]
+    grid = build(items, lambda t: group_of(t, "sex"), dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+    hidden = hidden_cells(grid, THRESHOLD)
+    assert small(grid.values, determined(grid.values, grid.relations, hidden)) == set()

@@ -124,6 +124,15 @@ def _widen(
             if options:
                 hidden.add(options[0])
                 return True
+    # Every relation of the determined cells is fully withheld, yet a chain of other relations
+    # still pins them: withhold another member of a relation that has withheld members (fail
+    # closed: more is withheld, never less), until nothing is determined or nothing is left.
+    for relation in relations:
+        if hidden.intersection(relation.members()):
+            options = _candidates(relation, values, hidden, fixed, zeros=True)
+            if options:
+                hidden.add(options[0])
+                return True
     return False
 
 
