@@ -46,7 +46,7 @@ from cost_service import BEFORE, config_text, service_runs
 from wor_bridge import bootstrap, logs
 from wor_bridge.config import load_app
 from wor_bridge.core import fhir
-from wor_bridge.core.settings import InputLimits
+from wor_bridge.core.limits import InputLimits
 from wor_bridge.service.app import create_app
 
 LIMITS = InputLimits()

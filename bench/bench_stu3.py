@@ -56,7 +56,7 @@ from wor_bridge.connectors import notified_pull, outbound
 from wor_bridge.core import fhir
 from wor_bridge.core.settings import Destination, Settings
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
-from wor_bridge.ports import AuditEvent
+from wor_bridge.records import AuditEvent
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 REFERRALS: Final = ROOT / "fixtures" / "referral"

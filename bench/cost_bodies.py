@@ -21,7 +21,7 @@ from typing import Any, Final
 from lxml import etree
 
 from wor_bridge.core import fhir, jsonscan
-from wor_bridge.core.settings import InputLimits
+from wor_bridge.core.limits import InputLimits
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 REFERRAL: Final = json.loads((ROOT / "fixtures/referral/accepted-contained/input.json").read_text())

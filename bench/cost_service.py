@@ -21,7 +21,7 @@ import cost_bodies as bodies
 import requests
 from bench_service import memory_mb
 
-from wor_bridge.core.settings import InputLimits
+from wor_bridge.core.limits import InputLimits
 
 LIMITS = InputLimits()
 FHIR_JSON = "application/fhir+json"

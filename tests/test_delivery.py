@@ -40,7 +40,8 @@ from wor_bridge.core.delivery import (
     redacted_reason,
 )
 from wor_bridge.core.outbox import STATES, Decision, RetryPolicy, State, decide
-from wor_bridge.ports import NewReferral, OutboxStore
+from wor_bridge.ports import OutboxStore
+from wor_bridge.records import NewReferral
 
 NOW = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 Json = dict[str, Any]

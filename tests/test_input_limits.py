@@ -10,7 +10,7 @@ import pytest
 from tests.cases import REPO, case_input
 from wor_bridge.config import load_app
 from wor_bridge.core import inbound
-from wor_bridge.core.settings import InputLimits
+from wor_bridge.core.limits import InputLimits
 from wor_bridge.errors import InboundError
 
 XML = "application/fhir+xml"

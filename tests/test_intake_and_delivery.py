@@ -25,7 +25,7 @@ from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.core import outbox
 from wor_bridge.core.delivery import RetryLater
 from wor_bridge.core.settings import DestinationAuth, Settings
-from wor_bridge.ports import OutboxEntry
+from wor_bridge.records import OutboxEntry
 from wor_bridge.usecases import delivery, intake
 from wor_bridge.usecases.caller import Caller
 

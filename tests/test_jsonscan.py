@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tests.cases import FIXTURES
 from wor_bridge.core import jsonscan
-from wor_bridge.core.settings import InputLimits
+from wor_bridge.core.limits import InputLimits
 from wor_bridge.errors import InboundError
 
 LIMITS = InputLimits()

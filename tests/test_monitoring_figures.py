@@ -14,7 +14,7 @@ from wor_bridge.core.monitoring_facts import (
     municipality_of,
     progress_of,
 )
-from wor_bridge.core.monitoring_grid import period_label, period_range
+from wor_bridge.core.monitoring_period import period_label, period_range
 from wor_bridge.core.monitoring_settings import MonitoringSettings, MunicipalityRange, Target
 from wor_bridge.core.task import Reason, TaskState
 

@@ -17,7 +17,8 @@ from wor_bridge.adapters.sqlite_rows import ts
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.core.monitoring import compute
 from wor_bridge.core.monitoring_facts import Progress, ReferralFacts, monitoring_key
-from wor_bridge.core.monitoring_grid import BREAKDOWNS, PERIODS, grid_of
+from wor_bridge.core.monitoring_grid import BREAKDOWNS, grid_of
+from wor_bridge.core.monitoring_period import PERIODS
 from wor_bridge.core.monitoring_settings import MonitoringSettings
 from wor_bridge.usecases.monitoring import Reader, monitoring_report
 

@@ -14,7 +14,7 @@ from tests.test_store_contract import T0, at, referral
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.core.monitoring_facts import Progress, ReferralFacts, monitoring_key
-from wor_bridge.ports import AuditEvent, NewMessage, TaskUpdate
+from wor_bridge.records import AuditEvent, NewMessage, TaskUpdate
 
 Store = SqliteOutboxStore | MemoryOutboxStore
 

@@ -22,7 +22,8 @@ from wor_bridge.cli.main import main as cli_main
 from wor_bridge.core import feedback as fb
 from wor_bridge.core import outbox
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
-from wor_bridge.ports import AuditEvent, NewMessage, OutboxEntry, OutboxStore, TaskUpdate
+from wor_bridge.ports import OutboxStore
+from wor_bridge.records import AuditEvent, NewMessage, OutboxEntry, TaskUpdate
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.usecases import intake, way_back
 from wor_bridge.usecases.caller import Caller

@@ -14,7 +14,8 @@ import pytest
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.core.outbox import State
-from wor_bridge.ports import AuditEvent, NewReferral, OutboxStore, QueueStats
+from wor_bridge.ports import OutboxStore
+from wor_bridge.records import AuditEvent, NewReferral, QueueStats
 
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 

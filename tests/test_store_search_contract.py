@@ -16,14 +16,8 @@ import pytest
 
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
-from wor_bridge.ports import (
-    AuditEvent,
-    NewMessage,
-    NewReferral,
-    OutboxStore,
-    TaskSearch,
-    TaskUpdate,
-)
+from wor_bridge.ports import OutboxStore
+from wor_bridge.records import AuditEvent, NewMessage, NewReferral, TaskSearch, TaskUpdate
 
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 AUDIT = AuditEvent("test", "U", "success", "client", "", "his")

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from wor_bridge.ports import QueueStats
+from wor_bridge.records import QueueStats
 
 # the *_created series add nothing for one long-running process
 disable_created_metrics()  # type: ignore[no-untyped-call]

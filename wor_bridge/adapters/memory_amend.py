@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import replace
 
 from wor_bridge.adapters.memory_tasks import _Shared, ts
-from wor_bridge.ports import Amendment, AuditEvent
+from wor_bridge.records import Amendment, AuditEvent
 
 
 class MemoryAmendments:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
 
 from wor_bridge.core.monitoring_facts import Progress, ReferralFacts, Trajectory, monitoring_key
-from wor_bridge.core.monitoring_grid import Breakdown, Period, Tally, tallies, visible
+from wor_bridge.core.monitoring_grid import Breakdown, Tally, tallies, visible
+from wor_bridge.core.monitoring_period import Period
 
 _SET_ONCE: Final = (
     "accepted_at",

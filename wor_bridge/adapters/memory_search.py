@@ -10,7 +10,7 @@ from typing import Protocol
 
 from wor_bridge.adapters.memory_tasks import Row, from_ts, ts
 from wor_bridge.core.search import task_status
-from wor_bridge.ports import NewReferral, TaskPage, TaskRecord, TaskSearch
+from wor_bridge.records import NewReferral, TaskPage, TaskRecord, TaskSearch
 
 
 class _Shared(Protocol):

@@ -25,13 +25,13 @@ from wor_bridge.adapters.memory_search import MemorySearchTables, touch_delivery
 from wor_bridge.adapters.memory_tasks import MemoryTaskTables, Row, from_ts, ts
 from wor_bridge.core import outbox
 from wor_bridge.core.outbox import State
-from wor_bridge.ports import (
+from wor_bridge.ports import OutboxStore
+from wor_bridge.records import (
     Added,
     AuditEvent,
     NewMessage,
     NewReferral,
     OutboxEntry,
-    OutboxStore,
     QueueStats,
     ReferralRecord,
     TaskRecord,

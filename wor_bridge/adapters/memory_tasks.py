@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from wor_bridge.adapters.memory_monitoring import MonitoringRows
 from wor_bridge.core.monitoring_facts import monitoring_key
 from wor_bridge.core.outbox import State
-from wor_bridge.ports import (
+from wor_bridge.records import (
     AuditEvent,
     NewMessage,
     NewReferral,

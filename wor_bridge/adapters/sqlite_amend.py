@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from wor_bridge.adapters.sqlite_rows import insert_audit, insert_message, ts
-from wor_bridge.ports import Amendment, AuditEvent
+from wor_bridge.records import Amendment, AuditEvent
 
 _RESTART = (
     ", status = 'requested', business_status = NULL, reason_code = NULL, reason_text = NULL,"

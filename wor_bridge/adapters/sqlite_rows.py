@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 
-from wor_bridge.ports import AuditEvent, NewMessage
+from wor_bridge.records import AuditEvent, NewMessage
 
 
 def ts(moment: dt.datetime) -> float:

@@ -17,7 +17,7 @@ from typing import Any, Final, Protocol
 
 from wor_bridge.adapters.sqlite_rows import from_ts, ts
 from wor_bridge.core.search import referral_keys
-from wor_bridge.ports import NewReferral, TaskPage, TaskRecord, TaskSearch
+from wor_bridge.records import NewReferral, TaskPage, TaskRecord, TaskSearch
 
 TASK_COLUMNS: Final = (
     "r.task_id, r.destination, r.source_system, r.patient_id, r.bundle, r.status,"

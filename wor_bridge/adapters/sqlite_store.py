@@ -29,13 +29,13 @@ from wor_bridge.adapters.sqlite_search import SqliteSearchTables
 from wor_bridge.adapters.sqlite_tasks import SqliteTaskTables
 from wor_bridge.core import outbox
 from wor_bridge.core.outbox import State
-from wor_bridge.ports import (
+from wor_bridge.ports import OutboxStore
+from wor_bridge.records import (
     Added,
     AuditEvent,
     NewMessage,
     NewReferral,
     OutboxEntry,
-    OutboxStore,
     QueueStats,
     ReferralRecord,
 )

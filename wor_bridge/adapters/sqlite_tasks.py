@@ -13,7 +13,7 @@ from wor_bridge.adapters import sqlite_monitoring as monitoring
 from wor_bridge.adapters.sqlite_rows import insert_audit, insert_message, ts
 from wor_bridge.adapters.sqlite_search import TASK_COLUMNS, task_record, touch
 from wor_bridge.core.monitoring_facts import monitoring_key
-from wor_bridge.ports import AuditEvent, NewMessage, TaskRecord, TaskUpdate
+from wor_bridge.records import AuditEvent, NewMessage, TaskRecord, TaskUpdate
 
 
 class _Connected(Protocol):

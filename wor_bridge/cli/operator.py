@@ -16,7 +16,7 @@ from typing import Any
 
 from wor_bridge import bootstrap
 from wor_bridge.core.outbox import STATES
-from wor_bridge.ports import AuditEvent, OutboxEntry
+from wor_bridge.records import AuditEvent, OutboxEntry
 from wor_bridge.usecases import outbox_repair
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from wor_bridge import bootstrap
 from wor_bridge.core import report_formats as formats
 from wor_bridge.core.fhir import canonical_json
-from wor_bridge.core.monitoring_grid import BREAKDOWNS, PERIODS
+from wor_bridge.core.monitoring_grid import BREAKDOWNS
+from wor_bridge.core.monitoring_period import PERIODS
 from wor_bridge.core.report_html import to_html
 from wor_bridge.usecases.monitoring import Reader, monitoring_report
 

@@ -25,7 +25,7 @@ from typing import Any, Final
 from lxml import etree
 
 from wor_bridge.core import fhir
-from wor_bridge.core.settings import InputLimits
+from wor_bridge.core.limits import InputLimits
 from wor_bridge.errors import Issue
 
 FHIR_NS: Final = "http://hl7.org/fhir"

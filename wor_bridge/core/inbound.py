@@ -32,7 +32,7 @@ from typing import Any, Final, Literal
 from lxml import etree
 
 from wor_bridge.core import fhir, fhirpath, fhirxml, jsonscan, media
-from wor_bridge.core.settings import InputLimits
+from wor_bridge.core.limits import InputLimits
 from wor_bridge.errors import InboundError, Issue
 
 FHIR_NS: Final = "http://hl7.org/fhir"

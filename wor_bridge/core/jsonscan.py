@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from wor_bridge.core import fhir, fhirpath
-from wor_bridge.core.settings import InputLimits
+from wor_bridge.core.limits import InputLimits
 from wor_bridge.errors import InboundError, Issue
 
 FORBIDDEN: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")

@@ -20,16 +20,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
 from wor_bridge.core.monitoring_facts import Trajectory
-from wor_bridge.core.monitoring_grid import (
-    TOTAL,
-    Breakdown,
-    Grid,
-    Key,
-    Period,
-    Tally,
-    grid_of,
-    tallies,
-)
+from wor_bridge.core.monitoring_grid import TOTAL, Breakdown, Grid, Key, Tally, grid_of, tallies
+from wor_bridge.core.monitoring_period import Period
 from wor_bridge.core.monitoring_settings import MonitoringSettings, Target
 from wor_bridge.core.suppression import suppress
 

@@ -15,7 +15,8 @@ from typing import Any, Final
 
 from wor_bridge.core.fhir import JsonDict
 from wor_bridge.core.monitoring import Figure, Report
-from wor_bridge.core.monitoring_grid import TOTAL, period_range
+from wor_bridge.core.monitoring_grid import TOTAL
+from wor_bridge.core.monitoring_period import period_range
 from wor_bridge.core.settings import LOCAL_BASE
 
 MEASURE_BASE: Final = f"{LOCAL_BASE}/Measure/"

@@ -35,7 +35,8 @@ from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.config import ClientSettings
 from wor_bridge.core import identifiers as ids
-from wor_bridge.ports import Added, AuditEvent, Clock, OutboxStore, TaskRecord, TaskUpdate
+from wor_bridge.ports import Clock, OutboxStore
+from wor_bridge.records import Added, AuditEvent, TaskRecord, TaskUpdate
 from wor_bridge.service.bodies import BodyRefused
 from wor_bridge.service.negotiation import BodyDecodeError
 from wor_bridge.usecases.caller import Caller, may_access

@@ -131,3 +131,11 @@ class FhirConventions:
                 summary, elements = "false", ()
             send = _Shaping(send, summary, elements, pretty)
         await self.app(scope, receive, send)
+
+
+def if_match_version(header: str | None) -> int | None:
+    """The version of ``If-Match: W/"<n>"`` (-1 when malformed, None when absent)."""
+    if header is None:
+        return None
+    text = header.strip().removeprefix("W/").strip('"')
+    return int(text) if text.isdigit() else -1

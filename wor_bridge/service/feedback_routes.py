@@ -1,8 +1,7 @@
 """Routes of the way back: the welfare side updates Tasks and posts feedback.
 
 - ``PUT /fhir/r4/Task/{id}`` and ``PATCH`` (JSON Patch), with ``If-Match: W/"<version>"``;
-- ``POST /fhir/r4/Observation`` (one feedback item) and Bundles of Tasks/Observations, which the
-  intake route hands over when the caller is a welfare-side client;
+- ``POST /fhir/r4/Observation`` (one item) and Bundles of Tasks/Observations (from the intake);
 - ``POST /feedback/{connector}``: signed JSON from systems without FHIR (``webhook_routes``).
 
 Every refusal is an OperationOutcome; nothing here echoes a value from the body. Every request
@@ -31,24 +30,17 @@ from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.task import Refusal
 from wor_bridge.errors import InboundError, Issue
 from wor_bridge.metrics import Metrics
-from wor_bridge.ports import TaskRecord
+from wor_bridge.records import TaskRecord
 from wor_bridge.service import create_answer
 from wor_bridge.service.access import AccessLog, Attempt, caller_of
 from wor_bridge.service.auth import Denied
 from wor_bridge.service.bodies import read_body, too_large
+from wor_bridge.service.conventions import if_match_version
 from wor_bridge.service.webhook_routes import WebhookRoute
 from wor_bridge.usecases import task_search, task_view, way_back
 
 Authorise = Callable[[Request, str], ClientSettings | Denied]
 Respond = Callable[..., Response]
-
-
-def if_match_version(header: str | None) -> int | None:
-    """The version of ``If-Match: W/"<n>"`` (-1 when malformed, None when absent)."""
-    if header is None:
-        return None
-    text = header.strip().removeprefix("W/").strip('"')
-    return int(text) if text.isdigit() else -1
 
 
 def _may_update(client: ClientSettings) -> bool:

@@ -8,7 +8,7 @@ from typing import Final
 
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
-from wor_bridge.ports import AuditEvent, TaskRecord
+from wor_bridge.records import AuditEvent, TaskRecord
 from wor_bridge.service.tokens import TokenService, load_public_keys
 
 PULL_ALLOWED: Final = frozenset(

@@ -22,7 +22,8 @@ from wor_bridge.config import ClientSettings
 from wor_bridge.core import report_formats as formats
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.monitoring import Report, compute
-from wor_bridge.core.monitoring_grid import Breakdown, Period
+from wor_bridge.core.monitoring_grid import Breakdown
+from wor_bridge.core.monitoring_period import Period
 from wor_bridge.core.report_html import to_html
 from wor_bridge.service.access import AccessLog, Attempt
 from wor_bridge.service.auth import Denied

@@ -34,10 +34,11 @@ from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.stu3 import convert as stu3
 from wor_bridge.core.task import Refusal
 from wor_bridge.errors import InboundError, Issue
-from wor_bridge.ports import TaskRecord
+from wor_bridge.records import TaskRecord
 from wor_bridge.service.access import Attempt
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
-from wor_bridge.service.feedback_routes import FeedbackRoutes, if_match_version
+from wor_bridge.service.conventions import if_match_version
+from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.oauth_routes import TokenEndpoint
 from wor_bridge.service.pull_context import PULL_ALLOWED, PullContext
 from wor_bridge.service.tls import client_cert_sha256

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.config import ClientSettings
 from wor_bridge.core import jsonscan
-from wor_bridge.core.settings import InputLimits
+from wor_bridge.core.limits import InputLimits
 from wor_bridge.errors import InboundError
 from wor_bridge.service.access import Attempt
 from wor_bridge.service.auth import Authenticator, Denied

@@ -21,7 +21,8 @@ from wor_bridge.core.resource_ids import key_of, task_id_of
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.translation import Translated
 from wor_bridge.errors import Issue, MappingError
-from wor_bridge.ports import Amendment, AuditEvent, Clock, NewMessage, NewReferral, OutboxStore
+from wor_bridge.ports import Clock, OutboxStore
+from wor_bridge.records import Amendment, AuditEvent, NewMessage, NewReferral
 from wor_bridge.usecases import way_back
 from wor_bridge.usecases.caller import Caller
 

@@ -10,7 +10,8 @@ from wor_bridge.core import feedback as fb
 from wor_bridge.core import gp_record
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.settings import Settings
-from wor_bridge.ports import AuditEvent, Clock, NewMessage, OutboxStore
+from wor_bridge.ports import Clock, OutboxStore
+from wor_bridge.records import AuditEvent, NewMessage
 from wor_bridge.usecases.way_back import FEEDBACK_MAPPING
 
 log = structlog.get_logger("wor_bridge.usecases.deadline_alerts")

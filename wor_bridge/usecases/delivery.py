@@ -28,14 +28,8 @@ from wor_bridge.core.delivery import (
 from wor_bridge.core.directory import DirectorySettings
 from wor_bridge.core.settings import Settings
 from wor_bridge.errors import TransportError
-from wor_bridge.ports import (
-    AuditEvent,
-    Clock,
-    DirectoryReplica,
-    OutboxEntry,
-    OutboxStore,
-    Transport,
-)
+from wor_bridge.ports import Clock, DirectoryReplica, OutboxStore, Transport
+from wor_bridge.records import AuditEvent, OutboxEntry
 from wor_bridge.usecases import delivery_notice, directory_routing
 
 log = structlog.get_logger("wor_bridge.usecases.delivery")

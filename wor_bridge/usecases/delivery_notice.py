@@ -16,7 +16,8 @@ from wor_bridge.core import gp_record
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.task import TaskState
-from wor_bridge.ports import NewMessage, OutboxStore
+from wor_bridge.ports import OutboxStore
+from wor_bridge.records import NewMessage
 from wor_bridge.usecases.way_back import FEEDBACK_MAPPING
 
 FAILED = TaskState("failed", "delivery-failed")

@@ -23,7 +23,8 @@ from wor_bridge.core.search import referral_keys
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.translation import translate
 from wor_bridge.errors import Issue, MappingError, RefusedError
-from wor_bridge.ports import AuditEvent, Clock, NewReferral, OutboxStore
+from wor_bridge.ports import Clock, OutboxStore
+from wor_bridge.records import AuditEvent, NewReferral
 from wor_bridge.usecases import amendment
 from wor_bridge.usecases.caller import Caller
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 from wor_bridge.core.monitoring import Report, compute_tallied
 from wor_bridge.core.monitoring_facts import Trajectory
-from wor_bridge.core.monitoring_grid import Breakdown, Period, visible
+from wor_bridge.core.monitoring_grid import Breakdown, visible
+from wor_bridge.core.monitoring_period import Period
 from wor_bridge.core.monitoring_settings import MonitoringSettings
-from wor_bridge.ports import AuditEvent, Clock, MonitoringReader, OutboxStore
+from wor_bridge.ports import Clock, MonitoringReader, OutboxStore
+from wor_bridge.records import AuditEvent
 
 
 @dataclass(frozen=True, slots=True)

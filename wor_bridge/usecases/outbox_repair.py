@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from wor_bridge.core.outbox import State
 from wor_bridge.core.settings import Settings
-from wor_bridge.ports import AuditEvent, Clock, NewMessage, OutboxStore
+from wor_bridge.ports import Clock, OutboxStore
+from wor_bridge.records import AuditEvent, NewMessage
 from wor_bridge.usecases import delivery_notice
 
 

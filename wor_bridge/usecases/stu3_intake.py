@@ -17,7 +17,8 @@ import structlog
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.stu3 import intake as stu3_intake
 from wor_bridge.errors import RefusedError
-from wor_bridge.ports import AuditEvent, Clock, OutboxStore
+from wor_bridge.ports import Clock, OutboxStore
+from wor_bridge.records import AuditEvent
 from wor_bridge.usecases import intake
 from wor_bridge.usecases.caller import Caller
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from wor_bridge.core.search import Parsed
 from wor_bridge.core.task import Refusal
-from wor_bridge.ports import AuditEvent, Clock, OutboxStore, TaskRecord, TaskSearch
+from wor_bridge.ports import Clock, OutboxStore
+from wor_bridge.records import AuditEvent, TaskRecord, TaskSearch
 from wor_bridge.usecases.caller import Caller, may_access
 from wor_bridge.usecases.task_view import instant, relative_references, task_resource
 from wor_bridge.usecases.way_back import NOT_FOUND

@@ -12,7 +12,8 @@ from wor_bridge.core.outbox import State
 from wor_bridge.core.search import referral_keys, task_status
 from wor_bridge.core.settings import BUSINESS_STATUS_SYSTEM
 from wor_bridge.core.task import Refusal
-from wor_bridge.ports import AuditEvent, Clock, OutboxStore, TaskRecord
+from wor_bridge.ports import Clock, OutboxStore
+from wor_bridge.records import AuditEvent, TaskRecord
 from wor_bridge.usecases.caller import Caller
 from wor_bridge.usecases.way_back import NOT_FOUND, access
 

@@ -20,7 +20,8 @@ from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.monitoring_facts import progress_of
 from wor_bridge.core.settings import Settings
 from wor_bridge.core.task import Reason, Refusal, Side, TaskState, transition
-from wor_bridge.ports import AuditEvent, Clock, NewMessage, OutboxStore, TaskRecord, TaskUpdate
+from wor_bridge.ports import Clock, OutboxStore
+from wor_bridge.records import AuditEvent, NewMessage, TaskRecord, TaskUpdate
 from wor_bridge.usecases.caller import Caller, may_access
 
 log = structlog.get_logger("wor_bridge.usecases.way_back")

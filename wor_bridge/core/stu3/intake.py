@@ -39,7 +39,8 @@ from typing import Any, Final
 
 from wor_bridge.core import fhir, inbound, translation
 from wor_bridge.core.fhir import JsonDict, canonical_json
-from wor_bridge.core.settings import InputLimits, Settings
+from wor_bridge.core.limits import InputLimits
+from wor_bridge.core.settings import Settings
 from wor_bridge.core.stu3 import consent as stu3_consent
 from wor_bridge.core.stu3 import convert
 from wor_bridge.core.stu3.location import relocate_all
