@@ -25,7 +25,7 @@ from wor_bridge.config import ClientSettings, ServiceSettings
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.settings import Settings
-from wor_bridge.errors import InboundError, Issue, RefusedError
+from wor_bridge.errors import Issue, RefusedError
 from wor_bridge.metrics import Metrics
 from wor_bridge.service import capability, create_answer, openapi, welfare_intake
 from wor_bridge.service.access import AccessLog, Attempt, MarkingStore, caller_of
@@ -37,6 +37,7 @@ from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.headers import SecurityHeaders
 from wor_bridge.service.negotiation import FhirNegotiation
+from wor_bridge.service.refusals import denied_answer, refusal_status
 from wor_bridge.service.report_routes import ReportRoutes
 from wor_bridge.service.search_routes import SearchRoutes
 from wor_bridge.service.stu3_intake_routes import Stu3Intake
@@ -64,26 +65,14 @@ def _outcome(status: int, code: Any, message: str, where: str = "(request)") -> 
     return FhirResponse(operation_outcome([Issue(code, where, message)]), status_code=status)
 
 
-def _denied(denied: Denied) -> FhirResponse:
-    response = _outcome(denied.status, denied.code, denied.message)
-    if denied.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="wor-bridge"'
-    if denied.retry_after_s is not None:
-        response.headers["Retry-After"] = str(max(1, round(denied.retry_after_s)))
-    return response
+def _denied(denied: Denied) -> Response:
+    return denied_answer(denied, FhirResponse)
 
 
 def _body_refused(err: BodyRefused) -> FhirResponse:
     response = _outcome(err.status, err.code, err.message, err.location)
     response.headers.update(err.headers)
     return response
-
-
-def _refusal_status(err: RefusedError) -> int:
-    """415 for a media type we do not read, 400 for unreadable input, 422 for the gates."""
-    if err.issues[0].expression == "(content-type)":
-        return 415
-    return 400 if isinstance(err, InboundError) else 422
 
 
 class _CatchAll:
@@ -299,7 +288,7 @@ class _Intake:
             )
         except RefusedError as err:
             self.metrics.intake.labels("refused").inc()
-            return FhirResponse(operation_outcome(err.issues), status_code=_refusal_status(err))
+            return FhirResponse(operation_outcome(err.issues), status_code=refusal_status(err))
         self.metrics.intake_seconds.observe(time.perf_counter() - started)
         outcome = "accepted" if accepted.created else "amended" if accepted.amended else "duplicate"
         self.metrics.intake.labels(outcome).inc()

@@ -21,11 +21,12 @@ from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.bootstrap import Components
 from wor_bridge.core.outcome import information, operation_outcome
-from wor_bridge.errors import InboundError, Issue, RefusedError
+from wor_bridge.errors import Issue, RefusedError
 from wor_bridge.metrics import Metrics
 from wor_bridge.service.access import AccessLog, Attempt, caller_of
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
 from wor_bridge.service.bodies import BodyRefused, read_body, too_large
+from wor_bridge.service.refusals import denied_answer, refusal_status
 from wor_bridge.service.stu3_routes import Stu3Response
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.usecases.stu3_intake import Stu3Accepted, accept_stu3_referral
@@ -37,20 +38,8 @@ def _outcome(status: int, code: Any, message: str, where: str = "(request)") -> 
     return Stu3Response(operation_outcome([Issue(code, where, message)]), status_code=status)
 
 
-def _denied(denied: Denied) -> Stu3Response:
-    response = _outcome(denied.status, denied.code, denied.message)
-    if denied.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="wor-bridge"'
-    if denied.retry_after_s is not None:
-        response.headers["Retry-After"] = str(max(1, round(denied.retry_after_s)))
-    return response
-
-
-def refusal_status(err: RefusedError) -> int:
-    """415 for a media type the route does not read, 400 unreadable input, 422 the gates."""
-    if err.issues[0].expression == "(content-type)":
-        return 415
-    return 400 if isinstance(err, InboundError) else 422
+def _denied(denied: Denied) -> Response:
+    return denied_answer(denied, Stu3Response)
 
 
 def accepted_outcome(result: Stu3Accepted) -> dict[str, Any]:
