@@ -195,23 +195,6 @@ def test_refusal_rules_are_pure() -> None:
     assert outbox.requeue_refusal("dead", "dead", leased, None) is not None
 
 
-def test_sqlite_file_without_requeued_at_is_migrated(tmp_path: Path) -> None:
-    """A store file made before ``requeued_at`` existed opens and works (the column is added)."""
-    import sqlite3  # noqa: PLC0415
-
-    path = tmp_path / "old.sqlite"
-    SqliteOutboxStore(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute("ALTER TABLE outbox DROP COLUMN requeued_at")
-    conn.commit()
-    conn.close()
-    store = SqliteOutboxStore(path)
-    entry_id = dead(store)
-    assert store.requeue([entry_id], at(9)) == {entry_id: None}
-    assert store.get_entry(entry_id).requeued_at == at(9)  # type: ignore[union-attr]
-    store.close()
-
-
 # --- the commands -------------------------------------------------------------------------------
 
 

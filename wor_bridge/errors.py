@@ -10,6 +10,8 @@ WorBridgeError
 │                     consent, validity, routing)                   -> HTTP 422
 ├── DeliveryError     no usable response from the other side
 │   └── TransportError  connection error, timeout or TLS failure (kind says which)
+├── StoreError        the store cannot be opened, upgraded or backed up      -> CLI exit 1
+│   └── StoreVersionError  the store's schema is newer than the program      -> no start
 └── (delivery *results* are values, not exceptions: see core/delivery.py)
 ```
 
@@ -107,3 +109,12 @@ class TransportError(DeliveryError):
     def __init__(self, kind: str, detail: str = "") -> None:
         self.kind = kind
         super().__init__(f"{kind}{': ' + detail if detail else ''}")
+
+
+class StoreError(WorBridgeError):
+    """The store cannot be opened or upgraded (a migration failed, a backup could not be made);
+    the message names the store file and the step, never a stored value."""
+
+
+class StoreVersionError(StoreError):
+    """The store's schema version is newer than this program knows: it must not start."""

@@ -1,16 +1,30 @@
-"""The SQLite store's schema, and the one migration an older file needs.
+"""The SQLite side of the store's migrations (``adapters/migrations.py``): the version-1 schema,
+the SQLite ``Backend`` (lock, savepoint per step, ``schema_version``, online backup) and
+``open_store`` that upgrades a file at start-up.
 
-``CREATE ... IF NOT EXISTS`` makes a new file; ``migrate`` adds the columns later versions
-introduced to a file made before them (in one ``BEGIN IMMEDIATE`` transaction, so two processes
-opening the same file do not both add a column).
+The lock is one ``BEGIN IMMEDIATE`` transaction held for the whole upgrade (each step runs in a
+``SAVEPOINT`` inside it and is committed with it, or rolled back alone when it fails; the earlier
+ones are then committed). A second process waits on that lock (busy timeout ``lock_wait_s``) and
+then finds the store upgraded. The backup is taken by SQLite's online backup API on a second
+connection (the WAL lets it read while the lock is held) into a file created 0600.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import sqlite3
-from typing import Final
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
-SCHEMA: Final = """
+from wor_bridge.adapters.sqlite_rows import ts
+
+if TYPE_CHECKING:
+    from wor_bridge.adapters.migrations import Dialect, Migration
+
+BASELINE: Final = """
 CREATE TABLE IF NOT EXISTS referral (
     task_id TEXT PRIMARY KEY,
     idempotency_key TEXT NOT NULL UNIQUE,
@@ -55,8 +69,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at REAL,
     last_status INTEGER,
     last_error TEXT,
-    payload BLOB NOT NULL,
-    requeued_at REAL
+    payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS outbox_task ON outbox (task_id);
@@ -79,20 +92,125 @@ BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 """
+"""Version 1: the schema of the previous release (commit c422c29), unchanged."""
 
-_ADDED_COLUMNS: Final = (("outbox", "requeued_at", "REAL"),)
+_VERSION_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL, applied_at REAL NOT NULL)"
+)
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Create the tables (idempotent), then add any column an older file lacks."""
-    conn.executescript(SCHEMA)  # idempotent DDL; executescript manages its own commit
-    conn.execute("BEGIN IMMEDIATE")
+def add_columns(conn: sqlite3.Connection, table: str, columns: tuple[tuple[str, str], ...]) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for each (name, type) ``table`` lacks."""
+    names = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    for column, kind in columns:
+        if column not in names:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def backup_to(conn: sqlite3.Connection, dest: Path) -> None:
+    """Copy the database of ``conn`` to ``dest`` (created 0600; must not exist) by SQLite's
+    online backup API: a consistent snapshot while other connections write. Raises
+    FileExistsError, sqlite3.Error."""
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    target = sqlite3.connect(dest)
     try:
-        for table, column, kind in _ADDED_COLUMNS:
-            names = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            if column not in names:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.backup(target)
+    finally:
+        target.close()
+
+
+def _free_name(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
+class SqliteBackend:
+    """The migrations ``Backend`` for one SQLite file (its own connection, closed by ``close``)."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, path: str | Path, *, lock_wait_s: float = 600.0) -> None:
+        self.path = Path(path)
+        self.conn = sqlite3.connect(self.path, isolation_level=None)
+        self.conn.execute(f"PRAGMA busy_timeout = {int(lock_wait_s * 1000)}")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = FULL")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def _tables(self) -> set[str]:
+        rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {r[0] for r in rows}
+
+    def read_version(self) -> int:
+        """``MAX(version)`` of ``schema_version``; 1 for an unversioned store with a referral
+        table (the previous release, or a development build after it); 0 for an empty file."""
+        tables = self._tables()
+        if "schema_version" in tables:
+            row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            return int(row[0] or 0)
+        return 1 if "referral" in tables else 0
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` held until every step ran; committed at the end (also after a
+        failed step: the steps before it stay applied)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    @contextmanager
+    def step(self) -> Iterator[sqlite3.Connection]:
+        """One step in a savepoint of the held transaction."""
+        self.conn.execute("SAVEPOINT migration_step")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK TO migration_step")
+            self.conn.execute("RELEASE migration_step")
+            raise
+        self.conn.execute("RELEASE migration_step")
+
+    def run_sql(self, conn: sqlite3.Connection, sql: str) -> None:
+        """Statement by statement (``executescript`` would commit the held transaction)."""
+        from wor_bridge.adapters.migrations import statements  # noqa: PLC0415 - import cycle
+
+        for statement in statements(sql, sqlite3.complete_statement):
+            conn.execute(statement)
+
+    def record(self, conn: sqlite3.Connection, migration: Migration, now: dt.datetime) -> None:
+        """Insert the step's row into ``schema_version`` (made by the first step)."""
+        conn.execute(_VERSION_TABLE)
+        conn.execute(
+            "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+            (migration.version, migration.name, ts(now)),
+        )
+
+    def holds_data(self) -> bool:
+        """Any table with a row."""
+        for table in sorted(self._tables()):
+            if table.startswith("sqlite_"):
+                continue
+            if self.conn.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone():  # noqa: S608 - a name read from sqlite_master
+                return True
+        return False
+
+    def backup(self, from_version: int, to_version: int) -> Path:
+        """``<store>.v<from>-to-v<to>.bak`` (``.2``, ``.3`` appended when taken), read through
+        a second connection while the lock is held."""
+        name = f"{self.path.name}.v{from_version}-to-v{to_version}.bak"
+        dest = _free_name(self.path.with_name(name))
+        reader = sqlite3.connect(self.path)
+        try:
+            backup_to(reader, dest)
+        finally:
+            reader.close()
+        return dest

@@ -1,9 +1,9 @@
 """The search side of the SQLite store (a mixin of ``SqliteOutboxStore``): Task searches, the
 feedback Observations' Task, the messages about a Task; and the columns they need.
 
-``migrate`` adds ``his_system``, ``his_value``, ``owner_id`` and ``updated_at`` to the
-``referral`` table of a file made before them (in one ``BEGIN IMMEDIATE`` transaction) and fills
-them from the stored Bundles; the ``touch_*`` helpers keep ``updated_at`` (``meta.lastUpdated``)
+``add_search_columns`` (migration step 4) adds ``his_system``, ``his_value``, ``owner_id`` and
+``updated_at`` to the ``referral`` table of a file made before them and fills them from the
+stored Bundles; the ``touch_*`` helpers keep ``updated_at`` (``meta.lastUpdated``)
 current inside the transactions that change what ``GET Task`` returns.
 """
 
@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol
 
 from wor_bridge.adapters.sqlite_rows import from_ts, ts
+from wor_bridge.adapters.sqlite_schema import add_columns
 from wor_bridge.core.search import referral_keys
 from wor_bridge.records import NewReferral, TaskPage, TaskRecord, TaskSearch
 
@@ -71,30 +72,22 @@ def task_record(row: sqlite3.Row) -> TaskRecord:
     )
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Add the search columns and indexes to an older file, filled from the stored Bundles."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        names = {row[1] for row in conn.execute("PRAGMA table_info(referral)")}
-        for column, kind in _ADDED:
-            if column not in names:
-                conn.execute(f"ALTER TABLE referral ADD COLUMN {column} {kind}")
-        rows = conn.execute(
-            "SELECT task_id, bundle, received_at FROM referral WHERE updated_at IS NULL"
-        ).fetchall()
-        for task_id, bundle, received_at in rows:
-            his_system, his_value, owner = referral_keys(json.loads(bytes(bundle)))
-            conn.execute(
-                "UPDATE referral SET his_system = ?, his_value = ?, owner_id = ?,"
-                " updated_at = ? WHERE task_id = ?",
-                (his_system, his_value, owner, received_at, task_id),
-            )
-        conn.execute("CREATE INDEX IF NOT EXISTS referral_his ON referral (his_value)")
-        conn.execute("CREATE INDEX IF NOT EXISTS referral_updated ON referral (updated_at)")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+def add_search_columns(conn: sqlite3.Connection) -> None:
+    """Migration step: the search columns and indexes, filled from the stored Bundles (runs in
+    the step's transaction; a column already there is kept)."""
+    add_columns(conn, "referral", _ADDED)
+    rows = conn.execute(
+        "SELECT task_id, bundle, received_at FROM referral WHERE updated_at IS NULL"
+    ).fetchall()
+    for task_id, bundle, received_at in rows:
+        his_system, his_value, owner = referral_keys(json.loads(bytes(bundle)))
+        conn.execute(
+            "UPDATE referral SET his_system = ?, his_value = ?, owner_id = ?,"
+            " updated_at = ? WHERE task_id = ?",
+            (his_system, his_value, owner, received_at, task_id),
+        )
+    conn.execute("CREATE INDEX IF NOT EXISTS referral_his ON referral (his_value)")
+    conn.execute("CREATE INDEX IF NOT EXISTS referral_updated ON referral (updated_at)")
 
 
 def index_referral(conn: sqlite3.Connection, referral: NewReferral, now: dt.datetime) -> None:

@@ -19,11 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, cast
 
+from wor_bridge.adapters import migrations, sqlite_search
 from wor_bridge.adapters import sqlite_monitoring as monitoring
-from wor_bridge.adapters import sqlite_schema, sqlite_search
 from wor_bridge.adapters.sqlite_amend import SqliteAmendments
-from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA, SqliteMonitoringTables
-from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA, SqliteOnceTable
+from wor_bridge.adapters.sqlite_monitoring import SqliteMonitoringTables
+from wor_bridge.adapters.sqlite_once import SqliteOnceTable
 from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, insert_message, ts
 from wor_bridge.adapters.sqlite_search import SqliteSearchTables
 from wor_bridge.adapters.sqlite_tasks import SqliteTaskTables
@@ -73,10 +73,7 @@ class SqliteOutboxStore(
         self.path = str(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
-        sqlite_schema.migrate(self._conn())
-        self._conn().executescript(ONCE_SCHEMA)
-        sqlite_search.migrate(self._conn())
-        self._conn().executescript(MONITORING_SCHEMA)
+        migrations.upgrade_sqlite(self.path)  # schema versions: adapters/migrations.py
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -4,8 +4,9 @@
 holding a ``ReferralRequest`` is STU3, since R4 has no such type): STU3 is converted and then
 mapped exactly as R4 (``core/stu3/intake.py``), its refusals located in the STU3 input.
 
-Exit codes: 0 done, 2 the referral was refused (the OperationOutcome is on stdout), 1 internal or
-configuration error (a one-line message on stderr, no patient data).
+Exit codes: 0 done, 2 the referral was refused (the OperationOutcome is on stdout), 1 internal,
+configuration or store error (e.g. a store newer than the program; a one-line message on stderr,
+no patient data).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from wor_bridge.cli import operator, report
 from wor_bridge.core import fhir, translation
 from wor_bridge.core.outcome import information, operation_outcome
 from wor_bridge.core.stu3 import intake as stu3_intake
-from wor_bridge.errors import ConfigError, RefusedError
+from wor_bridge.errors import ConfigError, RefusedError, StoreError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -134,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except ConfigError as err:
         print(f"wor-bridge: configuration error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except StoreError as err:
+        print(f"wor-bridge: store error: {err}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as err:
         print(f"wor-bridge: cannot read input ({type(err).__name__})", file=sys.stderr)
