@@ -14,10 +14,14 @@ SQLite store, dispatcher inside, a loopback ``SimulatedFhirServer`` as the welfa
   receiver, and the ratio of the two rates;
 * VmRSS and VmHWM of the service process after the intake load and after the drain.
 
+``--encryption aes-gcm`` runs the same with the store encrypted at rest (a fresh key file beside
+the configuration); the default is ``off``, as the example configuration says.
+
 The receivers run in this process; the service and the load run in their own processes. Only
 timings, counts and sizes are printed, never referral content. Run from the repository root::
 
-    python bench/bench_service.py [--duration 20] [--rates 20,50,100] [--drain-n 10000] [--json]
+    python bench/bench_service.py [--duration 20] [--rates 20,50,100] [--drain-n 10000]
+        [--encryption off|aes-gcm] [--json]
 """
 
 from __future__ import annotations
@@ -43,8 +47,9 @@ from typing import Any
 import requests
 from load_client import FIXTURE, referral_bodies
 
-from wor_bridge import logs
+from wor_bridge import bootstrap, logs
 from wor_bridge.adapters.clock import SystemClock
+from wor_bridge.adapters.sealing import new_key_entry
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import load_app
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
@@ -102,6 +107,17 @@ def write_config(
     path = directory / "wor-bridge.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def encryption_edits(directory: Path, mode: str) -> tuple[tuple[str, str], ...]:
+    """``write_config`` edits for ``--encryption``: none for ``off``; for ``aes-gcm`` a fresh
+    key file in ``directory`` and the ``[store]`` lines that use it."""
+    if mode == "off":
+        return ()
+    keys = directory / "store.keys"
+    keys.write_text(new_key_entry("bench") + "\n", encoding="utf-8")
+    keys.chmod(0o600)
+    return ((r'(?m)^encryption = "off"', 'encryption = "aes-gcm"\nkey_file = "store.keys"'),)
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -224,12 +240,14 @@ def load(mode: str, *args: str) -> dict[str, Any]:
     return result
 
 
-def intake_phase(work: Path, rates: list[float], duration_s: float) -> dict[str, Any]:
+def intake_phase(
+    work: Path, rates: list[float], duration_s: float, encryption: str
+) -> dict[str, Any]:
     """Open-loop intake at each rate with the dispatcher delivering concurrently."""
     store = work / "intake.sqlite"
     results: list[dict[str, Any]] = []
     with receiver() as sim:
-        config = write_config(work, sim.base_url)
+        config = write_config(work, sim.base_url, extra=encryption_edits(work, encryption))
         with running(Service(config, store, work / "service-intake.log")) as service:
             ready_s = service.wait_ready()
             for n, rate in enumerate(rates):
@@ -270,7 +288,7 @@ def fill_queue(config: Path, store_path: Path, n: int) -> float:
     app = load_app(config)
     client = next(c for c in app.clients if "referral:write" in c.scopes)
     caller = Caller(client.id, client.source_system, client.on_behalf_of)
-    store = SqliteOutboxStore(store_path)
+    store = SqliteOutboxStore(store_path, sealer=bootstrap.sealer_for(app))
     clock = SystemClock()
     started = time.perf_counter()
     for body in referral_bodies(FIXTURE, "D", n):
@@ -293,11 +311,11 @@ def delivered_span(store: Path) -> tuple[int, float, int]:
     return int(n), float(last - first) if n else 0.0, int(attempts or 0)
 
 
-def drain_phase(work: Path, n: int) -> dict[str, Any]:
+def drain_phase(work: Path, n: int, encryption: str) -> dict[str, Any]:
     """Queue ``n`` referrals, drain them with the service's dispatcher, then the bare loop."""
     store = work / "drain.sqlite"
     with receiver() as sim:
-        config = write_config(work, sim.base_url)
+        config = write_config(work, sim.base_url, extra=encryption_edits(work, encryption))
         fill_s = fill_queue(config, store, n)
         with running(Service(config, store, work / "service-drain.log")) as service:
             ready_s = service.wait_ready()
@@ -307,7 +325,9 @@ def drain_phase(work: Path, n: int) -> dict[str, Any]:
     delivered, span_s, attempts = delivered_span(store)
     drain_rate = (delivered - 1) / span_s if span_s > 0 else 0.0
     with receiver() as bare_sim:
-        bare = load("bare", "--store", str(store), "--url", bare_sim.base_url)
+        bare = load(
+            "bare", "--store", str(store), "--config", str(config), "--url", bare_sim.base_url
+        )
         bare_received = len(bare_sim.resources("Task"))
     return {
         "n": n,
@@ -369,6 +389,7 @@ def goals(f: dict[str, Any]) -> dict[str, bool | None]:
 def report(f: dict[str, Any]) -> None:
     """Print the figures as readable lines."""
     intake = f["intake"]
+    print(f"store encryption: {f['encryption']}")
     print(f"intake ({f['duration_s']} s per rate, open loop, latency from scheduled send time):")
     for r in intake["rates"]:
         print(
@@ -423,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per rate")
     parser.add_argument("--rates", default="20,50,100", help="comma-separated requests/s")
     parser.add_argument("--drain-n", type=int, default=10_000, help="referrals to drain")
+    parser.add_argument(
+        "--encryption", choices=("off", "aes-gcm"), default="off", help="[store] encryption"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -434,14 +458,15 @@ def main(argv: list[str] | None = None) -> int:
         figures: dict[str, Any] = {
             "loadavg_1m_start": round(os.getloadavg()[0], 2),
             "duration_s": args.duration,
-            "intake": intake_phase(work, rates, args.duration),
-            "drain": drain_phase(work, args.drain_n),
+            "encryption": args.encryption,
+            "intake": intake_phase(work, rates, args.duration, args.encryption),
+            "drain": drain_phase(work, args.drain_n, args.encryption),
             "machine": machine(),
         }
     figures["goals"] = goals(figures)
     figures["command"] = (
         f"python bench/bench_service.py --duration {args.duration:g} --rates {args.rates}"
-        f" --drain-n {args.drain_n}"
+        f" --drain-n {args.drain_n} --encryption {args.encryption}"
     )
     if args.json:
         print(json.dumps(figures))

@@ -14,10 +14,11 @@ replaced by ``<prefix>-<n>``. Every answer must be 201::
         --duration 20 --prefix R50
 
 ``bare``: the floor for delivery. Reads the outbox payloads (the mapped transaction Bundles) of a
-store file and POSTs them one after the other with one ``requests.Session``, as fast as the
-receiver answers::
+store file through the store (its configuration's ``[store]`` keys open them) and POSTs them one
+after the other with one ``requests.Session``, as fast as the receiver answers::
 
-    python bench/load_client.py bare --store wor-bridge.sqlite --url http://127.0.0.1:8090/fhir
+    python bench/load_client.py bare --store wor-bridge.sqlite --config wor-bridge.toml \
+        --url http://127.0.0.1:8090/fhir
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,6 +35,10 @@ from typing import Any
 
 import httpx
 import requests
+
+from wor_bridge import bootstrap, logs
+from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
+from wor_bridge.config import load_app
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "fixtures" / "referral" / "accepted-contained" / "input.json"
@@ -142,8 +147,10 @@ def run_intake(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_bare(args: argparse.Namespace) -> dict[str, Any]:
     """POST every outbox payload of ``args.store`` to ``args.url`` with one session."""
-    with sqlite3.connect(f"file:{args.store}?mode=ro", uri=True) as conn:
-        payloads = [bytes(r[0]) for r in conn.execute("SELECT payload FROM outbox ORDER BY id")]
+    logs.configure(logging.WARNING)  # stdout carries the JSON summary only
+    store = SqliteOutboxStore(args.store, sealer=bootstrap.sealer_for(load_app(args.config)))
+    payloads = [e.payload for e in reversed(store.list_entries(None, 10**9))]
+    store.close()
     session = requests.Session()
     session.trust_env = False  # as the service's transport: no proxy look-ups per request
     headers = {"Content-Type": f"{FHIR_JSON}; fhirVersion=4.0", "Accept": FHIR_JSON}
@@ -179,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     intake.add_argument("--fixture", type=Path, default=FIXTURE)
     bare = sub.add_parser("bare", help="bare requests.Session().post loop")
     bare.add_argument("--store", type=Path, required=True, help="SQLite store with the payloads")
+    bare.add_argument("--config", type=Path, required=True, help="its TOML configuration")
     bare.add_argument("--url", required=True, help="receiver FHIR base URL")
     args = parser.parse_args(argv)
     result = run_intake(args) if args.mode == "intake" else run_bare(args)

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests import sealed
 from tests.cases import case_input
 from wor_bridge.adapters.clock import FixedClock
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
+from wor_bridge.adapters.sealing import PLAIN
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.core import amendment
 from wor_bridge.core import feedback as fb
@@ -33,13 +35,15 @@ RIVIERENLAND = "welzijn-rivierenland"
 JSON = "application/fhir+json"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-sealed"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStore]:
-    """Both store adapters: the amendment semantics are the port's, not one adapter's."""
+    """Both store adapters (SQLite in clear and sealed): the amendment semantics are the
+    port's, not one adapter's."""
     if request.param == "memory":
         yield MemoryOutboxStore()
         return
-    sqlite = SqliteOutboxStore(tmp_path / "outbox.sqlite")
+    keys = sealed.sealer() if request.param == "sqlite-sealed" else PLAIN
+    sqlite = SqliteOutboxStore(tmp_path / "outbox.sqlite", sealer=keys)
     yield sqlite
     sqlite.close()
 

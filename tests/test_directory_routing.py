@@ -249,7 +249,7 @@ def write_config(tmp_path: Path, directory: str, destination: str) -> Path:
     """A small TOML configuration with these ``[directory]`` and destination lines."""
     text = (
         f'mappings_dir = "{REPO / "mappings"}"\n'
-        f'[store]\npath = "{tmp_path / "s.sqlite"}"\n'
+        f'[store]\npath = "{tmp_path / "s.sqlite"}"\nencryption = "off"\n'
         f"{directory}\n"
         '[[destinations]]\nid = "welzijn-a"\nname = "A"\nmapping = "wor-r4-default"\n'
         'identifier = { system = "http://www.kvk.nl/", value = "90000001" }\n'
@@ -343,7 +343,7 @@ def test_the_service_syncs_the_directory_and_delivers_where_it_says(
         config = dataclasses.replace(
             shipped,
             core=shipped.core.model_copy(update={"destinations": destinations}),
-            store=StoreSettings(path=str(tmp_path / "s.sqlite")),
+            store=StoreSettings(path=str(tmp_path / "s.sqlite"), encryption="off"),
             directory=DirectorySettings(base_url=directory.base_url),
         )
         components = bootstrap.build(config)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
+from tests import sealed
 from tests.cases import case_input
 from tests.service_harness import write_config
 from tests.test_store_contract import T0, at, record, referral
@@ -33,11 +34,13 @@ AUDIT = AuditEvent(
 )
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStore]:
     """A fresh, empty store of each kind."""
     impl: SqliteOutboxStore | MemoryOutboxStore = (
-        SqliteOutboxStore(tmp_path / "outbox.sqlite")
+        SqliteOutboxStore(tmp_path / "outbox.sqlite", sealer=sealed.sealer())
+        if request.param == "sqlite-sealed"
+        else SqliteOutboxStore(tmp_path / "outbox.sqlite")
         if request.param == "sqlite"
         else MemoryOutboxStore()
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests import sealed
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.core.outbox import State
@@ -57,11 +58,13 @@ def record(
     )
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStore]:
     """A fresh, empty store of each kind."""
     impl: SqliteOutboxStore | MemoryOutboxStore = (
-        SqliteOutboxStore(tmp_path / "outbox.sqlite")
+        SqliteOutboxStore(tmp_path / "outbox.sqlite", sealer=sealed.sealer())
+        if request.param == "sqlite-sealed"
+        else SqliteOutboxStore(tmp_path / "outbox.sqlite")
         if request.param == "sqlite"
         else MemoryOutboxStore()
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import sealed
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.ports import OutboxStore
@@ -48,12 +49,14 @@ def referral(n: int, *, source: str = "his", destination: str = "welzijn-a") -> 
     )
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStore]:
     """A fresh store of each kind with three referrals: two from ``his`` (to a, b), one from
     ``other`` (to a), received one second apart."""
     impl: SqliteOutboxStore | MemoryOutboxStore = (
-        SqliteOutboxStore(tmp_path / "outbox.sqlite")
+        SqliteOutboxStore(tmp_path / "outbox.sqlite", sealer=sealed.sealer())
+        if request.param == "sqlite-sealed"
+        else SqliteOutboxStore(tmp_path / "outbox.sqlite")
         if request.param == "sqlite"
         else MemoryOutboxStore()
     )

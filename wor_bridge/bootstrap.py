@@ -6,9 +6,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from wor_bridge.adapters.clock import SystemClock
 from wor_bridge.adapters.http import RequestsTransport
+from wor_bridge.adapters.sealing import PLAIN, AesGcmSealer, Sealer, SealingError, parse_keys
 from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import AppConfig, load_app
@@ -37,8 +39,9 @@ class Components:
     """The monitoring tables (in the store's file): what reports are computed from."""
 
 
-def build(config: AppConfig) -> Components:
-    """Wire the SQLite store, the requests transport and the system clock."""
+def build(config: AppConfig, *, read_clear: bool = False) -> Components:
+    """Wire the SQLite store, the requests transport and the system clock (``read_clear``:
+    the store's sealer reads values in clear too, for ``store rotate-key``)."""
     missing = [d.id for d in config.core.destinations if not d.endpoint and not d.directory]
     if missing:
         raise ConfigError(f"{config.path}: destinations without an endpoint: {missing}")
@@ -57,7 +60,7 @@ def build(config: AppConfig) -> Components:
     if store_path.parent and not store_path.parent.exists():
         store_path.parent.mkdir(parents=True, exist_ok=True)
     delivery = config.delivery
-    store = SqliteOutboxStore(store_path)
+    store = SqliteOutboxStore(store_path, sealer=sealer_for(config, read_clear=read_clear))
     return Components(
         config=config,
         store=store,
@@ -75,6 +78,39 @@ def build(config: AppConfig) -> Components:
     )
 
 
-def load(path: Path | None = None) -> Components:
-    """Load the configuration and build the components."""
-    return build(load_app(path))
+def sealer_for(config: AppConfig, *, read_clear: bool = False) -> Sealer:
+    """The store's sealer from ``[store]``: ``PLAIN`` for ``encryption = "off"``, AES-GCM with
+    the keys of ``key_file`` (relative to the configuration file) or ``key_env``.
+
+    Raises ``ConfigError`` when ``encryption`` is not stated, when ``aes-gcm`` has no key source
+    or two, and when the keys are missing, unreadable or malformed (never showing a key).
+    """
+    store, where = config.store, f"{config.path}: store"
+    if store.encryption is None:
+        raise ConfigError(
+            f'{where}: set encryption = "aes-gcm" (with key_file or key_env) to encrypt patient'
+            ' data at rest, or encryption = "off" to store it in clear (demo, tests)'
+        )
+    if store.encryption == "off":
+        return PLAIN
+    if (store.key_file is None) == (store.key_env is None):
+        raise ConfigError(f'{where}: encryption = "aes-gcm" needs key_file or key_env (one)')
+    if store.key_file is not None:
+        key_path = config.path.parent / store.key_file
+        try:
+            text = key_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: key_file {key_path}: {type(exc).__name__}") from None
+        source = f"key_file {key_path}"
+    else:
+        text = os.environ.get(cast(str, store.key_env), "")
+        source = f"environment variable {store.key_env}"
+    try:
+        return AesGcmSealer(parse_keys(text), read_clear=read_clear)
+    except SealingError as exc:
+        raise ConfigError(f"{where}: {source}: {exc}") from None
+
+
+def load(path: Path | None = None, *, read_clear: bool = False) -> Components:
+    """Load the configuration and build the components (``read_clear``: see ``build``)."""
+    return build(load_app(path), read_clear=read_clear)

@@ -26,6 +26,7 @@ from wor_bridge.core.directory import DirectorySettings, check_destinations
 from wor_bridge.core.settings import DEFAULT_PATIENT_RULES, MappingFile, Settings
 from wor_bridge.core.transform import REGISTRY
 from wor_bridge.errors import ConfigError
+from wor_bridge.store_settings import StoreSettings
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG: Final = REPO_ROOT / "config" / "wor-bridge.toml"
@@ -160,12 +161,6 @@ class ServiceSettings(_Model):
     """An idle keep-alive connection is closed after this time."""
     max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
     """Request line and headers together (larger: 400 and the connection closed)."""
-
-
-class StoreSettings(_Model):
-    """The SQLite store (a path relative to the working directory, or absolute)."""
-
-    path: str = "wor-bridge.sqlite"
 
 
 class DeliverySettings(_Model):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from wor_bridge.core.delivery import HttpRequest, HttpResponse
 from wor_bridge.core.directory import DirectoryRecord, SyncState
@@ -27,6 +27,7 @@ from wor_bridge.records import (
     OutboxEntry,
     QueueStats,
     ReferralRecord,
+    ResealCount,
     TaskPage,
     TaskRecord,
     TaskSearch,
@@ -272,4 +273,20 @@ class DirectoryReplica(Protocol):
 
     def counts(self) -> dict[str, int]:
         """Live resources per type (for the operator)."""
+        ...
+
+
+@runtime_checkable
+class ResealingStore(Protocol):
+    """A store whose patient columns can be moved to the active key (``store rotate-key``;
+    ``adapters/sealing.py``)."""
+
+    def reseal(self, limit: int) -> ResealCount:
+        """Seal up to ``limit`` referrals and outbox entries again under the active key, in one
+        transaction; zero counts when nothing is left. Raises ``SealingError`` without a key."""
+        ...
+
+    def audit_keys(self) -> dict[str, int]:
+        """Audit records with a patient identifier per key that sealed them (``clear``: not
+        sealed); audit records are append-only and keep their key."""
         ...

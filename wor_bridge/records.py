@@ -210,3 +210,13 @@ class QueueStats:
     dead: int
     delivered: int
     oldest_pending_age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResealCount:
+    """What one ``reseal`` batch moved to the active key ``key_id``: referrals and outbox
+    entries."""
+
+    key_id: str
+    referrals: int
+    entries: int

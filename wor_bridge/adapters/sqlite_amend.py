@@ -1,15 +1,30 @@
 """Referral amendments in the SQLite store (a mixin of ``SqliteOutboxStore``): the changed
 referral, its messages and the audit record in one ``BEGIN IMMEDIATE`` transaction, under an
-optimistic lock on the Task version."""
+optimistic lock on the Task version.
+
+Each Bundle is stored once: entries that carried the referral's Bundle (``SHARED``) are given
+the old Bundle as their own payload before ``referral.bundle`` changes, and a new message whose
+payload is the new Bundle carries it as ``SHARED``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Protocol
 
-from wor_bridge.adapters.sqlite_rows import insert_audit, insert_message, ts
+from wor_bridge.adapters.sealing import Sealer
+from wor_bridge.adapters.sqlite_rows import (
+    SHARED,
+    insert_audit,
+    insert_message,
+    open_bundle,
+    seal_bundle,
+    seal_payload,
+    seal_text,
+    ts,
+)
 from wor_bridge.records import Amendment, AuditEvent
 
 _RESTART = (
@@ -19,6 +34,8 @@ _RESTART = (
 
 
 class _Connected(Protocol):
+    _sealer: Sealer
+
     def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
 
@@ -32,7 +49,7 @@ class SqliteAmendments:
         new = amendment.referral
         with self._write() as conn:
             old = conn.execute(
-                "SELECT idempotency_key, destination FROM referral"
+                "SELECT idempotency_key, destination, bundle FROM referral"
                 " WHERE task_id = ? AND version = ?",
                 (new.task_id, amendment.expected_version),
             ).fetchone()
@@ -50,6 +67,7 @@ class SqliteAmendments:
                 )
                 if withdrawn.rowcount == 1:
                     messages = tuple(m for m in messages if m.destination != old["destination"])
+            _unshare(conn, self._sealer, new.task_id, bytes(old["bundle"]))
             restart = _RESTART if amendment.redirected else ""
             key = new.idempotency_key if amendment.redirected else old["idempotency_key"]
             conn.execute(
@@ -61,12 +79,12 @@ class SqliteAmendments:
                     key,
                     new.destination,
                     new.mapping,
-                    new.patient_id,
+                    seal_text(self._sealer, "referral", "patient_id", new.task_id, new.patient_id),
                     new.responsible,
-                    new.bundle,
+                    seal_bundle(self._sealer, new.task_id, new.bundle),
                     new.service_request_id,
                     new.his_system,
-                    new.his_value,
+                    self._sealer.index(new.his_value),
                     new.owner_id,
                     ts(now),
                     ts(new.deadline_at) if new.deadline_at else None,
@@ -74,6 +92,25 @@ class SqliteAmendments:
                 ),
             )
             for message in messages:
-                insert_message(conn, message, now)
-            insert_audit(conn, audit, now)
+                if message.task_id == new.task_id and message.payload == new.bundle:
+                    message = replace(message, payload=SHARED)  # noqa: PLW2901 - stored once
+                insert_message(conn, self._sealer, message, now)
+            insert_audit(conn, self._sealer, audit, now)
             return amendment.expected_version + 1
+
+
+def _unshare(conn: sqlite3.Connection, sealer: Sealer, task_id: str, stored: bytes) -> None:
+    """Give the entries that carry the referral's Bundle (``SHARED``) that Bundle as their own
+    payload, before ``referral.bundle`` changes (inside the caller's transaction)."""
+    rows = conn.execute(
+        "SELECT id, idempotency_key FROM outbox WHERE task_id = ? AND length(payload) = 0",
+        (task_id,),
+    ).fetchall()
+    if not rows:
+        return
+    bundle = open_bundle(sealer, task_id, stored)
+    for row in rows:
+        conn.execute(
+            "UPDATE outbox SET payload = ? WHERE id = ?",
+            (seal_payload(sealer, row["idempotency_key"], bundle), row["id"]),
+        )

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from wor_bridge.adapters.sqlite_files import private_file
 from wor_bridge.adapters.sqlite_rows import from_ts, ts
 from wor_bridge.core.directory import DirectoryRecord, SyncState, newer
 from wor_bridge.ports import DirectoryReplica
@@ -65,6 +66,7 @@ class SqliteDirectoryReplica:
         self.path = str(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
+        private_file(self.path)
         self._conn().executescript(SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:

@@ -1,12 +1,25 @@
-"""Row helpers shared by the SQLite store's modules: time conversion and the two inserts that
-several transactions make (audit records, outbox messages)."""
+"""Row helpers shared by the SQLite store's modules: time conversion, the two inserts that
+several transactions make (audit records, outbox messages), and the sealing of the columns
+that hold patient data (``adapters/sealing.py``; the README's column table).
+
+Sealed columns and the row key each value is bound to (``sealing.aad``):
+``referral.bundle``, ``referral.patient_id`` and ``referral.reason_text`` (the Task id),
+``outbox.payload`` (the entry's idempotency key), ``audit.patient_id`` (the record's id).
+``referral.his_value`` holds a blind index. An outbox entry whose ``payload`` is empty carries
+its referral's own Bundle: the Bundle is stored once, in ``referral.bundle``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from typing import Final
 
+from wor_bridge.adapters.sealing import Sealer, aad
 from wor_bridge.records import AuditEvent, NewMessage
+
+SHARED: Final = b""
+"""``outbox.payload`` of an entry that carries its referral's Bundle (``referral.bundle``)."""
 
 
 def ts(moment: dt.datetime) -> float:
@@ -17,11 +30,71 @@ def from_ts(value: float | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromtimestamp(value, tz=dt.UTC)
 
 
-def insert_audit(conn: sqlite3.Connection, event: AuditEvent, now: dt.datetime) -> None:
+def seal_text(
+    sealer: Sealer, table: str, column: str, row: str, value: str | None
+) -> str | bytes | None:
+    """A text column's stored value: the text itself with encryption off, else sealed bytes
+    ('' and None stay as they are: nothing to hide)."""
+    if not value or sealer.active_key_id is None:
+        return value
+    return sealer.seal(value.encode(), aad(table, column, row))
+
+
+def open_text(
+    sealer: Sealer, table: str, column: str, row: str, stored: str | bytes | None
+) -> str | None:
+    """The text of a column sealed by ``seal_text`` ('' and None as they are)."""
+    if stored is None or len(stored) == 0:
+        return None if stored is None else ""
+    raw = stored if isinstance(stored, bytes) else stored.encode()
+    return sealer.open(raw, aad(table, column, row)).decode()
+
+
+def seal_bundle(sealer: Sealer, task_id: str, bundle: bytes) -> bytes:
+    """``referral.bundle`` as stored."""
+    return sealer.seal(bundle, aad("referral", "bundle", task_id))
+
+
+def open_bundle(sealer: Sealer, task_id: str, stored: bytes) -> bytes:
+    """``referral.bundle`` as the ports carry it (empty stays empty: nothing kept)."""
+    if len(stored) == 0:
+        return b""
+    return sealer.open(bytes(stored), aad("referral", "bundle", task_id))
+
+
+def seal_payload(sealer: Sealer, idempotency_key: str, payload: bytes) -> bytes:
+    """``outbox.payload`` as stored (``SHARED`` stays ``SHARED``)."""
+    if payload == SHARED:
+        return SHARED
+    return sealer.seal(payload, aad("outbox", "payload", idempotency_key))
+
+
+def open_payload(
+    sealer: Sealer, idempotency_key: str, stored: bytes, task_id: str, bundle: bytes | None
+) -> bytes:
+    """An outbox entry's payload: its own, or (``SHARED``) its referral's Bundle ``bundle``."""
+    if bytes(stored) == SHARED:
+        return open_bundle(sealer, task_id, bundle or b"")
+    return sealer.open(bytes(stored), aad("outbox", "payload", idempotency_key))
+
+
+def insert_audit(
+    conn: sqlite3.Connection, sealer: Sealer, event: AuditEvent, now: dt.datetime
+) -> None:
+    """Append an audit record inside the caller's write transaction; ``patient_id`` sealed
+    under the record's id (taken here, under the write lock, as AUTOINCREMENT would)."""
+    record_id: int | None = None
+    patient: str | bytes = event.patient_id
+    if event.patient_id and sealer.active_key_id is not None:
+        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
+        top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM audit").fetchone()[0]
+        record_id = max(int(seq[0]) if seq else 0, int(top)) + 1
+        patient = sealer.seal(event.patient_id.encode(), aad("audit", "patient_id", str(record_id)))
     conn.execute(
-        "INSERT INTO audit (at, event, action, outcome, user, responsible, source_system,"
-        " patient_id, object_type, object_id, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO audit (id, at, event, action, outcome, user, responsible, source_system,"
+        " patient_id, object_type, object_id, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
+            record_id,
             ts(now),
             event.event,
             event.action,
@@ -29,7 +102,7 @@ def insert_audit(conn: sqlite3.Connection, event: AuditEvent, now: dt.datetime) 
             event.user,
             event.responsible,
             event.source_system,
-            event.patient_id,
+            patient,
             event.object_type,
             event.object_id,
             event.detail,
@@ -37,8 +110,11 @@ def insert_audit(conn: sqlite3.Connection, event: AuditEvent, now: dt.datetime) 
     )
 
 
-def insert_message(conn: sqlite3.Connection, message: NewMessage, now: dt.datetime) -> int | None:
-    """Queue a message (INSERT OR IGNORE on its key); the new entry's id, None if it existed."""
+def insert_message(
+    conn: sqlite3.Connection, sealer: Sealer, message: NewMessage, now: dt.datetime
+) -> int | None:
+    """Queue a message (INSERT OR IGNORE on its key); the new entry's id, None if it existed.
+    A ``message.payload`` of ``SHARED`` carries the referral's own Bundle."""
     cursor = conn.execute(
         "INSERT OR IGNORE INTO outbox (idempotency_key, task_id, destination, state, created_at,"
         " next_attempt_at, payload) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
@@ -48,7 +124,7 @@ def insert_message(conn: sqlite3.Connection, message: NewMessage, now: dt.dateti
             message.destination,
             ts(now),
             ts(now),
-            message.payload,
+            seal_payload(sealer, message.idempotency_key, message.payload),
         ),
     )
     return cursor.lastrowid if cursor.rowcount == 1 else None

@@ -1,5 +1,6 @@
-"""The search side of the SQLite store (a mixin of ``SqliteOutboxStore``): Task searches, the
-feedback Observations' Task, the messages about a Task; and the columns they need.
+"""The search side of the SQLite store (a mixin of ``SqliteOutboxStore``): Task searches and the
+feedback Observations' Task; and the columns they need (``his_value`` a blind index when the
+store seals: ``adapters/sealing.py``).
 
 ``add_search_columns`` (migration step 4) adds ``his_system``, ``his_value``, ``owner_id`` and
 ``updated_at`` to the ``referral`` table of a file made before them and fills them from the
@@ -15,7 +16,8 @@ import sqlite3
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol
 
-from wor_bridge.adapters.sqlite_rows import from_ts, ts
+from wor_bridge.adapters.sealing import Sealer
+from wor_bridge.adapters.sqlite_rows import from_ts, open_bundle, open_text, ts
 from wor_bridge.adapters.sqlite_schema import add_columns
 from wor_bridge.core.search import referral_keys
 from wor_bridge.records import NewReferral, TaskPage, TaskRecord, TaskSearch
@@ -46,23 +48,26 @@ _EXPRESSIONS: Final = {
 
 
 class _Connected(Protocol):
+    _sealer: Sealer
+
     def _conn(self) -> sqlite3.Connection: ...
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
 
-def task_record(row: sqlite3.Row) -> TaskRecord:
-    """A ``TASK_COLUMNS`` row as the port's value."""
+def task_record(sealer: Sealer, row: sqlite3.Row) -> TaskRecord:
+    """A ``TASK_COLUMNS`` row as the port's value (its sealed columns opened)."""
+    task_id = row["task_id"]
     return TaskRecord(
-        task_id=row["task_id"],
+        task_id=task_id,
         destination=row["destination"],
         source_system=row["source_system"],
-        patient_id=row["patient_id"],
-        bundle=bytes(row["bundle"]),
+        patient_id=open_text(sealer, "referral", "patient_id", task_id, row["patient_id"]) or "",
+        bundle=open_bundle(sealer, task_id, row["bundle"]),
         status=row["status"],
         business_status=row["business_status"],
         reason_code=row["reason_code"],
-        reason_text=row["reason_text"],
+        reason_text=open_text(sealer, "referral", "reason_text", task_id, row["reason_text"]),
         version=row["version"],
         deadline_at=from_ts(row["deadline_at"]),
         first_contact_at=from_ts(row["first_contact_at"]),
@@ -74,7 +79,9 @@ def task_record(row: sqlite3.Row) -> TaskRecord:
 
 def add_search_columns(conn: sqlite3.Connection) -> None:
     """Migration step: the search columns and indexes, filled from the stored Bundles (runs in
-    the step's transaction; a column already there is kept)."""
+    the step's transaction; a column already there is kept). A store this old was written in
+    clear: ``his_value`` is filled in clear, and ``store rotate-key`` indexes it (blind) when
+    encryption is turned on."""
     add_columns(conn, "referral", _ADDED)
     rows = conn.execute(
         "SELECT task_id, bundle, received_at FROM referral WHERE updated_at IS NULL"
@@ -90,12 +97,21 @@ def add_search_columns(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS referral_updated ON referral (updated_at)")
 
 
-def index_referral(conn: sqlite3.Connection, referral: NewReferral, now: dt.datetime) -> None:
-    """Note a new referral's search keys and ``updated_at`` (inside its insert transaction)."""
+def index_referral(
+    conn: sqlite3.Connection, sealer: Sealer, referral: NewReferral, now: dt.datetime
+) -> None:
+    """Note a new referral's search keys (``his_value`` as a blind index when sealing) and
+    ``updated_at`` (inside its insert transaction)."""
     conn.execute(
         "UPDATE referral SET his_system = ?, his_value = ?, owner_id = ?, updated_at = ?"
         " WHERE task_id = ?",
-        (referral.his_system, referral.his_value, referral.owner_id, ts(now), referral.task_id),
+        (
+            referral.his_system,
+            sealer.index(referral.his_value),
+            referral.owner_id,
+            ts(now),
+            referral.task_id,
+        ),
     )
 
 
@@ -117,7 +133,7 @@ def touch_delivery(conn: sqlite3.Connection, entry_ids: list[int], now: dt.datet
 
 
 class SqliteSearchTables:
-    """Task search, feedback-item lookup and a Task's messages."""
+    """Task search and feedback-item lookup."""
 
     def search_tasks(self: _Connected, search: TaskSearch) -> TaskPage:
         """The matching Tasks within the search's tenancy: one page and the total."""
@@ -136,12 +152,13 @@ class SqliteSearchTables:
         for group in search.where:
             options = []
             for alternative in group:
-                options.append(
-                    "("
-                    + " AND ".join([f"{_EXPRESSIONS[c]} = ?" for c, _ in alternative] or ["1"])
-                    + ")"
-                )
-                args += [value for _, value in alternative]
+                terms = []
+                for column, value in alternative:
+                    # the HIS number is a blind index: compare with its form under every key
+                    values = self._sealer.lookups(value) if column == "his_value" else (value,)
+                    terms.append(f"{_EXPRESSIONS[column]} IN ({','.join('?' * len(values))})")
+                    args += values
+                options.append("(" + (" AND ".join(terms) or "1") + ")")
             clauses.append("(" + (" OR ".join(options) or "0") + ")")
         for op, moment in ((">=", search.updated_from), ("<", search.updated_before)):
             if moment is not None:
@@ -157,7 +174,7 @@ class SqliteSearchTables:
             f" ORDER BY r.updated_at {order}, r.task_id {order} LIMIT ? OFFSET ?",
             (*args, search.count, search.offset),
         ).fetchall()
-        return TaskPage(int(total), tuple(task_record(r) for r in rows))
+        return TaskPage(int(total), tuple(task_record(self._sealer, r) for r in rows))
 
     def item_task(self: _Connected, key: str) -> str | None:
         """The Task id of a recorded feedback item."""
@@ -167,10 +184,3 @@ class SqliteSearchTables:
             .fetchone()
         )
         return None if row is None else str(row["task_id"])
-
-    def task_messages(self: _Connected, task_id: str) -> list[tuple[str, bytes]]:
-        """Destination and payload of the Task's outbox entries, oldest first."""
-        rows = self._conn().execute(
-            "SELECT destination, payload FROM outbox WHERE task_id = ? ORDER BY id", (task_id,)
-        )
-        return [(str(r["destination"]), bytes(r["payload"])) for r in rows.fetchall()]

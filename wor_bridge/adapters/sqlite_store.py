@@ -17,19 +17,32 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, cast
 
 from wor_bridge.adapters import migrations, sqlite_search
 from wor_bridge.adapters import sqlite_monitoring as monitoring
+from wor_bridge.adapters.sealing import PLAIN, Sealer, is_sealed
 from wor_bridge.adapters.sqlite_amend import SqliteAmendments
+from wor_bridge.adapters.sqlite_entries import ENTRY_SELECT, SqliteEntryReads, entry
+from wor_bridge.adapters.sqlite_files import private_file
 from wor_bridge.adapters.sqlite_monitoring import SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import SqliteOnceTable
-from wor_bridge.adapters.sqlite_rows import from_ts, insert_audit, insert_message, ts
+from wor_bridge.adapters.sqlite_reseal import SqliteResealing
+from wor_bridge.adapters.sqlite_rows import (
+    SHARED,
+    insert_audit,
+    insert_message,
+    open_bundle,
+    open_text,
+    seal_bundle,
+    seal_text,
+    ts,
+)
 from wor_bridge.adapters.sqlite_search import SqliteSearchTables
 from wor_bridge.adapters.sqlite_tasks import SqliteTaskTables
 from wor_bridge.core import outbox
 from wor_bridge.core.outbox import State
-from wor_bridge.ports import OutboxStore
+from wor_bridge.ports import OutboxStore, ResealingStore
 from wor_bridge.records import (
     Added,
     AuditEvent,
@@ -40,39 +53,31 @@ from wor_bridge.records import (
     ReferralRecord,
 )
 
-_ENTRY_COLUMNS: Final = (
-    "id, idempotency_key, task_id, destination, state, attempts, created_at, next_attempt_at,"
-    " delivered_at, last_status, last_error, payload, requeued_at"
-)
-
-
-def _entry(row: sqlite3.Row) -> OutboxEntry:
-    return OutboxEntry(
-        id=row["id"],
-        idempotency_key=row["idempotency_key"],
-        task_id=row["task_id"],
-        destination=row["destination"],
-        state=cast(State, row["state"]),
-        attempts=row["attempts"],
-        created_at=cast(dt.datetime, from_ts(row["created_at"])),
-        next_attempt_at=cast(dt.datetime, from_ts(row["next_attempt_at"])),
-        delivered_at=from_ts(row["delivered_at"]),
-        last_status=row["last_status"],
-        last_error=row["last_error"],
-        payload=bytes(row["payload"]),
-        requeued_at=from_ts(row["requeued_at"]),
-    )
-
 
 class SqliteOutboxStore(
-    SqliteTaskTables, SqliteSearchTables, SqliteOnceTable, SqliteMonitoringTables, SqliteAmendments
+    SqliteTaskTables,
+    SqliteSearchTables,
+    SqliteEntryReads,
+    SqliteOnceTable,
+    SqliteMonitoringTables,
+    SqliteAmendments,
+    SqliteResealing,
 ):
-    """``OutboxStore`` on one SQLite file; one connection per thread."""
+    """``OutboxStore`` on one SQLite file; one connection per thread.
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+    ``sealer`` encrypts the columns with patient data (``adapters/sealing.py``; default
+    ``PLAIN``: stored in clear). A new file is created owner-only (0600), and so are its
+    ``-wal`` and ``-shm`` files (SQLite gives them the database file's mode).
+    """
+
+    def __init__(
+        self, path: str | Path, *, busy_timeout_ms: int = 10_000, sealer: Sealer = PLAIN
+    ) -> None:
         self.path = str(path)
         self._busy_timeout_ms = busy_timeout_ms
+        self._sealer = sealer
         self._local = threading.local()
+        private_file(self.path)  # before SQLite creates it: 0600, and so its -wal and -shm
         migrations.upgrade_sqlite(self.path)  # schema versions: adapters/migrations.py
 
     def _conn(self) -> sqlite3.Connection:
@@ -118,9 +123,9 @@ class SqliteOutboxStore(
             ).fetchone()
             if row is not None:
                 if audit is not None:
-                    insert_audit(conn, replace(audit, outcome="duplicate"), now)
+                    insert_audit(conn, self._sealer, replace(audit, outcome="duplicate"), now)
                 return Added(row["task_id"], row["id"], created=False)
-            conn.execute(
+            inserted = conn.execute(
                 "INSERT OR IGNORE INTO referral (task_id, idempotency_key, source_system,"
                 " destination, mapping, patient_id, responsible, client_id, received_at, bundle,"
                 " service_request_id, deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -130,28 +135,34 @@ class SqliteOutboxStore(
                     referral.source_system,
                     referral.destination,
                     referral.mapping,
-                    referral.patient_id,
+                    seal_text(
+                        self._sealer,
+                        "referral",
+                        "patient_id",
+                        referral.task_id,
+                        referral.patient_id,
+                    ),
                     referral.responsible,
                     referral.client_id,
                     ts(now),
-                    referral.bundle,
+                    seal_bundle(self._sealer, referral.task_id, referral.bundle),
                     referral.service_request_id,
                     ts(referral.deadline_at) if referral.deadline_at else None,
                 ),
             )
-            sqlite_search.index_referral(conn, referral, now)
+            sqlite_search.index_referral(conn, self._sealer, referral, now)
+            # the Bundle is stored once, in referral.bundle (SHARED), unless that row was there
+            payload = SHARED if inserted.rowcount == 1 else referral.bundle
             entry_id = insert_message(
                 conn,
+                self._sealer,
                 NewMessage(
-                    referral.idempotency_key,
-                    referral.task_id,
-                    referral.destination,
-                    referral.bundle,
+                    referral.idempotency_key, referral.task_id, referral.destination, payload
                 ),
                 now,
             )
             if audit is not None:
-                insert_audit(conn, replace(audit, outcome="accepted"), now)
+                insert_audit(conn, self._sealer, replace(audit, outcome="accepted"), now)
             if referral.monitoring is not None:  # monitoring hook: facts without patient data
                 monitoring.insert_facts(conn, referral.monitoring)
             return Added(referral.task_id, int(cast(int, entry_id)), created=True)
@@ -161,17 +172,23 @@ class SqliteOutboxStore(
     ) -> list[OutboxEntry]:
         """Lease due pending entries whose lease is free or expired."""
         with self._write() as conn:
-            rows = conn.execute(
-                f"UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("  # noqa: S608 - only constant column lists and ? placeholders are interpolated
+            ids = conn.execute(
+                "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("
                 " SELECT id FROM outbox o WHERE state = 'pending' AND next_attempt_at <= ?"
                 " AND (lease_until IS NULL OR lease_until <= ?)"
                 " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.task_id = o.task_id"
                 " AND e.destination = o.destination AND e.state = 'pending' AND e.id < o.id)"
-                " ORDER BY next_attempt_at, id LIMIT ?)"
-                f" RETURNING {_ENTRY_COLUMNS}",
+                " ORDER BY next_attempt_at, id LIMIT ?) RETURNING id",
                 (owner, ts(now) + lease_s, ts(now), ts(now), limit),
             ).fetchall()
-        return sorted((_entry(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
+            marks = ",".join("?" * len(ids))
+            rows = conn.execute(
+                f"{ENTRY_SELECT} WHERE o.id IN ({marks})",
+                [r["id"] for r in ids],
+            ).fetchall()
+        return sorted(
+            (entry(self._sealer, r) for r in rows), key=lambda e: (e.next_attempt_at, e.id)
+        )
 
     def record_attempt(
         self,
@@ -208,7 +225,7 @@ class SqliteOutboxStore(
             if cursor.rowcount == 1 and state != "pending":
                 sqlite_search.touch_delivery(conn, [entry_id], now)
             if audit is not None:
-                insert_audit(conn, audit, now)
+                insert_audit(conn, self._sealer, audit, now)
             if cursor.rowcount != 1:
                 return False
             monitoring.note_attempt(conn, entry_id, state, now)  # feedback reached / given up
@@ -219,7 +236,7 @@ class SqliteOutboxStore(
                     (entry_id,),
                 )
             if message is not None:
-                insert_message(conn, message, now)
+                insert_message(conn, self._sealer, message, now)
             return True
 
     def get_referral(self, task_id: str) -> ReferralRecord | None:
@@ -236,35 +253,18 @@ class SqliteOutboxStore(
         )
         if row is None:
             return None
+        task_id = row["task_id"]
         return ReferralRecord(
-            task_id=row["task_id"],
+            task_id=task_id,
             destination=row["destination"],
             source_system=row["source_system"],
-            patient_id=row["patient_id"],
-            bundle=bytes(row["bundle"]),
+            patient_id=open_text(self._sealer, "referral", "patient_id", task_id, row["patient_id"])
+            or "",
+            bundle=open_bundle(self._sealer, task_id, row["bundle"]),
             state=cast(State, row["state"]),
             attempts=row["attempts"],
             idempotency_key=row["idempotency_key"],
         )
-
-    def get_entry(self, entry_id: int) -> OutboxEntry | None:
-        """One outbox entry, or None."""
-        row = (
-            self._conn()
-            .execute(f"SELECT {_ENTRY_COLUMNS} FROM outbox WHERE id = ?", (entry_id,))  # noqa: S608 - only constant column lists and ? placeholders are interpolated
-            .fetchone()
-        )
-        return None if row is None else _entry(row)
-
-    def list_entries(self, state: State | None, limit: int) -> list[OutboxEntry]:
-        """Entries newest first, optionally filtered by state."""
-        sql = f"SELECT {_ENTRY_COLUMNS} FROM outbox"  # noqa: S608 - only constant column lists and ? placeholders are interpolated
-        args: tuple[Any, ...] = ()
-        if state is not None:
-            sql += " WHERE state = ?"
-            args = (state,)
-        rows = self._conn().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [_entry(r) for r in rows]
 
     def requeue(
         self,
@@ -295,31 +295,24 @@ class SqliteOutboxStore(
                 )
                 message = (messages or {}).get(entry_id)
                 if bumped.rowcount == 1 and message is not None:
-                    insert_message(conn, message, now)
+                    insert_message(conn, self._sealer, message, now)
         return results
-
-    def entry_ids(self, state: State, since: dt.datetime | None = None) -> list[int]:
-        """Ids in ``state``, created at or after ``since``."""
-        floor = ts(since) if since is not None else 0.0
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT id FROM outbox WHERE state = ? AND created_at >= ? ORDER BY id",
-                (state, floor),
-            )
-            .fetchall()
-        )
-        return [int(r["id"]) for r in rows]
 
     def audit(self, event: AuditEvent, now: dt.datetime) -> None:
         """Append one audit record (its own transaction)."""
         with self._write() as conn:
-            insert_audit(conn, event, now)
+            insert_audit(conn, self._sealer, event, now)
 
     def audit_records(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest audit records (for operators and tests)."""
         rows = self._conn().execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
-        return [dict(r) for r in rows.fetchall()]
+        found = [dict(r) for r in rows.fetchall()]
+        for record in found:  # a record from before encryption stays in clear (append-only)
+            if is_sealed(record["patient_id"]):
+                record["patient_id"] = open_text(
+                    self._sealer, "audit", "patient_id", str(record["id"]), record["patient_id"]
+                )
+        return found
 
     def stats(self, now: dt.datetime) -> QueueStats:
         """Counts per state and the age of the oldest pending entry."""
@@ -366,6 +359,6 @@ def _requeue_refusal(
     return outbox.requeue_refusal(cast(State, row["state"]), wanted, later, row["task_status"])
 
 
-def _conforms(store: SqliteOutboxStore) -> OutboxStore:
-    """Lets mypy check that the class implements the port."""
-    return store
+def _conforms(store: SqliteOutboxStore) -> tuple[OutboxStore, ResealingStore]:
+    """Lets mypy check that the class implements the ports."""
+    return store, store

@@ -10,13 +10,16 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from wor_bridge.adapters import sqlite_monitoring as monitoring
-from wor_bridge.adapters.sqlite_rows import insert_audit, insert_message, ts
+from wor_bridge.adapters.sealing import Sealer
+from wor_bridge.adapters.sqlite_rows import insert_audit, insert_message, seal_text, ts
 from wor_bridge.adapters.sqlite_search import TASK_COLUMNS, task_record, touch
 from wor_bridge.core.monitoring_facts import monitoring_key
 from wor_bridge.records import AuditEvent, NewMessage, TaskRecord, TaskUpdate
 
 
 class _Connected(Protocol):
+    _sealer: Sealer
+
     def _conn(self) -> sqlite3.Connection: ...
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
@@ -33,7 +36,7 @@ class SqliteTaskTables:
             .execute(f"SELECT {TASK_COLUMNS} FROM referral r WHERE r.task_id = ?", (task_id,))  # noqa: S608 - a constant column list
             .fetchone()
         )
-        return None if row is None else task_record(row)
+        return None if row is None else task_record(self._sealer, row)
 
     def task_for_request(self: _Connected, service_request_id: str) -> str | None:
         """The Task id of the referral whose ServiceRequest has this id."""
@@ -73,7 +76,7 @@ class SqliteTaskTables:
                     update.status,
                     update.business_status,
                     update.reason_code,
-                    update.reason_text,
+                    seal_text(self._sealer, "referral", "reason_text", task_id, update.reason_text),
                     int(update.first_contact),
                     ts(now),
                     task_id,
@@ -101,8 +104,8 @@ class SqliteTaskTables:
                 if withdrawn.rowcount == 1:
                     message = None  # the welfare side never received it: nothing to cancel
             if message is not None:
-                insert_message(conn, message, now)
-            insert_audit(conn, audit, now)
+                insert_message(conn, self._sealer, message, now)
+            insert_audit(conn, self._sealer, audit, now)
             if update.progress is not None:  # monitoring hook: facts without patient data
                 monitoring.apply_progress(conn, monitoring_key(task_id), update.progress)
             return expected_version + 1
@@ -152,6 +155,6 @@ class SqliteTaskTables:
             if cursor.rowcount != 1:
                 return False
             if message is not None:
-                insert_message(conn, message, now)
-            insert_audit(conn, audit, now)
+                insert_message(conn, self._sealer, message, now)
+            insert_audit(conn, self._sealer, audit, now)
             return True

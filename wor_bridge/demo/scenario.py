@@ -64,8 +64,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _write_config(folder: Path, endpoints: dict[str, str], port: int) -> Path:
+def _write_config(
+    folder: Path, endpoints: dict[str, str], port: int, keys: str | None = None
+) -> Path:
     text = (REPO_ROOT / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    if keys is not None:  # the store encrypted at rest, with these key entries
+        (folder / "store.keys").write_text(keys, encoding="utf-8")
+        (folder / "store.keys").chmod(0o600)
+        text = text.replace('encryption = "off"', 'encryption = "aes-gcm"\nkey_file = "store.keys"')
     text = text.replace(
         'mappings_dir = "../mappings"', f'mappings_dir = "{REPO_ROOT / "mappings"}"'
     )
@@ -166,8 +172,12 @@ def _report(pushes: list[Push], attempts: dict[str, int], receivers: dict[str, A
     return delivered == unique
 
 
-def run(deadline_s: float = 30.0) -> int:
-    """Run the demo; 0 when every accepted referral was delivered."""
+def run(deadline_s: float = 30.0, *, folder: Path | None = None, keys: str | None = None) -> int:
+    """Run the demo; 0 when every accepted referral was delivered.
+
+    The store is ``demo.sqlite`` in a temporary folder, or in ``folder`` (kept); with ``keys``
+    (``ID:BASE64`` entries) it is encrypted at rest (``[store] encryption = "aes-gcm"``).
+    """
     receivers = {
         "welzijn-voorbeeld": SimulatedFhirServer().start(),
         "welzijn-rivierenland": SimulatedFhirServer().start(),
@@ -180,7 +190,10 @@ def run(deadline_s: float = 30.0) -> int:
         port = _free_port()
         endpoints = {k: v.base_url for k, v in receivers.items()}
         path = _write_config(
-            Path(tmp), {**endpoints, "welzijn-viplive": pull_receiver.base_url}, port
+            folder or Path(tmp),
+            {**endpoints, "welzijn-viplive": pull_receiver.base_url},
+            port,
+            keys,
         )
         components = bootstrap.build(load_app(path))
         app = create_app(components)
