@@ -142,7 +142,7 @@ def test_items_and_messages_of_a_task(store: OutboxStore) -> None:
 
 
 def test_an_older_sqlite_file_is_migrated(tmp_path: Path) -> None:
-    """A store made before the search columns gets them, filled from its Bundles."""
+    """A store made before search columns and schema_version gets them, filled from its Bundles."""
     path = tmp_path / "old.sqlite"
     store = SqliteOutboxStore(path)
     bundle = {
@@ -161,6 +161,7 @@ def test_an_older_sqlite_file_is_migrated(tmp_path: Path) -> None:
             db.execute("DROP INDEX IF EXISTS referral_his")
             db.execute("DROP INDEX IF EXISTS referral_updated")
             db.execute(f"ALTER TABLE referral DROP COLUMN {column}")
+        db.execute("DROP TABLE schema_version")  # a development build before schema versions
     again = SqliteOutboxStore(path)
     where = ((("his_system", HIS), ("his_value", "REF-9"), ("owner", "org-9")),)
     assert [t.task_id for t in again.search_tasks(TaskSearch(where=(where,), everyone=True)).tasks]
