@@ -247,7 +247,7 @@ def notification_task(
         "onBehalfOf": {"identifier": sender_id},
     }
     task["owner"] = {"identifier": receiver_id}
-    period = _access_period(referral_bundle_r4)
+    period = access_period(referral_bundle_r4)
     if period:
         task["restriction"] = {"period": period}
     task["input"] = [
@@ -327,7 +327,7 @@ def _first(entries: list[Entry], rtype: str) -> Entry:
     raise ValueError(f"the referral Bundle has no {rtype}")
 
 
-def _access_period(bundle: JsonDict) -> JsonDict:
+def access_period(bundle: JsonDict) -> JsonDict:
     """The R4 Task's ``restriction.period`` (start/end only): how long the receiver may pull."""
     for raw in bundle.get("entry") or []:
         resource = raw.get("resource") if isinstance(raw, dict) else None

@@ -8,7 +8,9 @@ every connector makes each request have one effect however often it is repeated:
   ids or conditional creates (the mapping file chooses); also the GP record's type;
 - ``notified-pull-stu3`` (``notified_pull.render``): no patient data. The referral becomes an
   STU3 notification Task, created once (``If-None-Exist`` on its identifier, or a PUT to its id);
-  the receiver pulls the rest from the bridge. A Task update is a PUT of the ended Task;
+  the receiver pulls the rest from the bridge. A Task update is a PUT of the ended Task. With
+  ``pull_mode = "ta-np"`` (``ta_notified_pull.render``): Twiin TA Notified Pull v1.0.1, a new
+  Notification per referral version (Twiin-01) and a cancellation of each (Twiin-02);
 - ``zorgdomein-stu3`` (``zorgdomein.render``): the referral as an STU3 document Bundle, created
   once (``If-None-Exist`` on ``Bundle.identifier``, or a PUT to its id); a Task update is the
   STU3 Task, a conditional update on its identifier.
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, get_args
 
-from wor_bridge.connectors import fhir_r4, notified_pull, zorgdomein
+from wor_bridge.connectors import fhir_r4, notified_pull, ta_notified_pull, zorgdomein
 from wor_bridge.connectors.outgoing import Kind, Outgoing, outgoing
 from wor_bridge.core.delivery import HttpRequest
 from wor_bridge.core.settings import Destination, DestinationType, Settings
@@ -43,10 +45,19 @@ class Connector:
     kinds: frozenset[Kind]
 
 
+def _notified_pull(
+    message: Outgoing, destination: Destination, settings: Settings
+) -> list[HttpRequest]:
+    """Twiin TA Notified Pull or the bridge's single-Task variant, by ``pull_mode``."""
+    if destination.pull_mode == "ta-np":
+        return ta_notified_pull.render(message, destination, settings)
+    return notified_pull.render(message, destination, settings)
+
+
 TYPES: Final[dict[str, Connector]] = {
     "fhir-r4": Connector(fhir_r4.render, frozenset(get_args(Kind))),
     "notified-pull-stu3": Connector(
-        notified_pull.render, frozenset({"referral", "referral-update", "task-update"})
+        _notified_pull, frozenset({"referral", "referral-update", "task-update"})
     ),
     "zorgdomein-stu3": Connector(
         zorgdomein.render, frozenset({"referral", "referral-update", "task-update"})
@@ -63,13 +74,15 @@ def render(
     settings: Settings,
     *,
     created_at: str,
+    earlier: Callable[[], list[bytes]] | None = None,
 ) -> list[HttpRequest]:
     """The requests that deliver ``payload`` to ``destination`` (ValueError when impossible).
 
     ``created_at`` (the outbox entry's creation instant, which never changes) dates a ZorgDomein
-    document, so that a repeat sends the same bytes.
+    document, so that a repeat sends the same bytes. ``earlier``: the payloads of the earlier
+    messages about the Task to this destination (read only by a connector that needs them).
     """
-    message = outgoing(payload, idempotency_key, created_at)
+    message = outgoing(payload, idempotency_key, created_at, earlier)
     connector = TYPES[destination.type]
     if message.kind not in connector.kinds:
         raise ValueError(f"a {destination.type} destination does not take {message.kind} messages")

@@ -25,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from wor_bridge.core.amendment import is_update
@@ -46,6 +47,9 @@ class Outgoing:
     payload: bytes
     idempotency_key: str
     created_at: str
+    earlier: Callable[[], list[bytes]] = field(default=lambda: [], compare=False)
+    """The payloads of the earlier messages about this Task to this destination, oldest first
+    (read on demand: a Twiin-02 cancellation names every notification sent before it)."""
 
     @property
     def kind(self) -> Kind:
@@ -77,12 +81,17 @@ class Outgoing:
         raise ValueError("the Task carries no urn:uuid identifier")
 
 
-def outgoing(payload: bytes, idempotency_key: str, created_at: str) -> Outgoing:
+def outgoing(
+    payload: bytes,
+    idempotency_key: str,
+    created_at: str,
+    earlier: Callable[[], list[bytes]] | None = None,
+) -> Outgoing:
     """Parse a stored message; ValueError when it is not a Bundle."""
     bundle: Any = json.loads(payload)
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise ValueError("an outbox message is a Bundle")
-    return Outgoing(bundle, payload, idempotency_key, created_at)
+    return Outgoing(bundle, payload, idempotency_key, created_at, earlier or (lambda: []))
 
 
 def request_id(idempotency_key: str) -> str:

@@ -64,6 +64,9 @@ class HttpRequest:
     url: str
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    grant: tuple[tuple[str, str], ...] = ()
+    """Claims for the authorization assertion of a Twiin token request (``auth.type twiin``):
+    who initiates (``sub``) and, when agreed, the patient; the Transport asks a token per grant."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from wor_bridge.core import identifiers as ids
+from wor_bridge.core.destination_auth import ClientTls, DestinationAuth
 from wor_bridge.core.limits import InputLimits
 from wor_bridge.core.monitoring_settings import MonitoringSettings
+from wor_bridge.core.ta_np import TaNpSettings
+
+__all__ = ["ClientTls", "DestinationAuth"]  # their home is core.destination_auth
 
 LOCAL_BASE = "https://wor-bridge.nl/fhir"
 """Canonical base of the project's local CodeSystems and tags."""
@@ -96,33 +100,6 @@ REASON_PATHS = frozenset(
 )
 
 
-class DestinationAuth(_Frozen):
-    """How the bridge authenticates at a destination (secrets never printed: SecretStr)."""
-
-    type: Literal["none", "bearer", "oauth2"] = "none"
-    token: SecretStr | None = None
-    token_url: str | None = None
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    scope: str | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> DestinationAuth:
-        if self.type == "bearer" and self.token is None:
-            raise ValueError("auth.type bearer needs auth.token")
-        if self.type == "oauth2" and not (self.token_url and self.client_id and self.client_secret):
-            raise ValueError("auth.type oauth2 needs token_url, client_id and client_secret")
-        return self
-
-
-class ClientTls(_Frozen):
-    """Mutual TLS towards a destination: the bridge's client certificate and the CA to trust."""
-
-    cert_file: str
-    key_file: str
-    ca_file: str | None = None
-
-
 DestinationType = Literal["fhir-r4", "notified-pull-stu3", "zorgdomein-stu3"]
 """Every destination type the bridge knows; ``connectors.outbound.TYPES`` has one connector each."""
 
@@ -170,6 +147,10 @@ class Destination(_Frozen):
     read_timeout_s: float = Field(default=15.0, gt=0, le=300)
     directory: DestinationDirectory | None = None
     """Take the endpoint from the care-services directory at delivery time (``[directory]``)."""
+    pull_mode: Literal["single-task", "ta-np"] = "single-task"
+    """``notified-pull-stu3`` only: the bridge's one-Task variant, or Twiin TA Notified Pull
+    v1.0.1 (Notification + workflow Task + authorization base; ``core.ta_np``)."""
+    ta_np: TaNpSettings = TaNpSettings()
 
     def identifiers(self) -> frozenset[tuple[str, str]]:
         """``(system, value)`` of every identifier the organisation is known by (its identifier
@@ -181,6 +162,8 @@ class Destination(_Frozen):
 
     @model_validator(mode="after")
     def _create_fits(self) -> Destination:
+        if self.pull_mode == "ta-np" and self.type != "notified-pull-stu3":
+            raise ValueError(f"destination {self.id}: pull_mode ta-np needs notified-pull-stu3")
         if self.type == "fhir-r4" and self.create is not None:
             raise ValueError(
                 f"destination {self.id}: a fhir-r4 destination takes no create (its mapping's"
@@ -345,6 +328,8 @@ class Settings(_Frozen):
                 raise ValueError(
                     f"destination {dest.id}: delivery put needs a mapping with request PUT"
                 )
+        if self.pull.token_key is None and any(d.pull_mode == "ta-np" for d in self.destinations):
+            raise ValueError("pull_mode ta-np needs [pull] token_key (the authorization base key)")
         if self.feedback.gp_record is not None and self.feedback.gp_record not in known:
             raise ValueError(f"feedback.gp_record: unknown destination {self.feedback.gp_record!r}")
         if (

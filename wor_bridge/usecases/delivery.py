@@ -62,6 +62,8 @@ def _send(
     transport: Transport,
     clock: Clock,
     directory: Directory | None = None,
+    *,
+    store: OutboxStore | None = None,
 ) -> tuple[Outcome, str | None]:
     """Send an entry's requests in order; the first answer that is not 2xx decides. Also says
     where the endpoint came from, for destinations that use the directory."""
@@ -85,6 +87,7 @@ def _send(
             entry.idempotency_key,
             settings,
             created_at=entry.created_at.isoformat(timespec="seconds"),
+            earlier=lambda: _earlier(store, entry),
         )
     except (ValueError, KeyError) as err:
         # no endpoint, unreadable payload: backed off, then a dead letter
@@ -100,6 +103,19 @@ def _send(
             return outcome, source
         last = outcome.status
     return Delivered(last), source
+
+
+def _earlier(store: OutboxStore | None, entry: OutboxEntry) -> list[bytes]:
+    """The payloads of the messages about the entry's Task to its destination made before it."""
+    if store is None:
+        return []
+    found = []
+    for destination, payload in store.task_messages(entry.task_id):
+        if payload == entry.payload:
+            break
+        if destination == entry.destination:
+            found.append(payload)
+    return found
 
 
 def deliver_due(
@@ -129,7 +145,7 @@ def deliver_due(
             break
         entry = claimed[0]
         started = time.monotonic()
-        outcome, source = _send(entry, settings, transport, clock, directory)
+        outcome, source = _send(entry, settings, transport, clock, directory, store=store)
         duration = time.monotonic() - started
         if isinstance(outcome, Delivered):
             faults.hit("after_send")
