@@ -2,9 +2,10 @@
 
 Every request has explicit connect and read timeouts and never follows a redirect (a redirect
 must not carry patient data elsewhere). Bearer tokens come from the settings; OAuth2 client
-credentials tokens are fetched, cached until shortly before they expire, and refreshed once when
-the destination answers 401. Exceptions become ``TransportError`` whose message is the exception
-class name only: never a URL, a token or a secret.
+credentials tokens (and Twiin tokens, one per grant: ``adapters.twiin_token``) are fetched,
+cached until shortly before they expire, and refreshed once when the destination answers 401.
+Exceptions become ``TransportError`` whose message is the exception class name only: never a
+URL, a token or a secret.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import ReadTimeoutError
 
+from wor_bridge.adapters import twiin_token
 from wor_bridge.core.delivery import HttpRequest, HttpResponse
 from wor_bridge.core.settings import Destination
 from wor_bridge.errors import TransportError
@@ -36,6 +38,9 @@ TOKEN_MARGIN_S: Final = 30.0
 DEFAULT_TOKEN_LIFETIME_S: Final = 300.0
 """The lifetime assumed for a token whose response carries no usable ``expires_in``."""
 
+MAX_CACHED_GRANTS: Final = 1024
+"""Twiin tokens kept per destination (one per grant, i.e. per referral) before the cache empties."""
+
 _CHUNK_BYTES: Final = 65_536
 
 
@@ -47,6 +52,8 @@ class _Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)
     token: str | None = None
     expires_at: dt.datetime | None = None
+    grants: dict[tuple[tuple[str, str], ...], tuple[str, dt.datetime]] = field(default_factory=dict)
+    """Twiin tokens by the grant claims they were issued for."""
 
 
 class RequestsTransport:
@@ -64,15 +71,15 @@ class RequestsTransport:
         auth = destination.auth
         if auth.type == "bearer" and auth.token is not None:
             headers["Authorization"] = f"Bearer {auth.token.get_secret_value()}"
-        if auth.type != "oauth2":
+        if auth.type not in ("oauth2", "twiin"):
             return _perform(slot.session, request, headers, destination)
-        token, fresh = self._token(slot, destination)
+        token, fresh = self._token(slot, destination, request.grant)
         headers["Authorization"] = f"Bearer {token}"
         response = _perform(slot.session, request, headers, destination)
         if response.status != 401 or fresh:
             return response
         self._drop_token(slot, token)  # revoked or expired early: one new token, one retry
-        token, _ = self._token(slot, destination)
+        token, _ = self._token(slot, destination, request.grant)
         headers["Authorization"] = f"Bearer {token}"
         return _perform(slot.session, request, headers, destination)
 
@@ -90,8 +97,12 @@ class RequestsTransport:
                 slot = self._slots[destination.id] = _Slot(_new_session(destination))
             return slot
 
-    def _token(self, slot: _Slot, destination: Destination) -> tuple[str, bool]:
+    def _token(
+        self, slot: _Slot, destination: Destination, grant: tuple[tuple[str, str], ...]
+    ) -> tuple[str, bool]:
         """A valid access token, and whether it was fetched just now."""
+        if destination.auth.type == "twiin":
+            return self._twiin_token(slot, destination, grant)
         with slot.lock:
             now = self._clock.now()
             if slot.token is not None and slot.expires_at is not None and now < slot.expires_at:
@@ -101,10 +112,31 @@ class RequestsTransport:
             slot.expires_at = now + dt.timedelta(seconds=lifetime_s - TOKEN_MARGIN_S)
             return token, True
 
+    def _twiin_token(
+        self, slot: _Slot, destination: Destination, grant: tuple[tuple[str, str], ...]
+    ) -> tuple[str, bool]:
+        """A Twiin token for this grant (TA NP §3.2), cached like an OAuth2 token."""
+        with slot.lock:
+            now = self._clock.now()
+            cached = slot.grants.get(grant)
+            if cached is not None and now < cached[1]:
+                return cached[0], False
+            request = twiin_token.token_request(destination.auth, grant, now.timestamp())
+            token, lifetime_s = _token_answer(
+                _perform(slot.session, request, _headers(request), destination)
+            )
+            if len(slot.grants) >= MAX_CACHED_GRANTS:  # bounded: one grant per referral
+                slot.grants.clear()
+            slot.grants[grant] = (token, now + dt.timedelta(seconds=lifetime_s - TOKEN_MARGIN_S))
+            return token, True
+
     def _drop_token(self, slot: _Slot, token: str) -> None:
         with slot.lock:
             if slot.token == token:  # another thread may have refreshed it already
                 slot.token = slot.expires_at = None
+            for grant, (cached, _) in list(slot.grants.items()):
+                if cached == token:
+                    del slot.grants[grant]
 
 
 def _new_session(destination: Destination) -> requests.Session:
@@ -130,7 +162,15 @@ def _fetch_token(session: requests.Session, destination: Destination) -> tuple[s
         {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
     )
     basic = HTTPBasicAuth(auth.client_id, auth.client_secret.get_secret_value())
-    response = _perform(session, request, headers, destination, basic)
+    return _token_answer(_perform(session, request, headers, destination, basic))
+
+
+def _headers(request: HttpRequest) -> CaseInsensitiveDict[str]:
+    return CaseInsensitiveDict(dict(request.headers))
+
+
+def _token_answer(response: HttpResponse) -> tuple[str, float]:
+    """The access token of a token endpoint's answer and its lifetime in seconds."""
     if not 200 <= response.status < 300:
         raise TransportError("auth", f"token endpoint answered HTTP {response.status}")
     try:
