@@ -4,8 +4,13 @@ The receiver authenticates with its secret (HTTP Basic or form) or a private-key
 Task in ``resource`` (RFC 8707): ``urn:uuid:<task id>`` (the notification Task's identifier) or
 ``{base_url}/fhir/stu3/Task/<task id>``. Only a ``referral:pull`` client of the Task's destination
 gets a token, only while the Task is open, and with the client certificate it is bound to when the
-client has one configured. Refusals follow RFC 6749 section 5.2 (``error``,
-``error_description``): that is what OAuth client libraries read. Every answer is audited.
+client has one configured. A receiver in Twiin TA mode (``pull_mode = "ta-np"``) names the Task by
+playing back the notification's **authorization base** (TA §3.3; VIPLive "3. Notify afleveren":
+"in the ``authorization_base`` field" of its token request), as the form parameter
+``authorization_base`` (whether the TA puts it in the form or in an assertion could not be read:
+docs/standards/ta-notified-pull.md §4.3); for its Tasks the authorization base is required.
+Refusals follow RFC 6749 section 5.2 (``error``, ``error_description``): that is what OAuth client
+libraries read. Every answer is audited.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.config import ClientSettings
+from wor_bridge.core import ta_np
 from wor_bridge.core.ratelimit import TokenBucket
 from wor_bridge.service.bodies import BodyRefused, read_body, too_large
 from wor_bridge.service.pull_context import PULL_ALLOWED, PullContext
@@ -133,6 +139,24 @@ class TokenEndpoint:
             return None
         return canonical if canonical == text else None
 
+    def _target(self, client: ClientSettings, form: dict[str, str]) -> str | Response | None:
+        """The Task the request names: by its ``authorization_base`` (TA §3.3; required for a
+        TA receiver) and/or ``resource``, which must then agree; or the refusal (audited)."""
+        task_id = self._task_of(form.get("resource", ""))
+        if "authorization_base" in form:
+            key = self.ctx.base_key
+            based = ta_np.task_of(key, form["authorization_base"]) if key else None
+            if based is None or (task_id is not None and task_id != based):
+                self.ctx.audit("pull_token", "refused", client.id, None, "authorization base")
+                return _oauth_error(400, "invalid_grant", "the authorization_base is not valid")
+            return based
+        if client.destination in self.ctx.ta_destinations:
+            self.ctx.audit("pull_token", "refused", client.id, None, "no authorization base")
+            return _oauth_error(
+                400, "invalid_request", "authorization_base is required (TA Notified Pull §3.3)"
+            )
+        return task_id
+
     async def token(self, request: Request) -> Response:
         """Client credentials for one Task; refusals per RFC 6749 and audited."""
         limit = self.ctx.c.config.core.limits.token_bytes
@@ -196,7 +220,9 @@ class TokenEndpoint:
         if "referral:pull" not in client.scopes or client.destination is None:
             self.ctx.audit("pull_token", "refused", client.id, None, "no referral:pull scope")
             return _oauth_error(400, "unauthorized_client", "the client may not pull referrals")
-        task_id = self._task_of(form.get("resource", ""))
+        task_id = self._target(client, form)
+        if isinstance(task_id, Response):
+            return task_id
         task = self.ctx.c.store.get_task(task_id) if task_id else None
         if task is None or task.destination != client.destination or not self.ctx.pulled(task):
             # recorded against that Task's patient when it exists (the answer does not tell)

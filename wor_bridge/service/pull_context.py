@@ -32,6 +32,12 @@ class PullContext:
         self.pull_destinations = frozenset(
             d.id for d in config.core.destinations if d.type == "notified-pull-stu3"
         )
+        self.ta_destinations = frozenset(
+            d.id for d in config.core.destinations if d.pull_mode == "ta-np"
+        )
+        """Destinations in Twiin TA mode: their receivers play the authorization base back."""
+        self.base_key = key
+        """The authorization base key (``[pull] token_key``; required for TA destinations)."""
 
     def _first_use(self, key: str, forget_at_s: float, now_s: float) -> bool:
         """The store's replay cache (shared by the processes on it; survives a restart)."""

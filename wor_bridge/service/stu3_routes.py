@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
-from wor_bridge.connectors import fhir_feedback, notified_pull
+from wor_bridge.connectors import fhir_feedback, notified_pull, ta_notified_pull
 from wor_bridge.core import fhir, free_text
 from wor_bridge.core.fhir import JsonDict, canonical_json
 from wor_bridge.core.outcome import operation_outcome
@@ -134,6 +134,11 @@ class Stu3Routes:
         targets = notified_pull.reference_targets(entries, lambda e: e.key)
         local = {f"{e.resource['resourceType']}/{e.id}": e.key for e in entries}
         served: JsonDict = notified_pull.retarget(converted, {**targets, **local})
+        core = self.c.config.core
+        destination = core.destination(task.destination)
+        if destination.pull_mode == "ta-np":  # Twiin-03: the workflow Task of the Notifications
+            base = core.pull.base_url
+            served = ta_notified_pull.workflow_task(served, task.task_id, bundle, destination, base)
         return served
 
     def _owner_of(self, rtype: str, rid: str) -> TaskRecord | None:
