@@ -219,7 +219,7 @@ def test_notification_has_the_ta_elements_and_inputs() -> None:
 
 
 def test_notification_request_is_a_conditional_create_with_its_grant() -> None:
-    """POST [receiver]/Task, If-None-Exist on the Notification identifier; grant names the practice."""
+    """POST [receiver]/Task, If-None-Exist on the Notification id; the grant names the practice."""
     (request,) = _render(_payload("accepted-contained"), _destination())
     note = json.loads(request.body)
     assert (request.method, request.url) == ("POST", "https://receiver.example.org/fhir/Task")
