@@ -37,7 +37,7 @@ NOTIFICATION_CODE: Final = ("http://fhir.nl/fhir/NamingSystem/TaskCode", "pull-n
 class TaReceivingSystem:
     """The receiver's token endpoint and Task endpoint (see the module docstring)."""
 
-    def __init__(  # noqa: PLR0913 - the agreed parameters of one receiver
+    def __init__(
         self,
         *,
         sender_public_key: bytes,
@@ -63,13 +63,13 @@ class TaReceivingSystem:
         receiving = self
 
         class Handler(_Handler):
-            def do_POST(self) -> None:
+            def do_POST(self) -> None:  # noqa: N802 - the http.server name
                 if urlsplit(self.path).path == "/token":
                     receiving._token(self)
                 elif receiving._authorised(self):
                     super().do_POST()
 
-            def do_PUT(self) -> None:
+            def do_PUT(self) -> None:  # noqa: N802 - the http.server name
                 if receiving._authorised(self):
                     super().do_PUT()
 
@@ -120,9 +120,8 @@ class TaReceivingSystem:
         with self._lock:
             self.refusals.append(why)
         handler.close_connection = True
-        outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]}
-        outcome["issue"][0]["code"] = "security"
-        handler._reply(status, outcome)
+        issue = {"severity": "error", "code": "security"}
+        handler._reply(status, {"resourceType": "OperationOutcome", "issue": [issue]})
 
     def _authorised(self, handler: _Handler) -> bool:
         """A write with a token of this endpoint; else 401 (the body is read and dropped)."""
