@@ -21,6 +21,9 @@ def test_demo_delivers_every_accepted_referral_and_exits_zero() -> None:
     assert "already received; no second delivery" in out
     assert "the way back went as designed" in out
     assert "first-contact x1" in out
+    assert "notified pull and STU3 went as designed" in out
+    assert "GET workflow Task (Twiin-03)                 HTTP 200" in out
+    assert "cancellation (Twiin-02) reached the receiver: True" in out
     assert "receiver welzijn-voorbeeld: 5 ServiceRequest(s), 5 Task(s), 0 Condition(s)" in out
     assert "Traceback" not in proc.stderr.decode()
     seen = out + proc.stderr.decode()

@@ -195,6 +195,7 @@ def run(deadline_s: float = 30.0, *, folder: Path | None = None, keys: str | Non
             port,
             keys,
         )
+        path.write_text(pull_receiver.configure(path.read_text("utf-8"), Path(tmp)), "utf-8")
         components = bootstrap.build(load_app(path))
         app = create_app(components)
         ok = way_back = dutch = False
