@@ -29,7 +29,8 @@ def test_an_amendment_updates_what_the_receiver_holds(
 ) -> None:
     """After the change: FHIR R4 holds the new phone on the same Patient (one Patient, one
     ServiceRequest, the Task as the referral left it); notified pull still holds one notification
-    Task, now updated; ZorgDomein holds a second document, without a Task of its own."""
+    Task, now updated (TA mode: a second Notification in the same group); ZorgDomein holds a
+    second document, without a Task of its own."""
     changes = dict(MODES[dtype])[label]
     for w in world(settings, servers, dtype, changes):
         _delivered(w)
@@ -44,6 +45,12 @@ def test_an_amendment_updates_what_the_receiver_holds(
             assert NEW_PHONE in json.dumps(patients[0])
             assert len(_holds(w.welfare, "ServiceRequest")) == 1
             assert json.dumps(_holds(w.welfare, "Task"), sort_keys=True) == before["Task"]
+        elif label == "ta-np":  # Twiin-01 again: a second Notification in the same group
+            tasks = _holds(w.welfare, "Task")
+            assert len(tasks) == 2
+            assert len({json.dumps(t["groupIdentifier"]) for t in tasks}) == 1
+            assert len({json.dumps(t["identifier"]) for t in tasks}) == 2
+            assert NEW_PHONE not in json.dumps(tasks)  # a notification carries no personal data
         elif dtype == "notified-pull-stu3":
             tasks = _holds(w.welfare, "Task")
             assert len(tasks) == 1

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 import pytest
+from pydantic import SecretStr
 
 from tests.cases import case_input
 from wor_bridge.adapters.clock import FixedClock
@@ -50,7 +51,11 @@ MODES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("mapping-post-if-none-exist", {"mapping": "wor-r4-ageband-bsn"}),
         ("delivery-put", {"mapping": "wor-r4-default", "delivery": "put"}),
     ),
-    "notified-pull-stu3": (("conditional", {"create": None}), ("put", {"create": "put"})),
+    "notified-pull-stu3": (
+        ("conditional", {"create": None}),
+        ("put", {"create": "put"}),
+        ("ta-np", {"pull_mode": "ta-np"}),  # Twiin-01 create once, Twiin-02 conditional update
+    ),
     "zorgdomein-stu3": (("conditional", {"create": None}), ("put", {"create": "put"})),
 }
 
@@ -132,8 +137,13 @@ def world(
     )
     Destination.model_validate(receiver.model_dump())  # the combination is a valid configuration
     record = settings.destination(GP_RECORD).model_copy(update={"endpoint": gp.base_url})
+    pull = settings.pull.model_copy(update={"token_key": SecretStr("k" * 32)})  # for ta-np
     config = settings.model_copy(
-        update={"destinations": (record, receiver), "routing": Routing(catch_all=RECEIVER)}
+        update={
+            "destinations": (record, receiver),
+            "routing": Routing(catch_all=RECEIVER),
+            "pull": pull,
+        }
     )
     clock = FixedClock(START)
     transport = RequestsTransport(clock)
