@@ -213,6 +213,9 @@ def test_notification_has_the_ta_elements_and_inputs() -> None:
     reads = [i["valueReference"]["reference"] for i in _inputs(note, "read-available-resource")]
     served = notified_pull.pullable(json.loads(_payload("accepted-contained")))
     assert sorted(reads) == sorted(served)
+    (query,) = [i["valueString"] for i in _inputs(note, "query-available-resources")]
+    patient = next(r for r in reads if r.startswith("Patient/"))
+    assert query == f"Consent?patient={patient}"
     assert note["owner"] == {
         "identifier": {"system": "http://fhir.nl/fhir/NamingSystem/ura", "value": "90000123"}
     }
@@ -251,6 +254,37 @@ def test_amendment_is_a_new_notification_in_the_same_group() -> None:
     assert second.method == "POST"
     (again,) = _render(updated, _destination())
     assert again.body == second.body
+
+
+@pytest.mark.parametrize("case", ALL_ACCEPTED)
+def test_the_offered_query_finds_the_referrals_consents(case: str) -> None:
+    """``query-available-resources`` run by ``search`` gives exactly the referral's Consents."""
+    pullable = notified_pull.pullable(json.loads(_payload(case)))
+    (query,) = [i["valueString"] for i in _inputs(_notification(case), "query-available-resources")]
+    stu3_type, _, text = query.partition("?")
+    found = ta_notified_pull.search(pullable, stu3_type, urllib.parse.parse_qsl(text))
+    assert found == [k for k in pullable if k.startswith("Consent/")]
+    assert found
+
+
+def test_search_parameters() -> None:
+    """``_id`` lists, the Patient reference (with or without type), AND, and refusals."""
+    pullable = notified_pull.pullable(json.loads(_payload("accepted-contained")))
+    consent = next(k for k in pullable if k.startswith("Consent/"))
+    patient = next(k for k in pullable if k.startswith("Patient/"))
+    orgs = [k.split("/")[1] for k in pullable if k.startswith("Organization/")]
+    search = ta_notified_pull.search
+    assert search(pullable, "Organization", [("_id", ",".join(orgs))]) == [
+        f"Organization/{o}" for o in orgs
+    ]
+    assert search(pullable, "Organization", [("_id", "nope")]) == []
+    assert search(pullable, "Consent", [("patient", patient.split("/")[1])]) == [consent]
+    both = [("patient", patient), ("_id", consent.split("/")[1])]
+    assert search(pullable, "Consent", both) == [consent]
+    assert search(pullable, "Consent", [("patient", patient), ("_id", "x")]) == []
+    assert search(pullable, "Consent", [("status", "active")]) is None
+    assert search(pullable, "Patient", [("patient", patient)]) is None
+    assert search(pullable, "Task", []) is None
 
 
 # --- Twiin-02 -------------------------------------------------------------------------------------

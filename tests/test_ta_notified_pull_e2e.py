@@ -283,6 +283,16 @@ def test_notify_token_workflow_pull_status_renotify_cancel_refused(world: World)
         assert pulled.status_code == 200, reference.split("/")[0]
         assert fhir.validate_stu3(pulled.json(), reference.split("/")[0]) == []
 
+    # query-available-resources: the offered search, as a searchset of the referral's Consents
+    (query,) = [i["valueString"] for i in _inputs(note, "query-available-resources")]
+    found = world.read(query, token)
+    assert found.status_code == 200
+    assert fhir.validate_stu3(found.json(), "Bundle") == []
+    assert [e["resource"]["resourceType"] for e in found.json()["entry"]] == ["Consent"]
+    unknown = world.read("Consent?status=active", token)
+    assert unknown.status_code == 400
+    assert unknown.json()["issue"][0]["code"] == "not-supported"
+
     # status: the receiver accepts the workflow Task (bilateral; the bridge's STU3 Task update)
     accepted = {**workflow.json(), "status": "accepted"}
     put = world.call(

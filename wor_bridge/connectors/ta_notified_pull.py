@@ -15,9 +15,10 @@ be confirmed, is docs/standards/ta-notified-pull.md (sections in brackets below)
   one), ``status`` requested, ``intent`` proposal, ``code`` ``TaskCode#pull-notification``,
   ``basedOn`` the workflow Task (Nuts; [§6]), the sending system and practice in ``requester``,
   the receiver in ``owner``, the access window in ``restriction.period``, and the inputs
-  ``authorization-base``, ``get-workflow-task`` and one ``read-available-resource`` per pullable
-  resource [§2.2]. No name, address, telecom, birth date nor free text; the BSN only where the
-  receiver agreed to get it on the Task (``ta_np.patient``).
+  ``authorization-base``, ``get-workflow-task``, one ``read-available-resource`` per pullable
+  resource and a ``query-available-resources`` search (``SEARCHES``) [§2.2]. No name, address,
+  telecom, birth date nor free text; the BSN only where the receiver agreed to get it on the Task
+  (``ta_np.patient``).
 - **Cancellation** (Twiin-02, §10.3.2): ``PUT [receiver]/Task?identifier=<Notification
   identifier>`` with that identifier, ``status`` cancelled and ``intent`` proposal, for every
   Notification sent about the referral, when the GP side ends it.
@@ -90,6 +91,56 @@ def read_inputs(entries: list[Entry], options: ta_np.TaNpSettings, base_url: str
     ]
 
 
+SEARCHES: Final = {
+    "ReferralRequest": ("_id", "subject"),
+    "Patient": ("_id",),
+    "PractitionerRole": ("_id",),
+    "Practitioner": ("_id",),
+    "Organization": ("_id",),
+    "Consent": ("_id", "patient"),
+}
+"""What ``GET [base]/<Type>?...`` answers at the bridge (``query-available-resources``): within
+the token's referral only; ``_id`` (comma-separated ids) and the reference to the Patient."""
+
+
+def query_inputs(
+    entries: list[Entry], options: ta_np.TaNpSettings, base_url: str
+) -> list[JsonDict]:
+    """The ``query-available-resources`` inputs (Twiin-01: "FHIR search queries that can be used
+    to retrieve resources made available at the sender"): the patient's Consents, a set whose
+    size the receiver cannot know beforehand. None without a Consent or a Patient."""
+    patients = [e for e in entries if e.stu3_type == "Patient"]
+    if not patients or not any(e.stu3_type == "Consent" for e in entries):
+        return []
+    query = reference(f"Consent?patient={patients[0].key}", options, base_url)
+    return [_parameter(options.query_code, valueString=query)]
+
+
+def search(
+    pullable: dict[str, JsonDict], stu3_type: str, params: list[tuple[str, str]]
+) -> list[str] | None:
+    """The keys (``Type/id``) of the pullable resources of ``stu3_type`` that match every
+    parameter (AND; ``_id`` takes a comma list, ``patient``/``subject`` a ``Patient/<id>`` or
+    ``<id>`` reference), or None when the type or a parameter is not one ``SEARCHES`` offers."""
+    allowed = SEARCHES.get(stu3_type)
+    if allowed is None or any(name not in allowed for name, _ in params):
+        return None
+    found = []
+    for key, resource in pullable.items():
+        if not key.startswith(f"{stu3_type}/"):
+            continue
+        if all(_matches(resource, name, value) for name, value in params):
+            found.append(key)
+    return found
+
+
+def _matches(resource: JsonDict, name: str, value: str) -> bool:
+    if name == "_id":
+        return str(resource.get("id")) in value.split(",")
+    target = (resource.get(name) or {}).get("reference")
+    return isinstance(target, str) and target in (value, f"Patient/{value}")
+
+
 def patient_bsn(entries: list[Entry]) -> str | None:
     """The BSN of the referral's Patient as the destination's mapping let it travel, else None."""
     for entry in entries:
@@ -155,6 +206,7 @@ def notification(
         _parameter(ta_np.AUTHORIZATION_BASE, valueString=ta_np.authorization_base(key, task_uuid)),
         _parameter(ta_np.GET_WORKFLOW_TASK, valueBoolean=True),
         *read_inputs(entries, options, base),
+        *query_inputs(entries, options, base),
     ]
     return task
 
@@ -182,7 +234,11 @@ def workflow_task(
     entries = referral_entries(bundle)
     out = {k: v for k, v in served.items() if k != "input"}
     out["groupIdentifier"] = _uri(str(uuid.UUID(task_id)))
-    out["input"] = [*(served.get("input") or []), *read_inputs(entries, options, base_url)]
+    out["input"] = [
+        *(served.get("input") or []),
+        *read_inputs(entries, options, base_url),
+        *query_inputs(entries, options, base_url),
+    ]
     return out
 
 

@@ -99,4 +99,6 @@ def task_of(key: bytes, value: str) -> str | None:
     task = uuid.UUID(bytes=raw[:16])
     if not hmac.compare_digest(raw[16:], _mac(key, task)):
         return None
+    if authorization_base(key, str(task)) != value:  # one spelling only (no stray padding bits)
+        return None
     return str(task)

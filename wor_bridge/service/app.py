@@ -42,6 +42,7 @@ from wor_bridge.service.report_routes import ReportRoutes
 from wor_bridge.service.search_routes import SearchRoutes
 from wor_bridge.service.stu3_intake_routes import Stu3Intake
 from wor_bridge.service.stu3_routes import Stu3Routes
+from wor_bridge.service.stu3_search import Stu3Search
 from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.usecases import intake
 from wor_bridge.usecases.directory_sync import DirectorySync
@@ -182,7 +183,9 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
         components, metrics, authorise, FhirResponse, _outcome, denied=_denied, trail=trail
     )
     routes.add(app)
-    Stu3Routes(components, auth, routes).add(app)
+    stu3 = Stu3Routes(components, auth, routes)
+    stu3.add(app)
+    Stu3Search(stu3).add(app)  # TA query-available-resources
     Stu3Intake(components, metrics, auth, trail, dispatcher.wake if run_dispatcher else None).add(
         app
     )

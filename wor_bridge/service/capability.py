@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from wor_bridge.connectors.notified_pull import PULLED_TYPES
+from wor_bridge.connectors.ta_notified_pull import SEARCHES
 from wor_bridge.core import search
 from wor_bridge.core.media import Version
 
@@ -77,6 +78,7 @@ ROUTES: Final = (
     Route("POST", "/fhir/stu3", (), ("transaction", "batch"), ("json", "xml")),
     Route("POST", "/fhir/stu3/ReferralRequest", ("ReferralRequest",), ("create",), ("json", "xml")),
     Route("GET", "/fhir/stu3/{rtype}/{rid}", _STU3_TYPES, ("read",)),
+    *(Route("GET", f"/fhir/stu3/{t}", (t,), ("search-type",)) for t in SEARCHES),
     Route("PUT", "/fhir/stu3/Task/{task_id}", ("Task",), ("update",), ("json",)),
     Route("POST", "/fhir/stu3/Observation", ("Observation",), ("create",), ("json",)),
 )

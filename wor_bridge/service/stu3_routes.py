@@ -58,7 +58,8 @@ class Stu3Response(Response):
         return canonical_json(content)
 
 
-def _outcome(status: int, code: Any, message: str, where: str = "(request)") -> Stu3Response:
+def outcome(status: int, code: Any, message: str, where: str = "(request)") -> Stu3Response:
+    """An STU3 OperationOutcome answer (401 with its ``WWW-Authenticate``)."""
     response = Stu3Response(operation_outcome([Issue(code, where, message)]), status_code=status)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="wor-bridge"'
@@ -67,7 +68,7 @@ def _outcome(status: int, code: Any, message: str, where: str = "(request)") -> 
 
 def _not_found(what: str = "Task") -> Stu3Response:
     """The answer for an unknown resource and for one the caller may not reach: the same."""
-    return _outcome(404, "not-found", f"no {what} with this id for this caller", f"{what}.id")
+    return outcome(404, "not-found", f"no {what} with this id for this caller", f"{what}.id")
 
 
 REVOKED: Final = frozenset({"rejected", "cancelled", "entered-in-error"})
@@ -101,7 +102,7 @@ class Stu3Routes:
         presented = presented_key(request.headers.get("authorization"), None)
         if not presented:
             self.ctx.audit("referral_pull", "refused", "(unknown)", None, "no bearer token")
-            return _outcome(401, "login", "a bearer token from /oauth/token is required")
+            return outcome(401, "login", "a bearer token from /oauth/token is required")
         cert = client_cert_sha256(request.scope)
         grant = self.tokens.verify(presented, cert, self.ctx.now())
         client = self.ctx.clients.get(grant.client_id) if isinstance(grant, Grant) else None
@@ -110,13 +111,13 @@ class Stu3Routes:
             code = "expired" if isinstance(grant, TokenProblem) and grant.expired else "login"
             subject = grant.client_id if isinstance(grant, TokenProblem) else None
             self.ctx.audit("referral_pull", "refused", subject or "(unknown)", None, message)
-            return _outcome(401, code, message)
+            return outcome(401, code, message)
         if not self.ctx.cert_ok(client, cert):
             self.ctx.audit("referral_pull", "refused", client.id, None, "client certificate")
-            return _outcome(403, "forbidden", "the client certificate is not this client's")
+            return outcome(403, "forbidden", "the client certificate is not this client's")
         if "referral:pull" not in client.scopes:  # the configuration changed since
             self.ctx.audit("referral_pull", "refused", client.id, None, "no referral:pull scope")
-            return _outcome(403, "forbidden", "the client may not pull referrals")
+            return outcome(403, "forbidden", "the client may not pull referrals")
         return grant, client
 
     def _resource(self, task: TaskRecord, key: str) -> JsonDict | None:
@@ -150,8 +151,10 @@ class Stu3Routes:
             return self.c.store.get_task(task_id) if task_id else None
         return None
 
-    def read(self, rtype: str, rid: str, request: Request) -> Response:
-        """One resource of the referral the token is for."""
+    def pull_access(
+        self, request: Request, where: tuple[str, str]
+    ) -> tuple[TaskRecord, ClientSettings] | Response:
+        """The open Task a pull token is for, with its client; or the refusal (audited)."""
         granted = self._grant(request)
         if isinstance(granted, Response):
             return granted
@@ -159,15 +162,23 @@ class Stu3Routes:
         task = self.c.store.get_task(grant.task_id)
         if task is None or task.destination != client.destination:
             self.ctx.audit("referral_pull", "refused", client.id, None, "Task gone")
-            return _outcome(403, "forbidden", "the token's Task is not available")
-        where = (rtype, rid)
+            return outcome(403, "forbidden", "the token's Task is not available")
         if task.status not in PULL_ALLOWED:
             self.ctx.audit(
                 "referral_pull", "refused", client.id, task, f"Task {task.status}", object_ref=where
             )
-            return _outcome(
+            return outcome(
                 403, "forbidden", f"access ended: the Task is {task.status}", "Task.status"
             )
+        return task, client
+
+    def read(self, rtype: str, rid: str, request: Request) -> Response:
+        """One resource of the referral the token is for."""
+        where = (rtype, rid)
+        access = self.pull_access(request, where)
+        if isinstance(access, Response):
+            return access
+        task, client = access
         resource = self._resource(task, f"{rtype}/{rid}")
         if resource is None:
             # recorded against the patient whose data was asked for, when the bridge can tell
@@ -206,7 +217,7 @@ class Stu3Routes:
             client = self.auth.check(presented, scope, client_cert_sha256(request.scope))
             if isinstance(client, Denied):
                 attempt.user = client.user
-                return _outcome(client.status, client.code, client.message)
+                return outcome(client.status, client.code, client.message)
             attempt.by(client)
             return WriteAccess(client, None)
         granted = self._grant(request)
@@ -237,7 +248,7 @@ class Stu3Routes:
             )
             if problem == "the token is for another Task":  # as for a Task that does not exist
                 return _not_found()
-            return _outcome(403, "forbidden", problem)
+            return outcome(403, "forbidden", problem)
         return WriteAccess(client, grant.task_id)
 
     async def _body(self, request: Request, rtype: str) -> bytes:
@@ -256,7 +267,7 @@ class Stu3Routes:
         except InboundError as err:
             return Stu3Response(operation_outcome(list(err.issues)), status_code=400)
         if not isinstance(data, dict) or data.get("resourceType") != rtype:
-            return _outcome(400, "not-supported", f"must be an STU3 {rtype}", "resourceType")
+            return outcome(400, "not-supported", f"must be an STU3 {rtype}", "resourceType")
         issues = fhir.validate_stu3(data, rtype)
         if issues:
             return Stu3Response(operation_outcome(issues), status_code=400)
@@ -291,13 +302,13 @@ class Stu3Routes:
         if isinstance(data, Response):
             return data
         if data.get("id") not in (None, task_id):
-            return _outcome(400, "invalid", "must carry the id of the URL", "Task.id")
+            return outcome(400, "invalid", "must carry the id of the URL", "Task.id")
         try:
             feedback = fhir_feedback.task_feedback(
                 task_id, data, self.c.clock.now().isoformat(timespec="seconds")
             )
         except fhir_feedback.FeedbackFormatError as err:
-            return _outcome(422, "invalid", str(err).split(": ", 1)[-1], err.location)
+            return outcome(422, "invalid", str(err).split(": ", 1)[-1], err.location)
         long = self.feedback.too_long(feedback, free_text.task())
         if long is not None:
             return Stu3Response(operation_outcome([long]), status_code=422)
@@ -306,7 +317,7 @@ class Stu3Routes:
             self.feedback.metrics.feedback.labels("stu3", "refused").inc()
             if result.http_status == 404:
                 return _not_found()
-            return _outcome(result.http_status, result.code, result.message, "Task")
+            return outcome(result.http_status, result.code, result.message, "Task")
         self.feedback.metrics.feedback.labels(
             "stu3", "applied" if result.changed else "repeat"
         ).inc()
