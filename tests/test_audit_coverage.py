@@ -153,6 +153,10 @@ def _pull(world: World, task_id: str) -> httpx.Response:
     return world.call("GET", f"/fhir/stu3/Task/{task_id}", world.prepared["token"])
 
 
+def _search(world: World, query: str) -> httpx.Response:
+    return world.call("GET", f"/fhir/stu3/Consent{query}", world.prepared["token"])
+
+
 def _stu3_put(world: World, task_id: str, key: str = "") -> httpx.Response:
     writer = key or world.prepared["token"]
     body = task_body(task_id, "accepted")
@@ -250,6 +254,10 @@ CASES = [
          "served", "viplive-receiver", PATIENT, W),
     Case("GET /fhir/stu3/{type}/{id}", "refused", lambda w: _pull(w, w.voorbeeld), 404, 1, PULL,
          "refused", "viplive-receiver", PATIENT, W),
+    Case("GET /fhir/stu3/{type}", "allowed", lambda w: _search(w, ""), 200, 1, PULL, "served",
+         "viplive-receiver", PATIENT, W),
+    Case("GET /fhir/stu3/{type}", "refused", lambda w: _search(w, "?status=active"), 400, 1, PULL,
+         "refused", "viplive-receiver", PATIENT, W),
     Case("PUT /fhir/stu3/Task/{id}", "allowed (pull token)", lambda w: _stu3_put(w, w.viplive),
          200, 1, UPDATE, "success", "viplive-receiver", PATIENT, W),
     Case("PUT /fhir/stu3/Task/{id}", "refused (pull token)", lambda w: _stu3_put(w, w.voorbeeld),
@@ -314,7 +322,7 @@ def test_every_operation_of_the_endpoint_table_is_covered_allowed_and_refused() 
     for operation in covered:
         variants = {c.variant.split(" ")[0] for c in CASES if c.operation == operation}
         assert variants == {"allowed", "refused"}, operation
-    assert sum(c.rows for c in CASES) == 44
+    assert sum(c.rows for c in CASES) == 46
 
 
 def test_undecodable_compressed_body_is_recorded_as_the_refusal_it_gets(tmp_path: Path) -> None:

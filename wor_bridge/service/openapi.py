@@ -17,6 +17,8 @@ from typing import Any, Final
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from wor_bridge.connectors.ta_notified_pull import SEARCHES
+
 Json = dict[str, Any]
 
 FHIR_JSON: Final = "application/fhir+json"
@@ -234,6 +236,12 @@ OPERATIONS: Final = {
     ("/fhir/stu3/{rtype}/{rid}", "get"): Operation(
         ("pullToken",), "(a token for this referral)", {}, (401, 403, 404), (200, STU3_JSON, "")
     ),
+    **{
+        (f"/fhir/stu3/{t}", "get"): Operation(
+            ("pullToken",), "(a token for this referral)", {}, (400, 401, 403), (200, STU3_JSON, "")
+        )
+        for t in SEARCHES
+    },
     ("/fhir/stu3/Task/{task_id}", "put"): Operation(
         ("pullToken", *API),
         "task:update",
