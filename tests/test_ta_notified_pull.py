@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from tests.cases import PATIENT_VALUES, REPO
 from wor_bridge.adapters import twiin_token
+from wor_bridge.config import load_app
 from wor_bridge.connectors import notified_pull, outbound, ta_notified_pull
 from wor_bridge.connectors.outgoing import outgoing
 from wor_bridge.core import fhir, ta_np
@@ -438,3 +439,20 @@ def test_token_request_signs_both_assertions_ps256(tmp_path: Path) -> None:
     form = dict(urllib.parse.parse_qsl(twiin_token.token_request(other, (), 1e9).body.decode()))
     assert form["grant_type"] == "client_credentials"
     assert "authorization_assertion" in form
+
+
+def test_example_configuration_lines_for_ta_mode_load(tmp_path: Path) -> None:
+    """The commented TA lines of config/wor-bridge.toml, uncommented, are a valid configuration."""
+    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    for key in ("pull_mode", 'auth = { type = "twiin"', "ta_np", "tls = { cert_file"):
+        assert text.count(f"\n# {key}") == 1, key
+        text = text.replace(f"\n# {key}", f"\n{key}")
+    text = text.replace('# token_key = "..."', f'token_key = "{KEY}"')
+    text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
+    path = tmp_path / "ta.toml"
+    path.write_text(text, encoding="utf-8")
+    destination = load_app(path).core.destination("welzijn-viplive")
+    assert (destination.pull_mode, destination.auth.type) == ("ta-np", "twiin")
+    assert destination.auth.algorithm == "PS256"
+    assert destination.ta_np.patient == "token-claim"
+    assert destination.tls is not None
