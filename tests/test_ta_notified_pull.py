@@ -4,10 +4,12 @@ Twiin token request (TA §3.2) and the settings that choose the mode per receive
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import urllib.parse
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from pydantic import ValidationError
 
 from tests.cases import PATIENT_VALUES, REPO
 from wor_bridge.adapters import twiin_token
+from wor_bridge.adapters.clock import FixedClock
+from wor_bridge.adapters.http import RequestsTransport
 from wor_bridge.config import load_app
 from wor_bridge.connectors import notified_pull, outbound, ta_notified_pull
 from wor_bridge.connectors.outgoing import outgoing
@@ -29,6 +33,7 @@ from wor_bridge.core.amendment import digest, update_bundle
 from wor_bridge.core.destination_auth import DestinationAuth
 from wor_bridge.core.settings import Destination, PullSettings, Routing, Settings
 from wor_bridge.core.stu3.convert import to_stu3
+from wor_bridge.demo.ta_receiver import TaReceivingSystem
 
 Json = dict[str, Any]
 GOLDENS = REPO / "fixtures" / "ta-notified-pull"
@@ -456,3 +461,41 @@ def test_example_configuration_lines_for_ta_mode_load(tmp_path: Path) -> None:
     assert destination.auth.algorithm == "PS256"
     assert destination.ta_np.patient == "token-claim"
     assert destination.tls is not None
+
+
+def test_transport_asks_one_twiin_token_per_grant(tmp_path: Path) -> None:
+    """RequestsTransport: a token per grant (reused while valid), verified by a receiving system."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "bridge.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    receiving = TaReceivingSystem(sender_public_key=public, sender_client_id="wor-bridge").start()
+    try:
+        auth = DestinationAuth(
+            type="twiin",
+            token_url=receiving.token_url,
+            client_id="wor-bridge",
+            private_key_file=str(tmp_path / "bridge.key"),
+            key_id="k1",
+        )
+        destination = _destination().model_copy(
+            update={"endpoint": receiving.base_url, "auth": auth}
+        )
+        transport = RequestsTransport(FixedClock(dt.datetime.now(dt.UTC)))  # the JWTs: real time
+        payload = _payload("accepted-contained")
+        (request,) = _render(payload, destination)
+        other = replace(request, grant=(("sub", "01000002"),))
+        statuses = [transport.send(r, destination).status for r in (request, request, other)]
+        transport.close()
+        assert statuses == [201, 200, 200]
+        assert [g["sub"] for g in receiving.grants] == ["01099990", "01000002"]
+        assert receiving.refusals == []
+    finally:
+        receiving.stop()
