@@ -326,6 +326,13 @@ def test_cancellation_is_a_conditional_update_of_every_notification() -> None:
         assert dict(request.grant)["sub"] == "01099990"
 
 
+def test_a_replayed_referral_is_cancelled_once() -> None:
+    """The same referral message twice in the outbox (an operator replay) is one Notification."""
+    payload = _payload("accepted-contained")
+    requests = _render(_withdrawal(payload), _destination(), earlier=[payload, payload])
+    assert len(requests) == 1
+
+
 def test_cancellation_without_a_notification_is_refused() -> None:
     """A Task update with no Notification sent before it cannot be rendered (ValueError)."""
     with pytest.raises(ValueError, match="no Notification"):

@@ -268,8 +268,8 @@ def render(message: Outgoing, destination: Destination, settings: Settings) -> l
         raise ValueError("no Notification was sent for this Task")
     claims = grant(notified[-1].bundle, options)
     cancels = []
-    for earlier in notified:
-        nid = notification_uuid(message.task_uuid, earlier.payload)
+    ids = dict.fromkeys(notification_uuid(message.task_uuid, m.payload) for m in notified)
+    for nid in ids:  # once each, in the order sent (a replayed referral is the same Notification)
         request = update_task(destination, nid, cancellation(nid), headers, at_id=False)
         cancels.append(replace(request, grant=claims))
     return cancels
