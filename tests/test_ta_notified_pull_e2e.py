@@ -366,3 +366,18 @@ def test_receiver_without_the_bridge_certificate_gets_no_token(world: World) -> 
     assert reply.status_code == 401
     with contextlib.suppress(ValueError):
         world.receiving.refusals.remove("not the sender's client certificate")
+
+
+def test_service_logs_hold_no_patient_values(world: World) -> None:
+    """After the TA rounds of this module (token requests, Notifications, pulls, searches,
+    cancellations), the service's log lines hold no patient value (reported by index only)."""
+    task_id = world.push("VW-TA-0002")
+    (note,) = wait_until(lambda: world.notifications(task_id), "the Notification")
+    (base,) = [i["valueString"] for i in _inputs(note, "authorization-base")]
+    token = world.token(base).json()["access_token"]
+    for item in _inputs(note, "read-available-resource"):
+        assert world.read(item["valueReference"]["reference"], token).status_code == 200
+    lines = list(world.service.stderr_lines) + list(world.service.stdout_lines)
+    assert lines, "the service wrote no log lines at all"
+    hits = sorted({n for line in lines for n in patient_value_hits(line)})
+    assert hits == [], f"patient values (by index) in the service logs: {hits}"
