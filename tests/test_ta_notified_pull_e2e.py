@@ -109,22 +109,24 @@ class World:
             if (n.get("groupIdentifier") or {}).get("value") == group and n["status"] == status
         ]
 
+    def signed(self, **claims: Any) -> str:
+        """A fresh JWT of the receiver for the bridge's token endpoint (ES256, its key)."""
+        now = int(time.time())
+        body = {
+            "iss": RECEIVER_ID,
+            "sub": RECEIVER_ID,
+            "aud": f"{self.service.base_url}/oauth/token",
+            "iat": now,
+            "exp": now + 60,
+            "jti": str(uuid.uuid4()),
+            **claims,
+        }
+        return jwt.encode(body, self.puller_key, algorithm="ES256")
+
     def token(self, authorization_base: str | None, **extra: str) -> requests.Response:
         """The receiver's token request at the bridge: private-key JWT (ES256) and the
         authorization base played back (TA §3.3)."""
-        now = int(time.time())
-        assertion = jwt.encode(
-            {
-                "iss": RECEIVER_ID,
-                "sub": RECEIVER_ID,
-                "aud": f"{self.service.base_url}/oauth/token",
-                "iat": now,
-                "exp": now + 60,
-                "jti": str(uuid.uuid4()),
-            },
-            self.puller_key,
-            algorithm="ES256",
-        )
+        assertion = self.signed()
         form = {
             "grant_type": "client_credentials",
             "client_assertion_type": JWT_BEARER,
@@ -381,3 +383,27 @@ def test_service_logs_hold_no_patient_values(world: World) -> None:
     assert lines, "the service wrote no log lines at all"
     hits = sorted({n for line in lines for n in patient_value_hits(line)})
     assert hits == [], f"patient values (by index) in the service logs: {hits}"
+
+
+def test_authorization_base_in_a_jwt_bearer_authorization_assertion(world: World) -> None:
+    """The receiver may play the authorization base back as a claim of an RFC 7523 §2.1
+    authorization assertion; unsigned, mismatched or missing claims are refused."""
+    task_id = world.push("VW-TA-0003")
+    (note,) = wait_until(lambda: world.notifications(task_id), "the Notification")
+    (base,) = [i["valueString"] for i in _inputs(note, "authorization-base")]
+    grant = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    issued = world.token(None, grant_type=grant, assertion=world.signed(authorization_base=base))
+    assert issued.status_code == 200
+    assert world.read(f"Task/{task_id}", issued.json()["access_token"]).status_code == 200
+    other = world.signed(authorization_base=base[:-1] + ("A" if base[-1] != "A" else "B"))
+    for assertion in (
+        world.signed(),  # no claim
+        other,  # another value
+        jwt.encode({"authorization_base": base}, "x" * 32, algorithm="HS256"),  # not its key
+    ):
+        refused = world.token(None, grant_type=grant, assertion=assertion)
+        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
+    both = world.token(
+        base[:-1] + "x", grant_type=grant, assertion=world.signed(authorization_base=base)
+    )
+    assert (both.status_code, both.json()["error"]) == (400, "invalid_grant")

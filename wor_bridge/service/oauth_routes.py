@@ -8,7 +8,10 @@ client has one configured. A receiver in Twiin TA mode (``pull_mode = "ta-np"``)
 playing back the notification's **authorization base** (TA §3.3; VIPLive "3. Notify afleveren":
 "in the ``authorization_base`` field" of its token request), as the form parameter
 ``authorization_base`` (whether the TA puts it in the form or in an assertion could not be read:
-docs/standards/ta-notified-pull.md §4.3); for its Tasks the authorization base is required.
+docs/standards/ta-notified-pull.md §4.3), or as the ``authorization_base`` claim of an
+authorization assertion sent with ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer``
+(RFC 7523 §2.1, ``assertion``: signed with the client's key, ``iss`` the client, ``aud`` this
+endpoint, fresh, ``jti`` once); for its Tasks the authorization base is required.
 Refusals follow RFC 6749 section 5.2 (``error``, ``error_description``): that is what OAuth client
 libraries read. Every answer is audited.
 """
@@ -29,11 +32,12 @@ from starlette.concurrency import run_in_threadpool
 
 from wor_bridge.config import ClientSettings
 from wor_bridge.core import ta_np
+from wor_bridge.core.destination_auth import JWT_BEARER_GRANT
 from wor_bridge.core.ratelimit import TokenBucket
 from wor_bridge.service.bodies import BodyRefused, read_body, too_large
 from wor_bridge.service.pull_context import PULL_ALLOWED, PullContext
 from wor_bridge.service.tls import client_cert_sha256
-from wor_bridge.service.tokens import JWT_BEARER
+from wor_bridge.service.tokens import JWT_BEARER, TokenProblem
 
 
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
@@ -143,9 +147,12 @@ class TokenEndpoint:
         """The Task the request names: by its ``authorization_base`` (TA §3.3; required for a
         TA receiver) and/or ``resource``, which must then agree; or the refusal (audited)."""
         task_id = self._task_of(form.get("resource", ""))
-        if "authorization_base" in form:
+        played = self._played_back(client, form)
+        if isinstance(played, Response):
+            return played
+        if played is not None:
             key = self.ctx.base_key
-            based = ta_np.task_of(key, form["authorization_base"]) if key else None
+            based = ta_np.task_of(key, played) if key else None
             if based is None or (task_id is not None and task_id != based):
                 self.ctx.audit("pull_token", "refused", client.id, None, "authorization base")
                 return _oauth_error(400, "invalid_grant", "the authorization_base is not valid")
@@ -156,6 +163,30 @@ class TokenEndpoint:
                 400, "invalid_request", "authorization_base is required (TA Notified Pull §3.3)"
             )
         return task_id
+
+    def _played_back(self, client: ClientSettings, form: dict[str, str]) -> str | Response | None:
+        """The authorization base the receiver plays back: the form's ``authorization_base``
+        and/or, with the jwt-bearer grant (RFC 7523 §2.1), the ``authorization_base`` claim of its
+        authorization assertion (TA §3.2.2), signed with the client's key; both must agree."""
+        value = form.get("authorization_base")
+        if form["grant_type"] != JWT_BEARER_GRANT:
+            return value
+        pem = self.ctx.public_keys.get(client.id)
+        claims = (
+            self.ctx.tokens.authorization_claims(
+                form.get("assertion", ""), client.id, pem, self.ctx.now()
+            )
+            if pem
+            else TokenProblem("no key configured for the client")
+        )
+        claimed = claims.get("authorization_base") if isinstance(claims, dict) else None
+        if not isinstance(claimed, str) or (value is not None and value != claimed):
+            why = claims.message if isinstance(claims, TokenProblem) else "authorization_base"
+            self.ctx.audit("pull_token", "refused", client.id, None, f"assertion: {why}")
+            return _oauth_error(
+                400, "invalid_grant", "the assertion must carry the authorization_base, signed"
+            )
+        return claimed
 
     async def token(self, request: Request) -> Response:
         """Client credentials for one Task; refusals per RFC 6749 and audited."""
@@ -187,9 +218,13 @@ class TokenEndpoint:
         if "grant_type" not in form:
             self.ctx.audit("pull_token", "refused", "(unknown)", None, "no grant type")
             return _oauth_error(400, "invalid_request", "grant_type is required")
-        if form["grant_type"] != "client_credentials":
+        if form["grant_type"] not in ("client_credentials", JWT_BEARER_GRANT):
             self.ctx.audit("pull_token", "refused", "(unknown)", None, "grant type")
-            return _oauth_error(400, "unsupported_grant_type", "grant_type client_credentials")
+            return _oauth_error(
+                400,
+                "unsupported_grant_type",
+                f"grant_type client_credentials or {JWT_BEARER_GRANT}",
+            )
         methods = [
             _basic(request.headers.get("authorization")) is not None,
             "client_secret" in form,

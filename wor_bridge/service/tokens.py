@@ -133,10 +133,25 @@ class TokenService:
         iss = claims.get("iss")
         return iss if isinstance(iss, str) else None
 
-    def verify_assertion(  # noqa: PLR0911 - one answer per refusal reason
+    def verify_assertion(
         self, assertion: str, client_id: str, public_key_pem: bytes, now: float
     ) -> TokenProblem | None:
         """None when the assertion is the client's, fresh, for this endpoint and unused."""
+        checked = self._checked(assertion, client_id, public_key_pem, now, client=True)
+        return checked if isinstance(checked, TokenProblem) else None
+
+    def authorization_claims(
+        self, assertion: str, client_id: str, public_key_pem: bytes, now: float
+    ) -> dict[str, Any] | TokenProblem:
+        """The claims of a receiver's authorization assertion (TA NP §3.2.2, the RFC 7523 §2.1
+        ``assertion`` of a jwt-bearer grant): signed with the client's key, ``iss`` the client,
+        for this endpoint, fresh and unused like a client assertion; ``sub`` is whoever the
+        receiver acts for, not checked here."""
+        return self._checked(assertion, client_id, public_key_pem, now, client=False)
+
+    def _checked(  # noqa: PLR0911 - one answer per refusal reason
+        self, assertion: str, client_id: str, public_key_pem: bytes, now: float, *, client: bool
+    ) -> dict[str, Any] | TokenProblem:
         try:
             claims: dict[str, Any] = jwt.decode(
                 assertion,
@@ -153,7 +168,7 @@ class TokenService:
             )
         except jwt.PyJWTError as err:
             return TokenProblem(f"the client assertion is not valid ({type(err).__name__})")
-        if claims.get("sub") != client_id:
+        if client and claims.get("sub") != client_id:
             return TokenProblem("the client assertion's sub must equal its iss")
         times = {k: _numeric_date(claims.get(k)) for k in ("exp", "nbf", "iat")}
         exp = times["exp"]
@@ -169,7 +184,7 @@ class TokenService:
         jti = hashlib.sha256(f"{client_id}|{claims['jti']}".encode()).hexdigest()
         if not self._first_use(f"jti|{jti}", exp + LEEWAY_S, now):
             return TokenProblem("the client assertion was used before (jti)")
-        return None
+        return claims
 
     # --- access tokens ------------------------------------------------------------------------
 
