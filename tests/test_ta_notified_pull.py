@@ -384,6 +384,21 @@ def test_ta_mode_needs_a_token_key() -> None:
         Settings(destinations=(_destination(),), routing=Routing(), mappings={})
 
 
+def test_patient_claim_cannot_overwrite_a_registered_claim() -> None:
+    """``ta_np.patient_claim = "sub"`` (it would replace the care provider) is refused."""
+    with pytest.raises(ValidationError, match="registered JWT claim"):
+        _destination(ta_np={"patient_claim": "sub"})
+
+
+def test_sender_system_names_the_requester_agent() -> None:
+    """``ta_np.sender_system`` is ``requester.agent.identifier`` of the Notification."""
+    system = {"system": "urn:ietf:rfc:3986", "value": "urn:oid:2.16.840.1.113883.2.4.3.164.2.1"}
+    (request,) = _render(
+        _payload("accepted-contained"), _destination(ta_np={"sender_system": system})
+    )
+    assert json.loads(request.body)["requester"]["agent"] == {"identifier": system}
+
+
 def test_ta_mode_only_for_notified_pull_destinations() -> None:
     """pull_mode ta-np on a fhir-r4 destination is refused."""
     with pytest.raises(ValidationError, match="notified-pull-stu3"):

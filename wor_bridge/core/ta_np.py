@@ -25,7 +25,7 @@ import hmac
 import uuid
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TASK_PARAMETER: Final = "http://fhir.nl/fhir/NamingSystem/TaskParameter"
 """System of the Notification's ``input.type`` codings (Nuts templates, VZVZ transformation)."""
@@ -35,8 +35,18 @@ PULL_NOTIFICATION: Final = "pull-notification"
 AUTHORIZATION_BASE: Final = "authorization-base"
 GET_WORKFLOW_TASK: Final = "get-workflow-task"
 
+_REGISTERED_CLAIMS: Final = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti"})
 _LABEL: Final = b"wor-bridge|twiin-authorization-base|"
 _MAC_BYTES: Final = 16
+
+
+class SystemIdentifier(BaseModel):
+    """An Identifier (``system``, ``value``) as configured."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    system: str
+    value: str
 
 
 class TaNpSettings(BaseModel):
@@ -56,21 +66,19 @@ class TaNpSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     patient: Literal["identifier", "token-claim", "none"] = "token-claim"
-    patient_claim: str = "patient"
+    patient_claim: str = Field(default="patient", min_length=1)
     read_code: str = "read-available-resource"
     query_code: str = "query-available-resources"
     references: Literal["relative", "absolute"] = "relative"
     owner: bool = True
     sender_system: SystemIdentifier | None = None
 
-
-class SystemIdentifier(BaseModel):
-    """An Identifier (``system``, ``value``) as configured."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    system: str
-    value: str
+    @field_validator("patient_claim")
+    @classmethod
+    def _own_claim(cls, value: str) -> str:
+        if value in _REGISTERED_CLAIMS:
+            raise ValueError("ta_np.patient_claim must not be a registered JWT claim (RFC 7519)")
+        return value
 
 
 def _mac(key: bytes, task_uuid: uuid.UUID) -> bytes:
