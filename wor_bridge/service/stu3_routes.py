@@ -136,8 +136,8 @@ class Stu3Routes:
         local = {f"{e.resource['resourceType']}/{e.id}": e.key for e in entries}
         served: JsonDict = notified_pull.retarget(converted, {**targets, **local})
         core = self.c.config.core
-        destination = core.destination(task.destination)
-        if destination.pull_mode == "ta-np":  # Twiin-03: the workflow Task of the Notifications
+        destination = next((d for d in core.destinations if d.id == task.destination), None)
+        if destination is not None and destination.pull_mode == "ta-np":  # Twiin-03
             base = core.pull.base_url
             served = ta_notified_pull.workflow_task(served, task.task_id, bundle, destination, base)
         return served
