@@ -108,6 +108,21 @@ def add_columns(conn: sqlite3.Connection, table: str, columns: tuple[tuple[str, 
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+def tables(conn: sqlite3.Connection) -> set[str]:
+    """The names of the database's tables."""
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """``MAX(version)`` of ``schema_version``; 1 for an unversioned store with a referral table
+    (the previous release, or a development build after it); 0 for an empty file."""
+    names = tables(conn)
+    if "schema_version" in names:
+        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0] or 0)
+    return 1 if "referral" in names else 0
+
+
 def backup_to(conn: sqlite3.Connection, dest: Path) -> None:
     """Copy the database of ``conn`` to ``dest`` (created 0600; must not exist) by SQLite's
     online backup API: a consistent snapshot while other connections write. Raises
@@ -145,17 +160,11 @@ class SqliteBackend:
         self.conn.close()
 
     def _tables(self) -> set[str]:
-        rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        return {r[0] for r in rows}
+        return tables(self.conn)
 
     def read_version(self) -> int:
-        """``MAX(version)`` of ``schema_version``; 1 for an unversioned store with a referral
-        table (the previous release, or a development build after it); 0 for an empty file."""
-        tables = self._tables()
-        if "schema_version" in tables:
-            row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            return int(row[0] or 0)
-        return 1 if "referral" in tables else 0
+        """See ``schema_version``."""
+        return schema_version(self.conn)
 
     @contextmanager
     def locked(self) -> Iterator[None]:

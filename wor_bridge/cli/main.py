@@ -1,5 +1,5 @@
 """``wor-bridge``: ``map``, ``validate``, ``demo``, ``serve``, ``deliver``, ``poll``, ``outbox``,
-``store``.
+``store``, ``backup``, ``purge``.
 
 ``map`` and ``validate`` read FHIR R4, or FHIR STU3 (``--fhir-version 3.0``; by default an input
 holding a ``ReferralRequest`` is STU3, since R4 has no such type): STU3 is converted and then
@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from wor_bridge import config, logs
-from wor_bridge.cli import operator, report, store
+from wor_bridge.cli import operator, report, store, store_commands
 from wor_bridge.core import fhir, translation
 from wor_bridge.core.outcome import information, operation_outcome
 from wor_bridge.core.stu3 import intake as stu3_intake
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="FHIR version of the input (auto: STU3 when it holds a ReferralRequest)",
         )
     operator.add_commands(sub)
+    store_commands.add_commands(sub)
     report.add_command(sub)
     store.add_commands(sub)
     p_demo = sub.add_parser("demo", help="run the service end to end on loopback")
