@@ -57,7 +57,8 @@ def versions(path: Path) -> list[int]:
 
 
 def columns(path: Path) -> dict[str, list[tuple[str, str]]]:
-    """Every table's columns (name, type) and every index name, to compare two schemas."""
+    """Every table's columns (name, type; in name order) and every index and trigger name, to
+    compare two schemas."""
     conn = sqlite3.connect(path)
     try:
         names = [
@@ -67,7 +68,9 @@ def columns(path: Path) -> dict[str, list[tuple[str, str]]]:
                 " AND name NOT LIKE 'sqlite_%' ORDER BY name"
             )
         ]
-        return {n: [(c[1], c[2]) for c in conn.execute(f"PRAGMA table_info({n})")] for n in names}
+        return {
+            n: sorted((c[1], c[2]) for c in conn.execute(f"PRAGMA table_info({n})")) for n in names
+        }
     finally:
         conn.close()
 

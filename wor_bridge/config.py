@@ -11,7 +11,6 @@ Every problem raises ``ConfigError`` naming the file and the location inside it.
 
 from __future__ import annotations
 
-import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,10 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from wor_bridge.config_files import load_codesystem, read_json
 from wor_bridge.core import fhir
 from wor_bridge.core.directory import DirectorySettings, check_destinations
+from wor_bridge.core.retention import RetentionSettings
 from wor_bridge.core.settings import DEFAULT_PATIENT_RULES, MappingFile, Settings
 from wor_bridge.core.transform import REGISTRY
 from wor_bridge.errors import ConfigError
@@ -43,17 +44,10 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read JSON ({type(exc).__name__})") from None
-
-
 def load_mapping(path: Path) -> MappingFile:
     """Read and check one mapping file (transforms, targets, sources, duplicates)."""
     try:
-        mapping = MappingFile.model_validate(_read_json(path))
+        mapping = MappingFile.model_validate(read_json(path))
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
     patient_elements = fhir.element_names("Patient")
@@ -77,24 +71,6 @@ def load_mapping(path: Path) -> MappingFile:
             raise ConfigError(f"{where}: duplicate target {rule.target!r}")
         seen.add(rule.target)
     return mapping
-
-
-def load_codesystem(path: Path) -> tuple[str, frozenset[str]]:
-    """Validate a local CodeSystem with the R4 models; return its url and codes."""
-    raw = _read_json(path)
-    issues = fhir.validate(raw, "CodeSystem") if isinstance(raw, dict) else []
-    if not isinstance(raw, dict) or raw.get("resourceType") != "CodeSystem" or issues:
-        detail = "; ".join(f"{i.expression}: {i.diagnostics}" for i in issues) or "not a CodeSystem"
-        raise ConfigError(f"{path}: {detail}")
-    codes: set[str] = set()
-    stack = list(raw.get("concept") or [])
-    while stack:
-        concept = stack.pop()
-        if concept["code"] in codes:
-            raise ConfigError(f"{path}: duplicate code {concept['code']!r}")
-        codes.add(concept["code"])
-        stack.extend(concept.get("concept") or [])
-    return str(raw["url"]), frozenset(codes)
 
 
 Scope = Literal[
@@ -225,6 +201,7 @@ class Config(BaseSettings):
     service: ServiceSettings = ServiceSettings()
     store: StoreSettings = StoreSettings()
     delivery: DeliverySettings = DeliverySettings()
+    retention: RetentionSettings = RetentionSettings()
     clients: tuple[ClientSettings, ...] = ()
     webhooks: tuple[WebhookSettings, ...] = ()
     directory: dict[str, Any] = Field(default_factory=dict)
@@ -257,6 +234,7 @@ class AppConfig:
     mappings_dir: Path = Path()
     directory: DirectorySettings | None = None
     """``[directory]``: the care-services directory replicated for routing (None: not used)."""
+    retention: RetentionSettings = RetentionSettings()  # noqa: RUF009 - frozen: safe to share
 
 
 def load_app(path: Path | None = None) -> AppConfig:
@@ -316,6 +294,7 @@ def load_app(path: Path | None = None) -> AppConfig:
         cfg.webhooks,
         mappings_dir,
         directory,
+        cfg.retention,
     )
 
 

@@ -25,6 +25,7 @@ from wor_bridge.records import (
     NewMessage,
     NewReferral,
     OutboxEntry,
+    PurgeCounts,
     QueueStats,
     ReferralRecord,
     ResealCount,
@@ -148,6 +149,24 @@ class OutboxStore(Protocol):
 
     def stats(self, now: dt.datetime) -> QueueStats:
         """Queue figures."""
+        ...
+
+    def purge(
+        self,
+        payload_before: dt.datetime,
+        audit_before: dt.datetime,
+        now: dt.datetime,
+        *,
+        audit: AuditEvent | None = None,
+        dry_run: bool = False,
+    ) -> PurgeCounts:
+        """Retention (``core/retention.py``), in one transaction: the patient data of every
+        referral that ended (Task in ``retention.FINISHED``, or its own entry dead) before
+        ``payload_before`` and has no pending message is removed (Bundle -> its skeleton,
+        patient id and reason text emptied, finished messages' payloads -> ``PURGED_PAYLOAD``,
+        marked purged so they are never sent again); audit records before ``audit_before`` are
+        removed (the only deletion the audit trail allows). ``audit`` is appended with the
+        counts as its detail. ``dry_run``: the counts only, nothing changed or appended."""
         ...
 
     def ping(self) -> None:

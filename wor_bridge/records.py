@@ -220,3 +220,19 @@ class ResealCount:
     key_id: str
     referrals: int
     entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCounts:
+    """What one retention purge removed (or, in a dry run, would remove): counts only."""
+
+    referrals: int
+    """referrals whose Bundle, patient id and free-text reason were removed"""
+    payloads: int
+    """outbox messages whose payload was removed"""
+    audit: int
+    """audit records older than the audit retention that were removed"""
+
+    def detail(self) -> str:
+        """The counts as the purge's audit record states them."""
+        return f"referrals={self.referrals} payloads={self.payloads} audit={self.audit}"

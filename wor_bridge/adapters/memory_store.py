@@ -21,6 +21,7 @@ from typing import Any
 
 from wor_bridge.adapters.memory_amend import MemoryAmendments
 from wor_bridge.adapters.memory_monitoring import MemoryMonitoringTables, MonitoringRows
+from wor_bridge.adapters.memory_retention import MemoryRetention
 from wor_bridge.adapters.memory_search import MemorySearchTables, touch_delivery
 from wor_bridge.adapters.memory_tasks import MemoryTaskTables, Row, from_ts, ts
 from wor_bridge.core import outbox
@@ -39,7 +40,7 @@ from wor_bridge.records import (
 
 
 class MemoryOutboxStore(
-    MemoryTaskTables, MemorySearchTables, MemoryMonitoringTables, MemoryAmendments
+    MemoryTaskTables, MemorySearchTables, MemoryMonitoringTables, MemoryAmendments, MemoryRetention
 ):
     """``OutboxStore`` in dictionaries, thread-safe, with ``SqliteOutboxStore``'s semantics."""
 
@@ -49,6 +50,8 @@ class MemoryOutboxStore(
         self._rows: dict[int, Row] = {}
         self._by_key: dict[str, int] = {}
         self._audit: list[dict[str, Any]] = []
+        self._audit_ids = itertools.count(1)  # never reused, also after a purge (as SQLite)
+        self._purged: set[str] = set()
         self._ids = itertools.count(1)
         self._tasks: dict[str, TaskRecord] = {}
         self._cursors: dict[str, str] = {}
@@ -278,7 +281,10 @@ class MemoryOutboxStore(
             and other.id > row.id
         ]
         task = self._tasks.get(row.task_id) if self._is_referral(row) else None
-        return outbox.requeue_refusal(row.state, wanted, later, task.status if task else None)
+        status = task.status if task else None
+        return outbox.requeue_refusal(
+            row.state, wanted, later, status, purged=row.purged_at is not None
+        )
 
     def _is_referral(self, row: Row) -> bool:
         stored = self._referrals.get(row.task_id)
@@ -311,7 +317,7 @@ class MemoryOutboxStore(
         """Append under the caller's lock."""
         self._audit.append(
             {
-                "id": len(self._audit) + 1,
+                "id": next(self._audit_ids),
                 "at": at,
                 "event": event.event,
                 "action": event.action,

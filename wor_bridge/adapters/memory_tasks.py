@@ -51,6 +51,7 @@ class Row:
     last_status: int | None = None
     last_error: str | None = None
     requeued_at: float | None = None
+    purged_at: float | None = None
 
     def entry(self) -> OutboxEntry:
         """The row as the immutable value the port hands out."""

@@ -40,6 +40,7 @@ import structlog
 from wor_bridge.adapters import sqlite_directory, sqlite_schema, sqlite_search
 from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA
 from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA
+from wor_bridge.adapters.sqlite_retention import add_retention
 from wor_bridge.errors import StoreError, StoreVersionError
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -203,6 +204,7 @@ STEPS: Final[tuple[Migration, ...]] = (
     Migration(4, "Task search columns", {"sqlite": sqlite_search.add_search_columns}),
     Migration(5, "monitoring facts", {"sqlite": MONITORING_SCHEMA}),
     Migration(6, "care-services directory replica", {"sqlite": sqlite_directory.SCHEMA}),
+    Migration(7, "retention: purge marks, audit purge threshold", {"sqlite": add_retention}),
 )
 """Every step, oldest first; a new step is appended with the next number and a body for every
 dialect (``SKIP`` where a dialect's baseline already has it). Never edit a released step."""

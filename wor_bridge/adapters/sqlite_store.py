@@ -28,6 +28,7 @@ from wor_bridge.adapters.sqlite_files import private_file
 from wor_bridge.adapters.sqlite_monitoring import SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import SqliteOnceTable
 from wor_bridge.adapters.sqlite_reseal import SqliteResealing
+from wor_bridge.adapters.sqlite_retention import SqliteRetention
 from wor_bridge.adapters.sqlite_rows import (
     SHARED,
     insert_audit,
@@ -62,6 +63,7 @@ class SqliteOutboxStore(
     SqliteMonitoringTables,
     SqliteAmendments,
     SqliteResealing,
+    SqliteRetention,
 ):
     """``OutboxStore`` on one SQLite file; one connection per thread.
 
@@ -337,7 +339,8 @@ def _requeue_refusal(
 ) -> str | None:
     """``outbox.requeue_refusal`` for one entry, read inside the caller's transaction."""
     row = conn.execute(
-        "SELECT o.state, o.task_id, o.destination, r.status AS task_status FROM outbox o"
+        "SELECT o.state, o.task_id, o.destination, o.purged_at, r.status AS task_status"
+        " FROM outbox o"
         " LEFT JOIN referral r ON r.idempotency_key = o.idempotency_key WHERE o.id = ?",
         (entry_id,),
     ).fetchone()
@@ -356,7 +359,13 @@ def _requeue_refusal(
             (row["task_id"], row["destination"], entry_id),
         )
     ]
-    return outbox.requeue_refusal(cast(State, row["state"]), wanted, later, row["task_status"])
+    return outbox.requeue_refusal(
+        cast(State, row["state"]),
+        wanted,
+        later,
+        row["task_status"],
+        purged=row["purged_at"] is not None,
+    )
 
 
 def _conforms(store: SqliteOutboxStore) -> tuple[OutboxStore, ResealingStore]:

@@ -90,16 +90,21 @@ def requeue_refusal(
     wanted: State,
     later: list[Neighbour],
     referral_task_status: str | None,
+    *,
+    purged: bool = False,
 ) -> str | None:
     """Why an entry in ``state`` may not be sent again by an operator (None: it may).
 
     Only entries in ``wanted`` (``dead`` for a retry, ``delivered`` for a replay) qualify; never
     one that would overtake a later message about its Task to its destination that may already
     have arrived (the receiver would see the Task go back); never a referral (its Task's status
-    is ``referral_task_status``; None for other messages) whose Task moved on.
+    is ``referral_task_status``; None for other messages) whose Task moved on; never one whose
+    payload the retention purge removed (``purged``).
     """
     if state != wanted:
         return f"the entry is {state}, not {wanted}"
+    if purged:
+        return "its payload was purged (retention): there is nothing left to send"
     if any(may_have_arrived(n.state, n.attempts, n.last_status, leased=n.leased) for n in later):
         return "a later message about its Task to this destination may have arrived already"
     if referral_task_status not in (None, "requested"):
