@@ -14,9 +14,17 @@ import pytest
 from tests import sealed
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
+from wor_bridge.core import retention
 from wor_bridge.core.outbox import State
 from wor_bridge.ports import OutboxStore
-from wor_bridge.records import AuditEvent, NewReferral, QueueStats
+from wor_bridge.records import (
+    AuditEvent,
+    NewMessage,
+    NewReferral,
+    PurgeCounts,
+    QueueStats,
+    TaskUpdate,
+)
 
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -432,3 +440,100 @@ def test_use_once_is_shared_by_stores_on_one_file_and_survives_reopening(tmp_pat
     reopened = SqliteOutboxStore(tmp_path / "shared.sqlite")
     assert reopened.use_once("jti|x", at(300), at(2)) is False
     reopened.close()
+
+
+# --- retention (issue 13): purge ------------------------------------------------------------
+
+DAY = 86_400.0
+BUNDLE_WITH_PATIENT = (
+    b'{"resourceType":"Bundle","type":"transaction","entry":['
+    b'{"fullUrl":"urn:uuid:t","resource":{"resourceType":"Task","id":"t","status":"requested",'
+    b'"intent":"order","for":{"reference":"urn:uuid:p"},"owner":{"reference":"urn:uuid:o"}}},'
+    b'{"fullUrl":"urn:uuid:p","resource":{"resourceType":"Patient","id":"p",'
+    b'"name":[{"family":"marker-family"}]}},'
+    b'{"fullUrl":"urn:uuid:o","resource":{"resourceType":"Organization","id":"o"}}]}'
+)
+
+
+def _finish(
+    store: OutboxStore,
+    task_id: str,
+    status: str,
+    when: dt.datetime,
+    message: NewMessage | None = None,
+) -> None:
+    """The welfare side reports the Task ``status`` at ``when`` (with a message to send)."""
+    task = store.get_task(task_id)
+    assert task is not None
+    update = TaskUpdate(status, status, None, "free text about the patient", False, (), message)
+    done = store.save_task_update(task_id, task.version, update, audit=_event(), now=when)
+    assert done is not None
+
+
+def _event() -> AuditEvent:
+    return AuditEvent("task_update", "U", "success", "welfare", "", "welzijn-a")
+
+
+def _deliver(store: OutboxStore, entry_id: int, when: dt.datetime, state: State) -> None:
+    store.claim_due("w", when, 60, 100)
+    assert record(store, entry_id, "w", when, state, status=201 if state == "delivered" else 422)
+
+
+def test_purge_removes_patient_data_of_ended_referrals_only(store: OutboxStore) -> None:
+    """Completed or dead before the cut-off and nothing pending: the Bundle becomes its skeleton,
+    the patient id, reason text and finished payloads go (never sent again); ongoing, recent or
+    still-sending referrals keep everything; a dry run changes nothing; the purge is audited."""
+    ids = {}
+    for n in range(1, 6):
+        new = dataclasses.replace(referral(n), bundle=BUNDLE_WITH_PATIENT)
+        ids[n] = store.add_referral(new, at(n)).outbox_id
+    _deliver(store, ids[1], at(10), "delivered")
+    _finish(store, "task-1", "completed", at(20))  # 1: completed long ago -> purged
+    _deliver(store, ids[2], at(10), "dead")  # 2: delivery failed for good -> purged
+    _deliver(store, ids[3], at(10), "delivered")  # 3: delivered, Task still requested -> kept
+    _deliver(store, ids[4], at(10), "delivered")
+    _finish(store, "task-4", "cancelled", at(40 * DAY))  # 4: ended after the cut-off -> kept
+    _deliver(store, ids[5], at(10), "delivered")
+    notice = NewMessage("gp|task-5", "task-5", "gp-record", b"{}")
+    _finish(store, "task-5", "rejected", at(20), notice)  # 5: its notice still pending -> kept
+    cutoff, now = at(30 * DAY), at(60 * DAY)
+    dry = store.purge(cutoff, T0, now, audit=_event(), dry_run=True)
+    assert dry == PurgeCounts(referrals=2, payloads=2, audit=0)
+    assert store.get_task("task-1").patient_id == "urn:uuid:patient-1"  # type: ignore[union-attr]
+    before = len(audit_records(store))
+    assert store.purge(cutoff, T0, now, audit=_event()) == dry
+    for n in (1, 2):
+        task = store.get_task(f"task-{n}")
+        assert task is not None
+        assert (task.patient_id, task.reason_text) == ("", None)
+        assert b"marker-family" not in task.bundle
+        assert b'"for"' not in task.bundle
+        assert b'"Organization"' in task.bundle  # the skeleton keeps the Task and its owner
+        entry = store.get_entry(ids[n])
+        assert entry is not None
+        assert entry.payload == retention.PURGED_PAYLOAD
+    assert store.get_task("task-1").status == "completed"  # type: ignore[union-attr]
+    for n in (3, 4, 5):
+        assert store.get_task(f"task-{n}").patient_id == f"urn:uuid:patient-{n}"  # type: ignore[union-attr]
+        assert store.get_entry(ids[n]).payload == BUNDLE_WITH_PATIENT  # type: ignore[union-attr]
+    assert store.requeue([ids[2]], now) == {
+        ids[2]: "its payload was purged (retention): there is nothing left to send"
+    }
+    records = audit_records(store)
+    assert len(records) == before + 1
+    assert records[0]["detail"] == "referrals=2 payloads=2 audit=0"
+    assert store.purge(cutoff, T0, now) == PurgeCounts(0, 0, 0)  # done once
+
+
+def test_purge_removes_audit_records_older_than_the_cutoff_only(store: OutboxStore) -> None:
+    """Audit records before the audit cut-off go, later ones stay; ids are never reused."""
+    for n in range(4):
+        store.audit(_event(), at(n * DAY))
+    counts = store.purge(T0, at(2 * DAY), at(3 * DAY), audit=_event())
+    assert counts == PurgeCounts(referrals=0, payloads=0, audit=2)
+    records = audit_records(store)
+    assert [r["at"] for r in records[1:]] == [at(3 * DAY).timestamp(), at(2 * DAY).timestamp()]
+    store.audit(_event(), at(4 * DAY))
+    ids = [r["id"] for r in audit_records(store)]
+    assert ids == sorted(ids, reverse=True)
+    assert min(ids) > 2  # the removed records' ids are not given out again

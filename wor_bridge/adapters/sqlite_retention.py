@@ -51,6 +51,8 @@ _MESSAGES: Final = "task_id = ? AND state != 'pending' AND purged_at IS NULL"
 
 
 class _Connected(Protocol):
+    def _conn(self) -> sqlite3.Connection: ...
+
     def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
 
@@ -66,33 +68,55 @@ class SqliteRetention:
         audit: AuditEvent | None = None,
         dry_run: bool = False,
     ) -> PurgeCounts:
-        """See ``OutboxStore.purge``: one ``BEGIN IMMEDIATE`` transaction."""
-        with self._write() as conn:
-            ended = conn.execute(_ENDED, (ts(payload_before),)).fetchall()
-            payloads = sum(
-                conn.execute(
-                    f"SELECT COUNT(*) FROM outbox WHERE {_MESSAGES}",  # noqa: S608 - constant
-                    (task_id,),
-                ).fetchone()[0]
-                for task_id, _ in ended
-            )
-            old = conn.execute("SELECT COUNT(*) FROM audit WHERE at < ?", (ts(audit_before),))
-            counts = PurgeCounts(len(ended), payloads, int(old.fetchone()[0]))
-            if dry_run:
-                return counts
-            for task_id, bundle in ended:
-                conn.execute(
-                    "UPDATE referral SET bundle = ?, patient_id = '', reason_text = NULL,"
-                    " purged_at = ? WHERE task_id = ?",
-                    (retention.redact_bundle(bytes(bundle)), ts(now), task_id),
-                )
-                conn.execute(
-                    f"UPDATE outbox SET payload = ?, purged_at = ? WHERE {_MESSAGES}",  # noqa: S608 - constant
-                    (retention.PURGED_PAYLOAD, ts(now), task_id),
-                )
-            conn.execute("INSERT INTO audit_purge (id, before) VALUES (1, ?)", (ts(audit_before),))
-            conn.execute("DELETE FROM audit WHERE at < ?", (ts(audit_before),))
-            conn.execute("DELETE FROM audit_purge")
-            if audit is not None:
-                insert_audit(conn, replace(audit, detail=counts.detail()), now)
+        """See ``OutboxStore.purge``: one ``BEGIN IMMEDIATE`` transaction, with
+        ``secure_delete`` (freed content is overwritten with zeros), then the WAL is checkpointed
+        and truncated, so the removed values are left in neither file."""
+        self._conn().execute(f"PRAGMA secure_delete = {'OFF' if dry_run else 'ON'}")
+        try:
+            counts = _purge(self, payload_before, audit_before, now, audit=audit, dry_run=dry_run)
+        finally:
+            self._conn().execute("PRAGMA secure_delete = OFF")
+        if not dry_run:
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")  # busy readers: next time
+        return counts
+
+
+def _purge(
+    store: _Connected,
+    payload_before: dt.datetime,
+    audit_before: dt.datetime,
+    now: dt.datetime,
+    *,
+    audit: AuditEvent | None,
+    dry_run: bool,
+) -> PurgeCounts:
+    """The purge's one transaction (see ``SqliteRetention.purge``)."""
+    with store._write() as conn:
+        ended = conn.execute(_ENDED, (ts(payload_before),)).fetchall()
+        payloads = sum(
+            conn.execute(
+                f"SELECT COUNT(*) FROM outbox WHERE {_MESSAGES}",  # noqa: S608 - constant
+                (task_id,),
+            ).fetchone()[0]
+            for task_id, _ in ended
+        )
+        old = conn.execute("SELECT COUNT(*) FROM audit WHERE at < ?", (ts(audit_before),))
+        counts = PurgeCounts(len(ended), payloads, int(old.fetchone()[0]))
+        if dry_run:
             return counts
+        for task_id, bundle in ended:
+            conn.execute(
+                "UPDATE referral SET bundle = ?, patient_id = '', reason_text = NULL,"
+                " purged_at = ? WHERE task_id = ?",
+                (retention.redact_bundle(bytes(bundle)), ts(now), task_id),
+            )
+            conn.execute(
+                f"UPDATE outbox SET payload = ?, purged_at = ? WHERE {_MESSAGES}",  # noqa: S608 - constant
+                (retention.PURGED_PAYLOAD, ts(now), task_id),
+            )
+        conn.execute("INSERT INTO audit_purge (id, before) VALUES (1, ?)", (ts(audit_before),))
+        conn.execute("DELETE FROM audit WHERE at < ?", (ts(audit_before),))
+        conn.execute("DELETE FROM audit_purge")
+        if audit is not None:
+            insert_audit(conn, replace(audit, detail=counts.detail()), now)
+        return counts

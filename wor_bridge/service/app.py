@@ -47,6 +47,7 @@ from wor_bridge.service.tls import client_cert_sha256
 from wor_bridge.usecases import intake
 from wor_bridge.usecases.directory_sync import DirectorySync
 from wor_bridge.usecases.polling import Poller
+from wor_bridge.usecases.retention import Purger
 
 FHIR_JSON = "application/fhir+json"
 log = structlog.get_logger("wor_bridge.service")
@@ -144,6 +145,8 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     poller = Poller(components, metrics) if polled else None
     synced = run_dispatcher and components.directory is not None
     directory_sync = DirectorySync(components) if synced else None
+    purging = run_dispatcher and config.retention.purge  # the daily retention purge
+    purger = Purger(store, config.retention, components.clock) if purging else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -153,6 +156,8 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
             poller.start()
         if directory_sync is not None:
             directory_sync.start()
+        if purger is not None:
+            purger.start()
         log.info("service_started", dispatcher=run_dispatcher, clients=len(config.clients))
         yield
         dispatcher.stop()
@@ -160,6 +165,8 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
             poller.stop()
         if directory_sync is not None:
             directory_sync.stop()
+        if purger is not None:
+            purger.stop()
 
     app = FastAPI(
         title="wor_bridge",

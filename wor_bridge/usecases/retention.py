@@ -2,8 +2,9 @@
 inside the service (``Purger``: a thread that sleeps until ``[retention] purge_at`` UTC plus a
 random delay up to ``jitter_s``, so replicas and sites do not all purge at the same second).
 
-Each purge that changes the store appends one NEN 7513 audit record (event ``retention_purge``,
-action D, the counts as detail; no patient data) in the purge's own transaction.
+Each purge that removes something appends one NEN 7513 audit record (event ``retention_purge``,
+action D, the counts as detail; no patient data) in the purge's own transaction; a purge that
+finds nothing due changes nothing and is only logged.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def purge(
         source_system="wor-bridge",
         object_type="Store",
     )
-    counts = store.purge(payload_before, audit_before, now, audit=event, dry_run=dry_run)
+    counts = store.purge(payload_before, audit_before, now, dry_run=True)
+    if not dry_run and (counts.referrals or counts.payloads or counts.audit):
+        counts = store.purge(payload_before, audit_before, now, audit=event)
     log.info(
         "retention_purge",
         dry_run=dry_run,
