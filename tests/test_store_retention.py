@@ -11,8 +11,10 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tests.cases import PATIENT_VALUES, case_input
+from tests.cases import FIXTURES, PATIENT_VALUES, case_input
 from tests.service_harness import (
     audit_rows,
     patient_value_hits,
@@ -72,6 +74,44 @@ def test_skeleton_of_a_mapped_referral_holds_no_patient_value_and_still_reads_as
     assert "Task" in kinds
     assert kinds <= {"Task", "PractitionerRole", "Practitioner", "Organization"}
     assert retention.redact_bundle(b"not json") == retention.PURGED_PAYLOAD
+
+
+def test_skeleton_of_the_accepted_contained_bundle_matches_its_golden(update_goldens: bool) -> None:
+    """The purge's skeleton of the reviewed golden Bundle of ``accepted-contained`` is exactly
+    the reviewed golden skeleton (``tests/data/purged_accepted_contained.json``)."""
+    mapped = (FIXTURES / "accepted-contained" / "expected.bundle.json").read_bytes()
+    produced = json.dumps(json.loads(retention.redact_bundle(mapped)), indent=2).encode() + b"\n"
+    golden = Path(__file__).parent / "data" / "purged_accepted_contained.json"
+    if update_goldens or not golden.exists():
+        golden.write_bytes(produced)
+        if not update_goldens:
+            pytest.fail("golden purged_accepted_contained.json was missing; written, review it")
+    assert produced == golden.read_bytes()
+
+
+_RESOURCE = st.fixed_dictionaries(
+    {"resourceType": st.sampled_from(["Task", "Patient", "ServiceRequest", "Consent",
+                                      "Organization", "Practitioner", "Observation"])},
+    optional={key: st.text(max_size=5) for key in ("for", "note", "input", "status", "owner",
+                                                   "description", "name", "identifier")},
+)  # fmt: skip
+
+
+@given(st.lists(_RESOURCE, max_size=8))
+def test_skeleton_keeps_only_care_providers_and_the_tasks_allowed_elements(
+    resources: list[dict[str, str]],
+) -> None:
+    """Whatever a stored Bundle holds, its skeleton has only Task, PractitionerRole,
+    Practitioner and Organization entries, and a Task only the elements kept on purpose."""
+    stored = json.dumps(
+        {"resourceType": "Bundle", "entry": [
+            {"fullUrl": f"urn:uuid:{n}", "resource": r} for n, r in enumerate(resources)]}
+    ).encode()  # fmt: skip
+    for entry in json.loads(retention.redact_bundle(stored))["entry"]:
+        kind = entry["resource"]["resourceType"]
+        assert kind in {"Task", "PractitionerRole", "Practitioner", "Organization"}
+        if kind == "Task":
+            assert set(entry["resource"]) <= {"resourceType", "status", "owner", "identifier"}
 
 
 def test_next_run_is_the_next_purge_time_plus_the_delay() -> None:
