@@ -488,7 +488,10 @@ def test_purge_removes_patient_data_of_ended_referrals_only(store: OutboxStore) 
         new = dataclasses.replace(referral(n), bundle=BUNDLE_WITH_PATIENT)
         ids[n] = store.add_referral(new, at(n)).outbox_id
     _deliver(store, ids[1], at(10), "delivered")
-    _finish(store, "task-1", "completed", at(20))  # 1: completed long ago -> purged
+    feedback = NewMessage("gp|task-1", "task-1", "gp-record", BUNDLE_WITH_PATIENT)
+    _finish(store, "task-1", "completed", at(20), feedback)  # 1: completed long ago -> purged
+    gp_entry = max(e.id for e in store.list_entries("pending", 10) if e.task_id == "task-1")
+    _deliver(store, gp_entry, at(21), "delivered")  # its feedback went to the GP record
     _deliver(store, ids[2], at(10), "dead")  # 2: delivery failed for good -> purged
     _deliver(store, ids[3], at(10), "delivered")  # 3: delivered, Task still requested -> kept
     _deliver(store, ids[4], at(10), "delivered")
@@ -498,7 +501,7 @@ def test_purge_removes_patient_data_of_ended_referrals_only(store: OutboxStore) 
     _finish(store, "task-5", "rejected", at(20), notice)  # 5: its notice still pending -> kept
     cutoff, now = at(30 * DAY), at(60 * DAY)
     dry = store.purge(cutoff, T0, now, audit=_event(), dry_run=True)
-    assert dry == PurgeCounts(referrals=2, payloads=2, audit=0)
+    assert dry == PurgeCounts(referrals=2, payloads=3, audit=0)
     assert store.get_task("task-1").patient_id == "urn:uuid:patient-1"  # type: ignore[union-attr]
     before = len(audit_records(store))
     assert store.purge(cutoff, T0, now, audit=_event()) == dry
@@ -511,7 +514,8 @@ def test_purge_removes_patient_data_of_ended_referrals_only(store: OutboxStore) 
         assert b'"Organization"' in task.bundle  # the skeleton keeps the Task and its owner
         entry = store.get_entry(ids[n])
         assert entry is not None
-        assert entry.payload == retention.PURGED_PAYLOAD
+        assert entry.payload == task.bundle  # the referral's own entry: its skeleton
+    assert store.get_entry(gp_entry).payload == retention.PURGED_PAYLOAD  # type: ignore[union-attr]
     assert store.get_task("task-1").status == "completed"  # type: ignore[union-attr]
     for n in (3, 4, 5):
         assert store.get_task(f"task-{n}").patient_id == f"urn:uuid:patient-{n}"  # type: ignore[union-attr]
@@ -521,7 +525,7 @@ def test_purge_removes_patient_data_of_ended_referrals_only(store: OutboxStore) 
     }
     records = audit_records(store)
     assert len(records) == before + 1
-    assert records[0]["detail"] == "referrals=2 payloads=2 audit=0"
+    assert records[0]["detail"] == "referrals=2 payloads=3 audit=0"
     assert store.purge(cutoff, T0, now) == PurgeCounts(0, 0, 0)  # done once
 
 

@@ -72,8 +72,9 @@ class MemoryRetention:
                     task, bundle=skeleton, patient_id="", reason_text=None
                 )
                 self._purged.add(task_id)
-            for row in messages:
-                row.payload = retention.PURGED_PAYLOAD
+            for row in messages:  # a referral's own entry reads its skeleton (as SQLite)
+                own = self._referrals[row.task_id][0].idempotency_key == row.idempotency_key
+                row.payload = self._tasks[row.task_id].bundle if own else retention.PURGED_PAYLOAD
                 row.purged_at = ts(now)
             self._audit[:] = [a for a in self._audit if a["at"] >= ts(audit_before)]
             if audit is not None:

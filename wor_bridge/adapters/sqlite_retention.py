@@ -15,7 +15,15 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Final, Protocol
 
-from wor_bridge.adapters.sqlite_rows import insert_audit, ts
+from wor_bridge.adapters.sealing import Sealer
+from wor_bridge.adapters.sqlite_rows import (
+    SHARED,
+    insert_audit,
+    open_bundle,
+    seal_bundle,
+    seal_payload,
+    ts,
+)
 from wor_bridge.adapters.sqlite_schema import add_columns
 from wor_bridge.core import retention
 from wor_bridge.records import AuditEvent, PurgeCounts
@@ -51,6 +59,8 @@ _MESSAGES: Final = "task_id = ? AND state != 'pending' AND purged_at IS NULL"
 
 
 class _Connected(Protocol):
+    _sealer: Sealer
+
     def _conn(self) -> sqlite3.Connection: ...
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
@@ -104,19 +114,31 @@ def _purge(
         counts = PurgeCounts(len(ended), payloads, int(old.fetchone()[0]))
         if dry_run:
             return counts
-        for task_id, bundle in ended:
+        for task_id, stored in ended:
+            skeleton = retention.redact_bundle(open_bundle(store._sealer, task_id, stored))
             conn.execute(
                 "UPDATE referral SET bundle = ?, patient_id = '', reason_text = NULL,"
                 " purged_at = ? WHERE task_id = ?",
-                (retention.redact_bundle(bytes(bundle)), ts(now), task_id),
+                (seal_bundle(store._sealer, task_id, skeleton), ts(now), task_id),
             )
-            conn.execute(
-                f"UPDATE outbox SET payload = ?, purged_at = ? WHERE {_MESSAGES}",  # noqa: S608 - constant
-                (retention.PURGED_PAYLOAD, ts(now), task_id),
-            )
+            messages = conn.execute(
+                f"SELECT id, idempotency_key, payload FROM outbox WHERE {_MESSAGES}",  # noqa: S608 - constant
+                (task_id,),
+            ).fetchall()
+            for entry_id, key, payload in messages:
+                # SHARED: the referral's own entry carries no copy, it reads the skeleton
+                emptied = (
+                    SHARED
+                    if bytes(payload) == SHARED
+                    else seal_payload(store._sealer, key, retention.PURGED_PAYLOAD)
+                )
+                conn.execute(
+                    "UPDATE outbox SET payload = ?, purged_at = ? WHERE id = ?",
+                    (emptied, ts(now), entry_id),
+                )
         conn.execute("INSERT INTO audit_purge (id, before) VALUES (1, ?)", (ts(audit_before),))
         conn.execute("DELETE FROM audit WHERE at < ?", (ts(audit_before),))
         conn.execute("DELETE FROM audit_purge")
         if audit is not None:
-            insert_audit(conn, replace(audit, detail=counts.detail()), now)
+            insert_audit(conn, store._sealer, replace(audit, detail=counts.detail()), now)
         return counts
