@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sqlite3
 import tempfile
 import time
@@ -41,6 +42,7 @@ AUDITED = (NOW - dt.timedelta(days=6 * 365)).timestamp()
 
 def build(path: Path, referrals: int) -> None:
     """A version-1 store with ``referrals`` completed, delivered referrals (one transaction)."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # as the store makes its files
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.executescript(V1_SQL.read_text())
