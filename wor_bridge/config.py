@@ -28,6 +28,7 @@ from wor_bridge.core.settings import DEFAULT_PATIENT_RULES, MappingFile, Setting
 from wor_bridge.core.transform import REGISTRY
 from wor_bridge.errors import ConfigError
 from wor_bridge.store_settings import StoreSettings
+from wor_bridge.tenancy import tenancy_problem
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG: Final = REPO_ROOT / "config" / "wor-bridge.toml"
@@ -80,6 +81,7 @@ Scope = Literal[
     "feedback:write",
     "referral:pull",
     "report:read",
+    "metrics:read",
     "admin",
 ]
 
@@ -137,6 +139,10 @@ class ServiceSettings(_Model):
     """An idle keep-alive connection is closed after this time."""
     max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
     """Request line and headers together (larger: 400 and the connection closed)."""
+    min_free_disk_mb: int = Field(default=64, ge=0)
+    """Not ready (intake 503) below this free space where the store writes (0: not checked)."""
+    readiness_probe_s: float = Field(default=5.0, gt=0, le=300)
+    """At most one write probe of the store per this many seconds (``/readyz``, intake)."""
 
 
 class DeliverySettings(_Model):
@@ -327,29 +333,6 @@ def _check_clients_and_webhooks(
             raise ConfigError(
                 f"{path}: webhook {hook.id}: no mapping file feedback/{hook.mapping}.json"
             )
-
-
-def tenancy_problem(client: ClientSettings) -> str | None:
-    """Why a client's tenancy is not configured (None when it is): fail closed at start-up.
-
-    Every client that is not ``admin`` speaks for exactly one GP system (``source_system``) or
-    one welfare organisation (``destination``); a client bound to neither would otherwise see
-    every Task, and one bound to both would be on two sides at once.
-    """
-    if client.source_system is not None and client.destination is not None:
-        return "set source_system (GP side) or destination (welfare side), not both"
-    if "admin" in client.scopes:
-        return None
-    if client.practice is not None or client.municipality is not None:
-        if set(client.scopes) != {"report:read"}:
-            return "a practice or municipality client may only have the scope report:read"
-        return None
-    if client.source_system is None and client.destination is None:
-        return (
-            "must be admin or bound to a source_system (GP side) or a destination "
-            "(welfare side); a client bound to neither would see every Task"
-        )
-    return None
 
 
 def _log_configuration_facts(mappings: dict[str, MappingFile], settings: Settings) -> None:

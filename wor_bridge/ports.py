@@ -173,6 +173,18 @@ class OutboxStore(Protocol):
         """Raise if the store is unreachable."""
         ...
 
+    def check_writable(self, min_free_bytes: int = 0, *, probe: bool = True) -> str | None:
+        """Whether a write acknowledged now is durable: None, or the first check that failed.
+
+        Checks, cheapest first: the store is still the one opened (``store-removed``,
+        ``store-replaced``: a file deleted or swapped under the service takes every later
+        write with it at restart), free space where it writes (``disk-low``: below
+        ``min_free_bytes``; 0 skips it), and with ``probe`` a real write committed in a
+        transaction of its own (``store-not-writable``: read-only, locked past its timeout,
+        I/O error). Never raises; names no path. The caller rate-limits ``probe``.
+        """
+        ...
+
     def get_task(self, task_id: str) -> TaskRecord | None:
         """The Task of a referral, or None."""
         ...

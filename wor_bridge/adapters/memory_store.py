@@ -355,6 +355,11 @@ class MemoryOutboxStore(
     def ping(self) -> None:
         """Always reachable."""
 
+    def check_writable(self, min_free_bytes: int = 0, *, probe: bool = True) -> str | None:
+        """Always writable (nothing is durable, no file, no disk): None."""
+        del min_free_bytes, probe
+        return None
+
     def _insert_message(self, message: NewMessage, at: float) -> int:
         """Like SQLite's INSERT OR IGNORE into the outbox (caller holds the lock); the entry id."""
         if message.idempotency_key in self._by_key:

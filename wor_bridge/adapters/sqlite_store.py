@@ -27,6 +27,7 @@ from wor_bridge.adapters.sqlite_entries import ENTRY_SELECT, SqliteEntryReads, e
 from wor_bridge.adapters.sqlite_files import private_file
 from wor_bridge.adapters.sqlite_monitoring import SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import SqliteOnceTable
+from wor_bridge.adapters.sqlite_ready import SqliteReadiness
 from wor_bridge.adapters.sqlite_reseal import SqliteResealing
 from wor_bridge.adapters.sqlite_retention import SqliteRetention
 from wor_bridge.adapters.sqlite_rows import (
@@ -64,6 +65,7 @@ class SqliteOutboxStore(
     SqliteAmendments,
     SqliteResealing,
     SqliteRetention,
+    SqliteReadiness,
 ):
     """``OutboxStore`` on one SQLite file; one connection per thread.
 
@@ -81,6 +83,7 @@ class SqliteOutboxStore(
         self._local = threading.local()
         private_file(self.path)  # before SQLite creates it: 0600, and so its -wal and -shm
         migrations.upgrade_sqlite(self.path)  # schema versions: adapters/migrations.py
+        self._remember_file()  # the file the connections write to (check_writable)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -37,6 +37,7 @@ from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.headers import SecurityHeaders
 from wor_bridge.service.negotiation import FhirNegotiation
+from wor_bridge.service.readiness import EXPLAIN, Readiness, ReadinessGate
 from wor_bridge.service.refusals import denied_answer, refusal_status
 from wor_bridge.service.report_routes import ReportRoutes
 from wor_bridge.service.search_routes import SearchRoutes
@@ -118,14 +119,17 @@ def _largest_body(core: Settings) -> int:
     )
 
 
-def _add_layers(app: FastAPI, service: ServiceSettings, core: Settings) -> None:
+def _add_layers(
+    app: FastAPI, service: ServiceSettings, core: Settings, readiness: Readiness
+) -> None:
     """The ASGI layers, innermost first (the last added is the outermost): bodies in work, body
-    deadline, FHIR conventions, negotiation, the catch-all and the security headers."""
+    deadline, FHIR conventions, readiness, negotiation, the catch-all and the security headers."""
     app.add_middleware(
         Admission, slots=Slots(service.max_validations, service.max_validations_per_client)
     )
     app.add_middleware(BodyDeadline, timeout_s=service.body_timeout_s)
     app.add_middleware(FhirConventions)  # inside the negotiation: shaped before XML
+    app.add_middleware(ReadinessGate, readiness=readiness)  # 503 before a body is read
     app.add_middleware(FhirNegotiation, max_body_bytes=_largest_body(core))
     app.add_middleware(_CatchAll)
     app.add_middleware(SecurityHeaders)  # added last: the outermost layer
@@ -179,7 +183,12 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     )
     app.state.dispatcher = dispatcher
     app.state.metrics = metrics
-    _add_layers(app, config.service, config.core)
+    readiness = Readiness(
+        store,
+        min_free_bytes=config.service.min_free_disk_mb * 1024 * 1024,
+        probe_every_s=config.service.readiness_probe_s,
+    )
+    _add_layers(app, config.service, config.core, readiness)
     trail = AccessLog(store, components.clock, _body_refused)
 
     def authorise(request: Request, scope: str) -> ClientSettings | Denied:
@@ -219,7 +228,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
         attempt = Attempt("task_read", "R", task_id)
         return trail.answer_sync(attempt, lambda: routes.read_task(task_id, request, attempt))
 
-    _add_health_routes(app, components, dispatcher, run_dispatcher, authorise)
+    _add_health_routes(app, readiness, dispatcher if run_dispatcher else None, auth)
     _add_error_handlers(app)
     openapi.install(app)
     capability.check(app)  # the CapabilityStatement's table must name exactly these routes
@@ -318,13 +327,8 @@ class _Intake:
 
 
 def _add_health_routes(
-    app: FastAPI,
-    components: Components,
-    dispatcher: Dispatcher,
-    run_dispatcher: bool,
-    authorise: Callable[[Request, str], ClientSettings | Denied],
+    app: FastAPI, readiness: Readiness, dispatcher: Dispatcher | None, auth: Authenticator
 ) -> None:
-    store = components.store
     metrics: Metrics = app.state.metrics
 
     @app.get("/healthz", tags=["health"])
@@ -334,22 +338,32 @@ def _add_health_routes(
 
     @app.get("/readyz", tags=["health"])
     def readyz() -> Response:
-        """The store answers and the dispatcher runs."""
-        problems = []
+        """Ready when a write acknowledged now is durable and the dispatcher runs; else 503
+        naming the failed checks (``readiness.EXPLAIN``), never a path."""
+        failed = []
         try:
-            store.ping()
+            readiness.store.ping()
         except Exception:  # noqa: BLE001 - any store failure means not ready
-            problems.append("store unreachable")
-        if run_dispatcher and not dispatcher.alive:
-            problems.append("dispatcher not running")
-        if problems:
-            return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+            failed.append("store-unreachable")
+        check = None if failed else readiness.problem()
+        if check is not None:
+            failed.append(check)
+        if dispatcher is not None and not dispatcher.alive:
+            failed.append("dispatcher-stopped")
+        if failed:
+            problems = [EXPLAIN.get(name, "the dispatcher does not run") for name in failed]
+            body = {"status": "not ready", "checks": failed, "problems": problems}
+            headers = {"Retry-After": str(readiness.retry_after_s)}
+            return JSONResponse(body, status_code=503, headers=headers)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["health"])
     def metrics_endpoint(request: Request) -> Response:
-        """Prometheus text format (requires the admin scope)."""
-        client = authorise(request, "admin")
+        """Prometheus text format: scope ``metrics:read`` (or admin), in the client's own
+        metrics bucket, so scraping takes nothing from its API rate."""
+        key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        cert = client_cert_sha256(request.scope)
+        client = auth.check(key, "metrics:read", cert, bucket="metrics")
         if isinstance(client, Denied):
             return _denied(client)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,9 @@
-"""Client authentication (hashed API keys / bearer tokens), scopes and per-client rate limits."""
+"""Client authentication (hashed API keys / bearer tokens), scopes and per-client rate limits.
+
+Each client has two token buckets of ``service.rate_per_s`` and ``burst``: one for the API
+routes, one for ``/metrics`` (``bucket="metrics"``), so a Prometheus scrape never takes from a
+GP system's intake budget, and a runaway scraper is throttled on its own.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import hmac
 import threading
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from wor_bridge.config import ClientSettings
 from wor_bridge.core.ratelimit import TokenBucket
@@ -45,6 +51,7 @@ class Authenticator:
     def __init__(self, clients: tuple[ClientSettings, ...], rate_per_s: float, burst: int) -> None:
         self._clients = clients
         self._buckets = {c.id: TokenBucket(rate_per_s, burst) for c in clients}
+        self._scrapes = {c.id: TokenBucket(rate_per_s, burst) for c in clients}
         self._lock = threading.Lock()
 
     def client(self, key: str | None) -> ClientSettings | None:
@@ -59,9 +66,15 @@ class Authenticator:
         return found
 
     def check(
-        self, key: str | None, scope: str, cert_sha256: str | None
+        self,
+        key: str | None,
+        scope: str,
+        cert_sha256: str | None,
+        *,
+        bucket: Literal["api", "metrics"] = "api",
     ) -> ClientSettings | Denied:
-        """The authenticated client allowed ``scope`` within its rate, or why not.
+        """The authenticated client allowed ``scope`` within the rate of its ``bucket``, or why
+        not (401 ``login``/``security``, 403 ``forbidden``, 429 ``throttled`` with the wait).
 
         A client with ``cert_sha256`` configured must present exactly that TLS certificate
         (``cert_sha256`` is the fingerprint of the one the connection presented, if any).
@@ -84,15 +97,15 @@ class Authenticator:
             )
         if scope not in client.scopes and "admin" not in client.scopes:
             return Denied(403, "forbidden", f"the client lacks the scope {scope}", user=client.id)
-        wait = self.take(client.id)
+        wait = self.take(client.id, bucket)
         if wait > 0:
             return Denied(429, "throttled", "too many requests; retry later", wait, client.id)
         return client
 
-    def take(self, client_id: str) -> float:
+    def take(self, client_id: str, bucket: Literal["api", "metrics"] = "api") -> float:
         """Take one request from the client's bucket: 0 to go ahead, else seconds to wait."""
-        bucket = self._buckets.get(client_id)
-        if bucket is None:
+        found = (self._scrapes if bucket == "metrics" else self._buckets).get(client_id)
+        if found is None:
             return 0.0
         with self._lock:
-            return bucket.take(time.monotonic())
+            return found.take(time.monotonic())

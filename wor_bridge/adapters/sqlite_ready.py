@@ -1,0 +1,106 @@
+"""``OutboxStore.check_writable`` for the SQLite store: is a write acknowledged now durable?
+
+- **The same file.** The identity (``st_dev``, ``st_ino``) of the store file is taken when the
+  store opens it; a path that no longer exists (``store-removed``) or names another file
+  (``store-replaced``) means the open connections write into a file nobody will read again
+  (SQLite keeps writing into an unlinked inode and reports success): every write acknowledged
+  from then on is lost at the next start.
+- **Free space** on the filesystem of the store's directory (``os.statvfs``, the blocks an
+  unprivileged writer may use), below ``min_free_bytes``: ``disk-low``. WAL, checkpoints and
+  backups need room; a full disk fails commits half way through an intake.
+- **A real commit** (``probe``): a new connection opened read-write without creating anything
+  (``mode=rw``) updates one row of ``ready_probe`` in a ``BEGIN IMMEDIATE`` transaction and
+  commits with ``synchronous=FULL``. It fails on a file or filesystem that became read-only
+  (SQLite falls back to read-only: ``SQLITE_READONLY``), on I/O errors, and on a write lock held
+  longer than ``PROBE_BUSY_S``: ``store-not-writable``. A new connection, not the service's
+  own: those keep their descriptors and would not notice a file made read-only.
+
+The table is created by the first probe (it holds one row, no patient data).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Final
+
+PROBE_BUSY_S: Final = 2.0
+"""How long the probe waits for the write lock before the store counts as not writable."""
+
+_PROBE: Final = (
+    "CREATE TABLE IF NOT EXISTS ready_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL)",
+    "INSERT INTO ready_probe (id, at) VALUES (1, ?)"
+    " ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+)
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of the file at ``path``, or None when there is none."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem holding ``path``'s directory.
+
+    Raises OSError when the directory cannot be examined."""
+    st = os.statvfs(Path(path).absolute().parent)
+    return st.f_bavail * st.f_frsize
+
+
+def probe_commit(path: str) -> bool:
+    """Commit one row update through a new read-write connection; False when that fails."""
+    uri = Path(path).absolute().as_uri() + "?mode=rw"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=PROBE_BUSY_S, isolation_level=None)
+    except sqlite3.Error:
+        return False
+    try:
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_PROBE[0])
+            conn.execute(_PROBE[1], (time.time(),))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return True
+
+
+class SqliteReadiness:
+    """Mixin of ``SqliteOutboxStore``: remembers the file it opened, and checks it."""
+
+    path: str
+    _opened: tuple[int, int] | None = None
+
+    def _remember_file(self) -> None:
+        """Take the identity of the store file (call once the file exists)."""
+        self._opened = file_identity(self.path)
+
+    def check_writable(self, min_free_bytes: int = 0, *, probe: bool = True) -> str | None:
+        """None when a write acknowledged now is durable, else the check that failed
+        (``store-removed``, ``store-replaced``, ``disk-low``, ``store-not-writable``)."""
+        now = file_identity(self.path)
+        if now is None:
+            return "store-removed"
+        if now != self._opened:
+            return "store-replaced"
+        if min_free_bytes > 0:
+            try:
+                if free_bytes(self.path) < min_free_bytes:
+                    return "disk-low"
+            except OSError:
+                return "store-not-writable"
+        if probe and not probe_commit(self.path):
+            return "store-not-writable"
+        return None
