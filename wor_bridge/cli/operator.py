@@ -41,24 +41,12 @@ def _summary(entry: OutboxEntry) -> dict[str, Any]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service with its dispatcher until interrupted."""
-    import uvicorn  # noqa: PLC0415 - only the serve command needs the server
-
-    from wor_bridge.service import server  # noqa: PLC0415
+    from wor_bridge.service import server  # noqa: PLC0415 - only the serve command needs it
     from wor_bridge.service.app import create_app  # noqa: PLC0415
 
     components = bootstrap.load(args.config)
     service = components.config.service
-    app = create_app(components)
-    uvicorn.run(
-        app,
-        host=service.host,
-        port=service.port,
-        access_log=False,
-        log_level="warning",
-        server_header=False,  # no banner naming the server software
-        timeout_graceful_shutdown=5,  # an idle TLS keep-alive peer must not hold up SIGTERM
-        **server.uvicorn_kwargs(service, components.config.path.parent),
-    )
+    server.serve(create_app(components), service, components.config.path.parent)
     return 0
 
 

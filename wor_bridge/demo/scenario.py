@@ -21,7 +21,7 @@ from typing import Any
 import requests
 import uvicorn
 
-from wor_bridge import bootstrap
+from wor_bridge import bootstrap, logs
 from wor_bridge.config import REPO_ROOT, load_app
 from wor_bridge.demo import monitoring as demo_monitoring
 from wor_bridge.demo import notified_pull as demo_pull
@@ -204,8 +204,7 @@ def run(deadline_s: float = 30.0, *, folder: Path | None = None, keys: str | Non
                 app,
                 host="127.0.0.1",
                 port=port,
-                log_level="warning",
-                access_log=False,
+                **logs.uvicorn_logging(),
             )
         )
         thread = threading.Thread(target=server.run, daemon=True)

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wor_bridge.bootstrap import Components
-from wor_bridge.config import ClientSettings, ServiceSettings
+from wor_bridge.config import AppConfig, ClientSettings
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.settings import Settings
@@ -40,6 +40,7 @@ from wor_bridge.service.negotiation import FhirNegotiation
 from wor_bridge.service.readiness import EXPLAIN, Readiness, ReadinessGate
 from wor_bridge.service.refusals import denied_answer, refusal_status
 from wor_bridge.service.report_routes import ReportRoutes
+from wor_bridge.service.request_log import RequestLog
 from wor_bridge.service.search_routes import SearchRoutes
 from wor_bridge.service.stu3_intake_routes import Stu3Intake
 from wor_bridge.service.stu3_routes import Stu3Routes
@@ -119,11 +120,11 @@ def _largest_body(core: Settings) -> int:
     )
 
 
-def _add_layers(
-    app: FastAPI, service: ServiceSettings, core: Settings, readiness: Readiness
-) -> None:
+def _add_layers(app: FastAPI, config: AppConfig, readiness: Readiness, auth: Authenticator) -> None:
     """The ASGI layers, innermost first (the last added is the outermost): bodies in work, body
-    deadline, FHIR conventions, readiness, negotiation, the catch-all and the security headers."""
+    deadline, FHIR conventions, readiness, negotiation, the catch-all, the security headers and
+    the access line."""
+    service, core = config.service, config.core
     app.add_middleware(
         Admission, slots=Slots(service.max_validations, service.max_validations_per_client)
     )
@@ -132,7 +133,8 @@ def _add_layers(
     app.add_middleware(ReadinessGate, readiness=readiness)  # 503 before a body is read
     app.add_middleware(FhirNegotiation, max_body_bytes=_largest_body(core))
     app.add_middleware(_CatchAll)
-    app.add_middleware(SecurityHeaders)  # added last: the outermost layer
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestLog, router=app.router, auth=auth)  # added last: the outermost
 
 
 def create_app(components: Components, *, start_dispatcher: bool | None = None) -> FastAPI:  # noqa: PLR0915 - the one place routes are wired, read top to bottom
@@ -162,7 +164,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
             directory_sync.start()
         if purger is not None:
             purger.start()
-        log.info("service_started", dispatcher=run_dispatcher, clients=len(config.clients))
+        log.info("workers_started", dispatcher=run_dispatcher, clients=len(config.clients))
         yield
         dispatcher.stop()
         if poller is not None:
@@ -188,7 +190,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
         min_free_bytes=config.service.min_free_disk_mb * 1024 * 1024,
         probe_every_s=config.service.readiness_probe_s,
     )
-    _add_layers(app, config.service, config.core, readiness)
+    _add_layers(app, config, readiness, auth)
     trail = AccessLog(store, components.clock, _body_refused)
 
     def authorise(request: Request, scope: str) -> ClientSettings | Denied:

@@ -12,19 +12,29 @@ never completes its request head, nor one that keeps sending a body nobody reads
   uvicorn answers 503), ``timeout_keep_alive``, ``h11_max_incomplete_event_size`` (request line
   and headers; larger is 400 and the connection is closed) and the TLS arguments; with TLS the
   protocol also binds the client certificate (``tls.ClientCertH11Protocol``).
+- ``serve``: runs uvicorn with those arguments and the JSON logging of ``logs``; logs
+  ``service_started`` once the socket is bound (host, port, version, TLS) and
+  ``service_stopped`` when the server and its workers have stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 import h11
+import structlog
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from wor_bridge import logs
 from wor_bridge.config import ServiceSettings
 from wor_bridge.service import tls
+
+log = structlog.get_logger("wor_bridge.service")
 
 _Watch = Literal["head", "drain"] | None
 
@@ -105,3 +115,49 @@ def uvicorn_kwargs(service: ServiceSettings, base: Path) -> dict[str, Any]:
         "timeout_keep_alive": service.keep_alive_s,
         "h11_max_incomplete_event_size": service.max_header_bytes,
     }
+
+
+def version() -> str:
+    """The installed distribution's version (``unknown`` when run from a bare source tree)."""
+    try:
+        return metadata.version("wor-bridge")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying when it listens and when it has stopped."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Bind (and start the app's workers), then log ``service_started`` with the address."""
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        bound = [s.getsockname() for server in self.servers for s in server.sockets]
+        host, port = (bound[0][0], bound[0][1]) if bound else (self.config.host, self.config.port)
+        log.info(
+            "service_started",
+            host=host,
+            port=port,
+            version=version(),
+            tls=self.config.ssl_certfile is not None,
+        )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop as uvicorn does (connections, then the app's workers), then log it."""
+        await super().shutdown(sockets)
+        log.info("service_stopped")
+
+
+def serve(app: Any, service: ServiceSettings, base: Path) -> None:
+    """Run ``app`` on ``service.host``/``service.port`` until SIGINT or SIGTERM."""
+    config = uvicorn.Config(
+        app,
+        host=service.host,
+        port=service.port,
+        server_header=False,  # no banner naming the server software
+        timeout_graceful_shutdown=5,  # an idle TLS keep-alive peer must not hold up SIGTERM
+        **logs.uvicorn_logging(),
+        **uvicorn_kwargs(service, base),
+    )
+    _Server(config).run()
