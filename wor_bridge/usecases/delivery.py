@@ -1,7 +1,9 @@
 """Use case: deliver what is due (claim, render per destination type, send, record the attempt).
 
 One bad entry never blocks the others; the outbox is the only retry loop. Logs carry ids, status
-codes and durations only.
+codes and durations only; the ``delivery_attempted`` line names the ``X-Request-Id`` the
+connector sent (opaque and stable per message, ``outgoing.request_id``), so a receiver's logs can
+be matched to the bridge's.
 """
 
 from __future__ import annotations
@@ -64,9 +66,11 @@ def _send(
     directory: Directory | None = None,
     *,
     store: OutboxStore | None = None,
+    sent: list[str] | None = None,
 ) -> tuple[Outcome, str | None]:
     """Send an entry's requests in order; the first answer that is not 2xx decides. Also says
-    where the endpoint came from, for destinations that use the directory."""
+    where the endpoint came from, for destinations that use the directory. The ``X-Request-Id``
+    of each request tried is appended to ``sent``."""
     try:
         destination = settings.destination(entry.destination)
     except StopIteration:
@@ -94,6 +98,8 @@ def _send(
         return RetryLater(f"cannot send ({type(err).__name__})"), source
     last = 0
     for request in requests:
+        if sent is not None:
+            sent.extend(v for k, v in request.headers if k.lower() == "x-request-id")
         try:
             response = transport.send(request, destination)
         except TransportError as err:
@@ -145,7 +151,10 @@ def deliver_due(
             break
         entry = claimed[0]
         started = time.monotonic()
-        outcome, source = _send(entry, settings, transport, clock, directory, store=store)
+        sent: list[str] = []
+        outcome, source = _send(
+            entry, settings, transport, clock, directory, store=store, sent=sent
+        )
         duration = time.monotonic() - started
         if isinstance(outcome, Delivered):
             faults.hit("after_send")
@@ -197,12 +206,20 @@ def deliver_due(
             state=decision.state,
             duration_ms=round(duration * 1000, 1),
             lease_kept=recorded,
+            request_id=_named(sent),
             **({"endpoint": source} if source else {}),
         )
         attempts.append(
             Attempt(entry.id, entry.destination, outcome, decision.state, number, duration)
         )
     return attempts
+
+
+def _named(request_ids: list[str]) -> str | list[str] | None:
+    """The one ``X-Request-Id`` an attempt sent (every request of a message carries the same),
+    else all of them, else None (nothing was sent)."""
+    unique = sorted(set(request_ids))
+    return unique[0] if len(unique) == 1 else unique or None
 
 
 def outcome_name(outcome: Outcome) -> str:
