@@ -16,6 +16,11 @@
   own: those keep their descriptors and would not notice a file made read-only.
 
 The table is created by the first probe (it holds one row, no patient data).
+
+Once the file exists the store's own connections open it with ``mode=rw`` too (a thread that
+connects after the file was removed gets an error, not a new empty store), a connection opened
+while the file was read-only is replaced once it is writable again, and one that fails with
+``SQLITE_READONLY`` is closed so the next write opens the file again.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Final
 
+_SQLITE_READONLY: Final = 8
 PROBE_BUSY_S: Final = 2.0
 """How long the probe waits for the write lock before the store counts as not writable."""
 
@@ -53,11 +59,20 @@ def free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def read_only_error(err: sqlite3.Error) -> bool:
+    """True for ``SQLITE_READONLY`` (any extended code): the connection opened read-only."""
+    return (getattr(err, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_READONLY
+
+
+def rw_uri(path: str) -> str:
+    """The SQLite URI that opens the existing file at ``path`` read-write and never creates it."""
+    return Path(path).absolute().as_uri() + "?mode=rw"
+
+
 def probe_commit(path: str) -> bool:
     """Commit one row update through a new read-write connection; False when that fails."""
-    uri = Path(path).absolute().as_uri() + "?mode=rw"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=PROBE_BUSY_S, isolation_level=None)
+        conn = sqlite3.connect(rw_uri(path), uri=True, timeout=PROBE_BUSY_S, isolation_level=None)
     except sqlite3.Error:
         return False
     try:
@@ -86,6 +101,12 @@ class SqliteReadiness:
     def _remember_file(self) -> None:
         """Take the identity of the store file (call once the file exists)."""
         self._opened = file_identity(self.path)
+
+    def _writable(self) -> bool:
+        """Whether the store file may be opened for writing now (``os.access``, which also
+        sees the immutable flag as root). A connection opened while it may not is read-only
+        (SQLite falls back silently); the store opens a new one once the file is writable."""
+        return os.access(self.path, os.W_OK)
 
     def check_writable(self, min_free_bytes: int = 0, *, probe: bool = True) -> str | None:
         """None when a write acknowledged now is durable, else the check that failed

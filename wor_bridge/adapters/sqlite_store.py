@@ -27,7 +27,7 @@ from wor_bridge.adapters.sqlite_entries import ENTRY_SELECT, SqliteEntryReads, e
 from wor_bridge.adapters.sqlite_files import private_file
 from wor_bridge.adapters.sqlite_monitoring import SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import SqliteOnceTable
-from wor_bridge.adapters.sqlite_ready import SqliteReadiness
+from wor_bridge.adapters.sqlite_ready import SqliteReadiness, read_only_error, rw_uri
 from wor_bridge.adapters.sqlite_reseal import SqliteResealing
 from wor_bridge.adapters.sqlite_retention import SqliteRetention
 from wor_bridge.adapters.sqlite_rows import (
@@ -87,26 +87,38 @@ class SqliteOutboxStore(
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "read_only", False) and self._writable():
+            self.close()  # opened while the file was read-only: SQLite fell back to reading
+            conn = None
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            # once the file is made, a connection never creates one: a store removed under
+            # the service is an error in every thread, not a new empty file (check_writable)
+            target, uri = (self.path, False) if self._opened is None else (rw_uri(self.path), True)
+            conn = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=True)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             self._local.conn = conn
+            self._local.read_only = self._opened is not None and not self._writable()
         return conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if read_only_error(err):
+                self.close()  # the next write opens the file again
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close this thread's connection."""
