@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.cases import FIXTURES, case_input, case_names
+from tests.cases import FIXTURES, PATIENT_VALUES, case_input, case_names
 from tests.service_harness import (
     ADMIN_KEY,
     FHIR_JSON,
@@ -162,6 +162,11 @@ def _drive(run: Run, sim: SimulatedFhirServer) -> None:
     run.answers += [_get(run, p, None).text for p in ("/healthz", "/readyz")]
     run.answers.append(_get(run, "/metrics", HIS_KEY).text)
     run.answers.append(_get(run, "/fhir/r4/Task/unknown").text)
+    # query values are never logged: a search by the patient's BSN and a name in a URL (their
+    # answers are not scanned: a searchset's self link repeats the search, as FHIR says)
+    bsn = "http://fhir.nl/fhir/NamingSystem/bsn|" + PATIENT_VALUES[0]
+    for path in (f"/fhir/r4/Task?identifier={bsn}", f"/fhir/r4/Task/x?name={PATIENT_VALUES[4]}"):
+        assert _get(run, path).status_code in (200, 404)
     entries = _cli(run, "outbox", "list", "--limit", "1000")
     for entry in entries:
         _cli(run, "outbox", "show", str(entry["id"]))
@@ -231,6 +236,18 @@ def test_service_logs_are_json_lines(run: Run) -> None:
     """Every non-empty line the service wrote to stderr is a JSON log record."""
     lines = [line for line in run.service.stderr_lines if line.strip()]
     assert len(run.service.log_events()) == len(lines)
+
+
+def test_access_lines_cover_every_request_without_values(run: Run) -> None:
+    """One ``request`` line per answered request (the scan above covers them), with the route
+    template: the searches by BSN and by name in the URL left no value in any line."""
+    lines = [e for e in run.service.log_events() if e.get("event") == "request"]
+    assert len(lines) >= len(run.answers) + 2
+    routes = {line["route"] for line in lines}
+    assert {"/fhir/r4/ServiceRequest", "/fhir/r4/Task", "/fhir/r4/Task/{task_id}"} <= routes
+    refused = [line for line in lines if line["status"] in (400, 422)]
+    assert refused
+    assert all(line["issues"] for line in refused)
 
 
 def test_cli_outputs_hold_no_patient_values(run: Run) -> None:

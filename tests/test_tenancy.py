@@ -50,6 +50,7 @@ def world(tmp_path: Path) -> World:
         (["task:read"], {}),
         (["referral:write", "task:read", "task:update"], {}),
         (["feedback:write"], {}),
+        (["metrics:read", "task:read"], {}),
         (["task:read"], {"source_system": "his-x", "destination": "welzijn-voorbeeld"}),
         (["admin"], {"source_system": "his-x", "destination": "welzijn-voorbeeld"}),
     ],
@@ -68,6 +69,7 @@ def test_unbound_or_doubly_bound_client_is_a_configuration_error(
     ("scopes", "bind", "value"),
     [
         (["admin"], None, None),
+        (["metrics:read"], None, None),
         (["task:read"], "source_system", "his-x"),
         (["feedback:write"], "destination", "welzijn-voorbeeld"),
     ],
@@ -75,7 +77,7 @@ def test_unbound_or_doubly_bound_client_is_a_configuration_error(
 def test_admin_and_bound_clients_load(
     tmp_path: Path, scopes: list[str], bind: str | None, value: str | None
 ) -> None:
-    """An admin, a GP-side and a welfare-side client are valid configurations."""
+    """An admin, a metrics scraper, a GP-side and a welfare-side client are valid configurations."""
     extra = (
         client_toml("fine", "k", scopes, bind, value)
         if bind and value
