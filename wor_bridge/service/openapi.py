@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from wor_bridge.connectors.ta_notified_pull import SEARCHES
+from wor_bridge.service.readiness import UNGATED
 
 Json = dict[str, Any]
 
@@ -156,7 +157,8 @@ WHY: Final = {
     "text over its limit (with its location)",
     428: "If-Match is required",
     429: "over the client's rate, or its share of bodies in work (Retry-After)",
-    503: "not ready (/readyz), or too many request bodies in work (Retry-After)",
+    503: "not ready: the store cannot take a durable write (/readyz names the check), or too "
+    "many request bodies in work (Retry-After)",
 }
 
 
@@ -256,7 +258,9 @@ OPERATIONS: Final = {
         WRITE_ANSWERS,
         (201, STU3_JSON, "OperationOutcome"),
     ),
-    ("/metrics", "get"): Operation(API, "admin", {}, (401, 403, 429), (200, "text/plain", "")),
+    ("/metrics", "get"): Operation(
+        API, "metrics:read", {}, (401, 403, 429), (200, "text/plain", "")
+    ),
     ("/reports/monitoring", "get"): Operation(  # monitoring: json, csv, html or measurereport
         API, "report:read", {}, (400, 401, 403, 429), (200, "application/json", "")
     ),
@@ -281,9 +285,11 @@ def _answers(op: Operation, path: str) -> Json:
     if path.startswith("/fhir/"):  # the negotiation layer answers these on every FHIR route
         codes += [c for c in (406, 415) if c not in codes]
     if op.body:  # the body layers answer these on every route that reads a body
-        codes += [c for c in (408, 413, 429, 503) if c not in codes]
+        codes += [c for c in (408, 413, 429) if c not in codes]
+    if path not in UNGATED and 503 not in codes:  # the readiness gate
+        codes.append(503)
     for code in sorted(codes):
-        if code == 503 and not op.body:
+        if code == 503 and path == "/readyz":
             body = _content("application/json", "")
         elif op.success[2] == "Token":
             body = _content("application/json", "OAuthError")
