@@ -283,3 +283,23 @@ def test_unready_answers_hold_no_patient_value(tmp_path: Path) -> None:
         )
         assert pushed.status_code == 503
         assert patient_value_hits(pushed.text) == []
+
+
+def test_not_ready_gates_reads_and_the_token_endpoint_but_not_health(tmp_path: Path) -> None:
+    """Not ready: a Task read is 503 OperationOutcome, ``/oauth/token`` 503 RFC 6749 JSON;
+    ``/healthz``, ``/metadata`` and ``/openapi.json`` still answer 200."""
+    with _service(tmp_path) as service:
+        store_path(service.config).unlink()
+        wait_until(lambda: _readyz(service).status_code == 503, "not ready")
+        url = service.base_url
+        read = requests.get(f"{url}/fhir/r4/Task/x", headers=auth(HIS_KEY), timeout=TIMEOUT)
+        assert read.status_code == 503
+        assert read.json()["issue"][0]["code"] == "transient"
+        token = requests.post(
+            f"{url}/oauth/token", data={"grant_type": "client_credentials"}, timeout=TIMEOUT
+        )
+        assert token.status_code == 503
+        assert token.json()["error"] == "invalid_request"
+        assert token.headers["Retry-After"] == "1"
+        for path in ("/healthz", "/fhir/r4/metadata", "/openapi.json"):
+            assert requests.get(url + path, timeout=TIMEOUT).status_code == 200
