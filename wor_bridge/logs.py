@@ -31,9 +31,22 @@ def _type_only(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDic
     return event
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to whatever ``sys.stderr`` is when a record comes (not when made)."""
+
+    @property
+    def stream(self) -> Any:
+        """The current ``sys.stderr``."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
+
+
 def _json_handler(level: int) -> logging.Handler:
     """A stderr handler rendering stdlib records as the JSON lines structlog writes."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.set_name(_HANDLER_NAME)
     handler.setLevel(level)
     handler.setFormatter(
