@@ -60,13 +60,13 @@ def _readyz(service: ServiceProcess) -> requests.Response:
     return requests.get(service.base_url + "/readyz", timeout=TIMEOUT)
 
 
-def _push(service: ServiceProcess, referral_id: str) -> requests.Response:
+def _push(service: ServiceProcess, referral_id: str, timeout: float = TIMEOUT) -> requests.Response:
     data = referral_variant("accepted-contained", referral_id)
     return requests.post(
         service.base_url + "/fhir/r4/ServiceRequest",
         data=data,
         headers=auth(HIS_KEY, FHIR_JSON),
-        timeout=TIMEOUT,
+        timeout=timeout,
     )
 
 
@@ -303,3 +303,22 @@ def test_not_ready_gates_reads_and_the_token_endpoint_but_not_health(tmp_path: P
         assert token.headers["Retry-After"] == "1"
         for path in ("/healthz", "/fhir/r4/metadata", "/openapi.json"):
             assert requests.get(url + path, timeout=TIMEOUT).status_code == 200
+
+
+def test_store_error_during_intake_is_503_not_500(tmp_path: Path) -> None:
+    """A write lock held past the store's busy timeout (10 s) while the last probe said ready:
+    the push fails inside the store, the catch-all probes again and answers 503
+    store-not-writable with Retry-After (nothing was acknowledged), not a bare 500."""
+    with _service(tmp_path, readiness_probe_s=60.0) as service:
+        assert _readyz(service).status_code == 200  # the probe ran: ready for the next 60 s
+        holder = sqlite3.connect(store_path(service.config), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            pushed = _push(service, "READY-LOCKED", timeout=30)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert pushed.status_code == 503
+        assert pushed.headers["Retry-After"] == "60"
+        assert pushed.json()["issue"][0]["code"] == "transient"
+        assert "store-not-writable" in pushed.json()["issue"][0]["diagnostics"]

@@ -37,7 +37,7 @@ from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.headers import SecurityHeaders
 from wor_bridge.service.negotiation import FhirNegotiation
-from wor_bridge.service.readiness import EXPLAIN, Readiness, ReadinessGate
+from wor_bridge.service.readiness import EXPLAIN, Readiness, ReadinessGate, not_ready_answer
 from wor_bridge.service.refusals import denied_answer, refusal_status
 from wor_bridge.service.report_routes import ReportRoutes
 from wor_bridge.service.request_log import RequestLog
@@ -82,10 +82,13 @@ def _body_refused(err: BodyRefused) -> FhirResponse:
 class _CatchAll:
     """Outermost-but-one ASGI layer: an unexpected error becomes a 500 OperationOutcome and one
     log line with its type. Starlette's own handler would re-raise, and the server would print
-    the traceback (whose message may quote input) to stderr."""
+    the traceback (whose message may quote input) to stderr. When the store fails its write
+    probe right then (a full disk, a lock held too long), the answer is the readiness 503 with
+    ``Retry-After`` instead: nothing was acknowledged, the client should retry."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, readiness: Readiness | None = None) -> None:
         self.app = app
+        self.readiness = readiness
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         started = False
@@ -101,6 +104,14 @@ class _CatchAll:
         except Exception as exc:  # noqa: BLE001 - the last line of defence; type only
             log.error("request_failed", error=type(exc).__name__)  # noqa: TRY400 - no traceback
             if scope.get("type") != "http" or started:
+                return
+            check = None
+            if self.readiness is not None:
+                check = await run_in_threadpool(self.readiness.problem, force=True)
+            if check is not None and self.readiness is not None:
+                body, headers = not_ready_answer(scope["path"], check, self.readiness.retry_after_s)
+                await send({"type": "http.response.start", "status": 503, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
                 return
             response = _outcome(500, "exception", "internal error")
             await response(scope, receive, send)
@@ -132,7 +143,7 @@ def _add_layers(app: FastAPI, config: AppConfig, readiness: Readiness, auth: Aut
     app.add_middleware(FhirConventions)  # inside the negotiation: shaped before XML
     app.add_middleware(ReadinessGate, readiness=readiness)  # 503 before a body is read
     app.add_middleware(FhirNegotiation, max_body_bytes=_largest_body(core))
-    app.add_middleware(_CatchAll)
+    app.add_middleware(_CatchAll, readiness=readiness)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog, router=app.router, auth=auth)  # added last: the outermost
 

@@ -69,12 +69,13 @@ class Readiness:
         """True when the next call of ``problem`` would run the write probe."""
         return not self._probing and time.monotonic() - self._probed_at >= self.probe_every_s
 
-    def problem(self) -> str | None:
+    def problem(self, *, force: bool = False) -> str | None:
         """The failed check (``store-removed``, ``store-replaced``, ``disk-low``,
-        ``store-not-writable``), or None when ready. Runs the probe when it is due (blocking:
-        call it off the event loop then) and no other thread is running it."""
+        ``store-not-writable``), or None when ready. Runs the probe when it is due, or with
+        ``force`` (after a store error), unless another thread is running it (blocking: call it
+        off the event loop then)."""
         with self._lock:
-            due = self.probe_due()
+            due = not self._probing if force else self.probe_due()
             if due:
                 self._probing = True
         if due:
