@@ -37,7 +37,7 @@ from typing import Any, Final, Literal, Protocol
 
 import structlog
 
-from wor_bridge.adapters import sqlite_directory, sqlite_schema, sqlite_search
+from wor_bridge.adapters import sqlite_directory, sqlite_ready, sqlite_schema, sqlite_search
 from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA
 from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA
 from wor_bridge.adapters.sqlite_retention import add_retention
@@ -205,6 +205,7 @@ STEPS: Final[tuple[Migration, ...]] = (
     Migration(5, "monitoring facts", {"sqlite": MONITORING_SCHEMA}),
     Migration(6, "care-services directory replica", {"sqlite": sqlite_directory.SCHEMA}),
     Migration(7, "retention: purge marks, audit purge threshold", {"sqlite": add_retention}),
+    Migration(8, "readiness probe row", {"sqlite": sqlite_ready.SCHEMA}),
 )
 """Every step, oldest first; a new step is appended with the next number and a body for every
 dialect (``SKIP`` where a dialect's baseline already has it). Never edit a released step."""

@@ -9,13 +9,13 @@
   unprivileged writer may use), below ``min_free_bytes``: ``disk-low``. WAL, checkpoints and
   backups need room; a full disk fails commits half way through an intake.
 - **A real commit** (``probe``): a new connection opened read-write without creating anything
-  (``mode=rw``) updates one row of ``ready_probe`` in a ``BEGIN IMMEDIATE`` transaction and
+  (``mode=rw``) updates the one row of ``ready_probe`` in a ``BEGIN IMMEDIATE`` transaction and
   commits with ``synchronous=FULL``. It fails on a file or filesystem that became read-only
   (SQLite falls back to read-only: ``SQLITE_READONLY``), on I/O errors, and on a write lock held
   longer than ``PROBE_BUSY_S``: ``store-not-writable``. A new connection, not the service's
   own: those keep their descriptors and would not notice a file made read-only.
 
-The table is created by the first probe (it holds one row, no patient data).
+The table ``ready_probe`` is made by migration step 8 (one row, no patient data).
 
 Once the file exists the store's own connections open it with ``mode=rw`` too (a thread that
 connects after the file was removed gets an error, not a new empty store), a connection opened
@@ -35,10 +35,12 @@ _SQLITE_READONLY: Final = 8
 PROBE_BUSY_S: Final = 2.0
 """How long the probe waits for the write lock before the store counts as not writable."""
 
+SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS ready_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL);"
+)
+"""The probe's table (migration step 8): one row, the time of the last probe."""
 _PROBE: Final = (
-    "CREATE TABLE IF NOT EXISTS ready_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL)",
-    "INSERT INTO ready_probe (id, at) VALUES (1, ?)"
-    " ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+    "INSERT INTO ready_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at"
 )
 
 
@@ -79,8 +81,7 @@ def probe_commit(path: str) -> bool:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(_PROBE[0])
-            conn.execute(_PROBE[1], (time.time(),))
+            conn.execute(_PROBE, (time.time(),))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
