@@ -1,10 +1,11 @@
 """``OutboxStore.check_writable`` for the SQLite store: is a write acknowledged now durable?
 
 - **The same file.** The identity (``st_dev``, ``st_ino``) of the store file is taken when the
-  store opens it; a path that no longer exists (``store-removed``) or names another file
-  (``store-replaced``) means the open connections write into a file nobody will read again
-  (SQLite keeps writing into an unlinked inode and reports success): every write acknowledged
-  from then on is lost at the next start.
+  store opens it (with a connection held open from then on, so the inode number cannot be given
+  to a new file while the store lives); a path that no longer exists (``store-removed``) or names
+  another file (``store-replaced``) means the open connections write into a file nobody will
+  read again (SQLite keeps writing into an unlinked inode and reports success): every write
+  acknowledged from then on is lost at the next start.
 - **Free space** on the filesystem of the store's directory (``os.statvfs``, the blocks an
   unprivileged writer may use), below ``min_free_bytes``: ``disk-low``. WAL, checkpoints and
   backups need room; a full disk fails commits half way through an intake.

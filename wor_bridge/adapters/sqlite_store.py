@@ -83,6 +83,7 @@ class SqliteOutboxStore(
         self._local = threading.local()
         private_file(self.path)  # before SQLite creates it: 0600, and so its -wal and -shm
         migrations.upgrade_sqlite(self.path)  # schema versions: adapters/migrations.py
+        self._conn()  # held open: the file's inode number cannot go to another file meanwhile
         self._remember_file()  # the file the connections write to (check_writable)
 
     def _conn(self) -> sqlite3.Connection:
