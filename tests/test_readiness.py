@@ -232,7 +232,7 @@ class _CountingStore(MemoryOutboxStore):
 def test_readiness_probes_at_most_once_per_interval() -> None:
     """Many threads asking at once: one probe per interval; a failed probe stands until the next."""
     store = _CountingStore()
-    readiness = Readiness(store, min_free_bytes=0, probe_every_s=0.3)
+    readiness = Readiness(store, min_free_bytes=0, probe_every_s=1.0)
     threads = [threading.Thread(target=readiness.problem) for _ in range(16)]
     for thread in threads:
         thread.start()
@@ -241,7 +241,7 @@ def test_readiness_probes_at_most_once_per_interval() -> None:
     assert store.probes == 1
     store.failing = "store-not-writable"
     assert readiness.problem() is None  # the last probe stands until the interval is over
-    time.sleep(0.35)
+    time.sleep(1.05)
     assert readiness.problem() == "store-not-writable"
     store.failing = None
     assert readiness.problem() == "store-not-writable"  # until the next probe
