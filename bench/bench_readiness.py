@@ -65,7 +65,8 @@ def main() -> None:
             "probe": _time(lambda: store.check_writable(min_free, probe=True), args.probes),
         }
         config = load_app()  # the example configuration, with the store in the temporary folder
-        config = dataclasses.replace(config, store=StoreSettings(path=f"{tmp}/service.sqlite"))
+        store_settings = StoreSettings(path=f"{tmp}/service.sqlite", encryption="off")
+        config = dataclasses.replace(config, store=store_settings)
         app = create_app(bootstrap.build(config), start_dispatcher=False)
         scope = {"path": "/fhir/r4/Task/0b6f3c1e-0000-4000-8000-000000000000", "method": "GET"}
         figures["route template"] = _time(lambda: route_template(app.router, scope), args.n)
