@@ -15,8 +15,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,7 +26,7 @@ from wor_bridge.core.outcome import operation_outcome
 from wor_bridge.core.settings import Settings
 from wor_bridge.errors import Issue, RefusedError
 from wor_bridge.metrics import Metrics
-from wor_bridge.service import capability, create_answer, openapi, welfare_intake
+from wor_bridge.service import capability, create_answer, health_routes, openapi, welfare_intake
 from wor_bridge.service.access import AccessLog, Attempt, MarkingStore, caller_of
 from wor_bridge.service.admission import Admission, Slots
 from wor_bridge.service.auth import Authenticator, Denied, presented_key
@@ -37,7 +36,7 @@ from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.feedback_routes import FeedbackRoutes
 from wor_bridge.service.headers import SecurityHeaders
 from wor_bridge.service.negotiation import FhirNegotiation
-from wor_bridge.service.readiness import EXPLAIN, Readiness, ReadinessGate, not_ready_answer
+from wor_bridge.service.readiness import Readiness, ReadinessGate, not_ready_answer
 from wor_bridge.service.refusals import denied_answer, refusal_status
 from wor_bridge.service.report_routes import ReportRoutes
 from wor_bridge.service.request_log import RequestLog
@@ -241,7 +240,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
         attempt = Attempt("task_read", "R", task_id)
         return trail.answer_sync(attempt, lambda: routes.read_task(task_id, request, attempt))
 
-    _add_health_routes(app, readiness, dispatcher if run_dispatcher else None, auth)
+    health_routes.add(app, readiness, dispatcher if run_dispatcher else None, auth, _denied)
     _add_error_handlers(app)
     openapi.install(app)
     capability.check(app)  # the CapabilityStatement's table must name exactly these routes
@@ -337,49 +336,6 @@ class _Intake:
                 amended=accepted.amended,
             )
         )
-
-
-def _add_health_routes(
-    app: FastAPI, readiness: Readiness, dispatcher: Dispatcher | None, auth: Authenticator
-) -> None:
-    metrics: Metrics = app.state.metrics
-
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> Response:
-        """The process is alive (answered on the event loop: no worker thread needed)."""
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/readyz", tags=["health"])
-    def readyz() -> Response:
-        """Ready when a write acknowledged now is durable and the dispatcher runs; else 503
-        naming the failed checks (``readiness.EXPLAIN``), never a path."""
-        failed = []
-        try:
-            readiness.store.ping()
-        except Exception:  # noqa: BLE001 - any store failure means not ready
-            failed.append("store-unreachable")
-        check = None if failed else readiness.problem()
-        if check is not None:
-            failed.append(check)
-        if dispatcher is not None and not dispatcher.alive:
-            failed.append("dispatcher-stopped")
-        if failed:
-            problems = [EXPLAIN.get(name, "the dispatcher does not run") for name in failed]
-            body = {"status": "not ready", "checks": failed, "problems": problems}
-            headers = {"Retry-After": str(readiness.retry_after_s)}
-            return JSONResponse(body, status_code=503, headers=headers)
-        return JSONResponse({"status": "ready"})
-
-    @app.get("/metrics", tags=["health"])
-    def metrics_endpoint(request: Request) -> Response:
-        """Prometheus text format: scope ``metrics:read`` (or admin), in the client's own
-        metrics bucket, so scraping takes nothing from its API rate."""
-        key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
-        cert = client_cert_sha256(request.scope)
-        client = auth.check(key, "metrics:read", cert, bucket="metrics")
-        if isinstance(client, Denied):
-            return _denied(client)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
