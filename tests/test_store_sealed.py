@@ -18,6 +18,7 @@ from tests import sealed
 from wor_bridge.adapters.sealing import PLAIN, AesGcmSealer, SealingError, header, parse_keys
 from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
+from wor_bridge.errors import StoreError
 from wor_bridge.records import (
     Amendment,
     AuditEvent,
@@ -244,3 +245,13 @@ def test_store_files_are_created_owner_only(tmp_path: Path, first: str) -> None:
     found = modes(tmp_path)
     assert {"s.sqlite", "s.sqlite-wal", "s.sqlite-shm"} <= set(found)
     assert set(found.values()) == {0o600}, {k: oct(v) for k, v in found.items()}
+
+
+def test_a_sealed_store_opened_with_encryption_off_is_refused(tmp_path: Path) -> None:
+    """A store holding sealed values does not open with ``encryption = "off"``: no value in clear
+    is written beside them."""
+    path = tmp_path / "s.sqlite"
+    filled(path, sealed.sealer()).close()
+    with pytest.raises(StoreError, match='holds encrypted values but .*encryption is off'):
+        SqliteOutboxStore(path).add_referral(referral(2, bundle("Pietersen")), T0)
+    assert b"Pietersen" not in b"".join(p.read_bytes() for p in tmp_path.iterdir())
