@@ -252,6 +252,6 @@ def test_a_sealed_store_opened_with_encryption_off_is_refused(tmp_path: Path) ->
     is written beside them."""
     path = tmp_path / "s.sqlite"
     filled(path, sealed.sealer()).close()
-    with pytest.raises(StoreError, match='holds encrypted values but .*encryption is off'):
+    with pytest.raises(StoreError, match=r"holds encrypted values but .*encryption is off"):
         SqliteOutboxStore(path).add_referral(referral(2, bundle("Pietersen")), T0)
     assert b"Pietersen" not in b"".join(p.read_bytes() for p in tmp_path.iterdir())

@@ -29,6 +29,7 @@ from wor_bridge.adapters.sqlite_rows import (
     seal_text,
 )
 from wor_bridge.core.search import referral_keys
+from wor_bridge.errors import StoreError
 from wor_bridge.records import ResealCount
 
 
@@ -44,6 +45,24 @@ def _active(sealer: Sealer) -> str:
     if sealer.active_key_id is None:
         raise SealingError('rotating keys needs [store] encryption = "aes-gcm" with its keys')
     return sealer.active_key_id
+
+
+def refuse_clear_over_sealed(conn: sqlite3.Connection, sealer: Sealer, where: str) -> None:
+    """Raise ``StoreError`` when encryption is off (``sealer`` has no key) and the store already
+    holds a sealed referral, outbox payload or audit patient identifier: values written in clear
+    beside them would defeat the encryption, and the sealed ones cannot be read."""
+    if sealer.active_key_id is not None:
+        return
+    for table, column in (("referral", "bundle"), ("outbox", "payload"), ("audit", "patient_id")):
+        found = conn.execute(
+            f"SELECT 1 FROM {table} WHERE substr({column}, 1, ?) = ? LIMIT 1",  # noqa: S608 - fixed names
+            (len(MAGIC), MAGIC),
+        ).fetchone()
+        if found:
+            raise StoreError(
+                f"{where}: the store holds encrypted values but [store] encryption is off:"
+                ' configure encryption = "aes-gcm" with its keys'
+            )
 
 
 class SqliteResealing:
