@@ -171,3 +171,20 @@ def test_after_a_demo_run_with_encryption_no_store_file_holds_a_patient_value(
     assert not found, found  # indexes and file names only, never the values
     readable = b"".join(e.payload for e in watcher.list_entries(None, 1000))
     assert any(value.encode() in readable for value in PATIENT_VALUES)  # the data is there
+
+
+@pytest.mark.parametrize("batch", ["0", "-5"])
+def test_rotate_key_refuses_a_batch_that_is_not_positive(tmp_path: Path, batch: str) -> None:
+    """``--batch`` 0 or below is a usage error (exit 2), never a run reported done that sealed
+    nothing; the row stays as it was."""
+    keys = tmp_path / "store.keys"
+    k1, k2 = sealed.entries("k1"), sealed.entries("k2")
+    keys.write_text(k1, encoding="utf-8")
+    path = config(tmp_path, 'encryption = "aes-gcm"\nkey_file = "store.keys"')
+    bootstrap.build(load_app(path)).store.add_referral(referral(), T0)
+    keys.write_text(k2 + k1, encoding="utf-8")
+    proc = cli("store", "rotate-key", "--config", path, "--batch", batch)
+    assert proc.returncode == 2, proc.stdout
+    assert "--batch" in proc.stderr
+    store = SqliteOutboxStore(tmp_path / "s.sqlite", sealer=AesGcmSealer(parse_keys(k1)))
+    assert store.get_task("task-1") is not None  # still under k1: nothing moved
