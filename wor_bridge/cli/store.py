@@ -32,6 +32,16 @@ def _key_id(text: str) -> str:
     return text
 
 
+def _batch(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("a number of rows, 1 or more")
+    return value
+
+
 def cmd_new_key(args: argparse.Namespace) -> int:
     """Print a new ``ID:BASE64`` key entry."""
     sys.stdout.write(new_key_entry(args.id) + "\n")
@@ -96,6 +106,6 @@ def add_commands(sub: Any) -> None:
         "rotate-key", help="seal every row again under the active key (resumable, audited)"
     )
     rotate.add_argument("--config", type=Path, default=None, help="TOML configuration file")
-    rotate.add_argument("--batch", type=int, default=500, help="rows per transaction")
+    rotate.add_argument("--batch", type=_batch, default=500, help="rows per transaction")
     rotate.add_argument("--operator", default="operator", help="who acts (recorded in the audit)")
     rotate.set_defaults(func=cmd_rotate_key)
