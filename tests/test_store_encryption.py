@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from tests import sealed
 from tests.cases import PATIENT_VALUES, REPO
@@ -188,3 +189,23 @@ def test_rotate_key_refuses_a_batch_that_is_not_positive(tmp_path: Path, batch: 
     assert "--batch" in proc.stderr
     store = SqliteOutboxStore(tmp_path / "s.sqlite", sealer=AesGcmSealer(parse_keys(k1)))
     assert store.get_task("task-1") is not None  # still under k1: nothing moved
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o640, False), (0o644, True)])
+def test_a_key_file_others_may_read_is_named_in_a_warning(
+    tmp_path: Path, mode: int, warned: bool
+) -> None:
+    """A key file with bits for others (or group write) is used but named in a warning with its
+    mode, never its content; owner-only or group-read is quiet."""
+    keys = tmp_path / "store.keys"
+    entries = sealed.entries("k1")
+    keys.write_text(entries, encoding="utf-8")
+    keys.chmod(mode)
+    path = config(tmp_path, 'encryption = "aes-gcm"\nkey_file = "store.keys"')
+    with structlog.testing.capture_logs() as logs:
+        bootstrap.sealer_for(load_app(path))
+    found = [e for e in logs if e["event"] == "store_key_file_not_private"]
+    assert [(e["file"], e["mode"]) for e in found] == (
+        [("store.keys", f"{mode:04o}")] if warned else []
+    )
+    assert entries.split(":")[1][:20] not in repr(logs)
