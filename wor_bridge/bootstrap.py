@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
+
+import structlog
 
 from wor_bridge.adapters.clock import SystemClock
 from wor_bridge.adapters.http import RequestsTransport
@@ -17,6 +20,8 @@ from wor_bridge.config import AppConfig, load_app
 from wor_bridge.core.outbox import RetryPolicy
 from wor_bridge.errors import ConfigError
 from wor_bridge.ports import Clock, DirectoryReplica, MonitoringReader, OutboxStore, Transport
+
+log = structlog.get_logger("wor_bridge.store")
 
 MAX_RESOURCES = 8
 """Resources in one referral Bundle: the most PUTs one ``put`` delivery makes (feedback goes to
@@ -83,7 +88,8 @@ def sealer_for(config: AppConfig, *, read_clear: bool = False) -> Sealer:
     the keys of ``key_file`` (relative to the configuration file) or ``key_env``.
 
     Raises ``ConfigError`` when ``encryption`` is not stated, when ``aes-gcm`` has no key source
-    or two, and when the keys are missing, unreadable or malformed (never showing a key).
+    or two, and when the keys are missing, unreadable or malformed (never showing a key). A key
+    file that others may read (or the group write) is used, named in a warning with its mode.
     """
     store, where = config.store, f"{config.path}: store"
     if store.encryption is None:
@@ -99,9 +105,12 @@ def sealer_for(config: AppConfig, *, read_clear: bool = False) -> Sealer:
         key_path = config.path.parent / store.key_file
         try:
             text = key_path.read_text(encoding="utf-8")
+            mode = stat.S_IMODE(key_path.stat().st_mode)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{where}: key_file {key_path}: {type(exc).__name__}") from None
         source = f"key_file {key_path}"
+        if mode & 0o027:  # others may read it, or the group change it (README: chmod 600)
+            log.warning("store_key_file_not_private", file=key_path.name, mode=f"{mode:04o}")
     else:
         text = os.environ.get(cast(str, store.key_env), "")
         source = f"environment variable {store.key_env}"
