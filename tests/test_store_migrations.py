@@ -244,3 +244,55 @@ def test_two_processes_upgrading_at_once_make_one_upgrade(tmp_path: Path) -> Non
     assert outputs == sorted(["[]", str(list(range(2, LATEST + 1)))])
     assert versions(path) == list(range(2, LATEST + 1))
     assert len([p for p in tmp_path.iterdir() if ".bak" in p.name]) == 1
+
+
+_KILLED_IN_BACKUP = """
+import os, signal, sqlite3, sys
+from wor_bridge.adapters.migrations import upgrade_sqlite
+
+class Killed(sqlite3.Connection):
+    def backup(self, target, **kw):
+        def progress(status, remaining, total):
+            if total - remaining >= 2:  # two pages copied: the process dies (kill -9)
+                os.kill(os.getpid(), signal.SIGKILL)
+        super().backup(target, pages=1, progress=progress)
+
+plain = sqlite3.connect
+sqlite3.connect = lambda *a, **kw: plain(*a, factory=Killed, **kw)
+upgrade_sqlite(sys.argv[1])
+"""
+
+
+def test_a_backup_cut_short_by_kill_9_is_never_left_as_the_backup(tmp_path: Path) -> None:
+    """An upgrade killed (SIGKILL) while it copies the store leaves no ``.bak`` file that is not
+    a whole copy; the next start upgrades with a complete backup and clears the remains."""
+    path = v1_store(tmp_path / "store.sqlite")
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_IN_BACKUP, str(path)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert killed.returncode == -9
+    assert versions_or_none(path) is None  # still the v1 store, unchanged
+    assert [p.name for p in tmp_path.iterdir() if ".bak" in p.name] == []
+    done = migrations.upgrade_sqlite(path)
+    assert done.backup is not None
+    assert done.backup.name == f"store.sqlite.v1-to-v{LATEST}.bak"
+    conn = sqlite3.connect(done.backup)
+    try:
+        assert sorted(r[0] for r in conn.execute("SELECT task_id FROM referral")) == sorted(TASKS)
+    finally:
+        conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("store.sqlite-")) == [
+        "store.sqlite",
+        done.backup.name,
+    ]
+
+
+def versions_or_none(path: Path) -> list[int] | None:
+    """``versions`` of a store, or None when it has no ``schema_version`` table (version 1)."""
+    try:
+        return versions(path)
+    except sqlite3.OperationalError:
+        return None
