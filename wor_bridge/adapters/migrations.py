@@ -15,7 +15,7 @@ already has what the step adds).
    PostgreSQL: ``pg_advisory_lock``) and read the version again: another process may have done it
    while this one waited, so two processes upgrading at once make one upgrade;
 3. when the store holds data, back it up first (``Backend.backup``; SQLite's online backup API to
-   ``<store>.v<from>-to-v<to>.bak``);
+   ``<store>.v<from>-to-v<to>.bak``, made under another name and renamed when complete);
 4. run each pending step in order in its own transaction (SQLite: a savepoint inside the held
    transaction), recording it in ``schema_version``; a failing step leaves the earlier ones
    applied and raises ``StoreError`` naming the step.

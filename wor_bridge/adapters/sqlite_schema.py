@@ -135,6 +135,29 @@ def backup_to(conn: sqlite3.Connection, dest: Path) -> None:
         target.close()
 
 
+def backup_whole(conn: sqlite3.Connection, dest: Path, partial: Path) -> None:
+    """``backup_to`` through ``partial``: what a killed copy left there (and its ``-journal``)
+    is removed first, the copy is made there, synced, and renamed to ``dest`` (must not exist)
+    only when complete, so a file named ``dest`` is always a whole copy. Raises OSError,
+    sqlite3.Error."""
+    for leftover in (partial, partial.with_name(f"{partial.name}-journal")):
+        leftover.unlink(missing_ok=True)
+    backup_to(conn, partial)
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if dest.exists():
+        raise FileExistsError(dest.name)
+    partial.rename(dest)
+    folder = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a power cut
+    finally:
+        os.close(folder)
+
+
 def _free_name(path: Path) -> Path:
     candidate, n = path, 1
     while candidate.exists():
@@ -214,12 +237,13 @@ class SqliteBackend:
 
     def backup(self, from_version: int, to_version: int) -> Path:
         """``<store>.v<from>-to-v<to>.bak`` (``.2``, ``.3`` appended when taken), read through
-        a second connection while the lock is held."""
-        name = f"{self.path.name}.v{from_version}-to-v{to_version}.bak"
-        dest = _free_name(self.path.with_name(name))
+        a second connection while the lock is held; made as ``<store>.v<from>-to-v<to>.partial``
+        and renamed when complete (``backup_whole``)."""
+        name = f"{self.path.name}.v{from_version}-to-v{to_version}"
+        dest = _free_name(self.path.with_name(f"{name}.bak"))
         reader = sqlite3.connect(self.path)
         try:
-            backup_to(reader, dest)
+            backup_whole(reader, dest, self.path.with_name(f"{name}.partial"))
         finally:
             reader.close()
         return dest
