@@ -255,3 +255,19 @@ def test_a_sealed_store_opened_with_encryption_off_is_refused(tmp_path: Path) ->
     with pytest.raises(StoreError, match=r"holds encrypted values but .*encryption is off"):
         SqliteOutboxStore(path).add_referral(referral(2, bundle("Pietersen")), T0)
     assert b"Pietersen" not in b"".join(p.read_bytes() for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("configured", ["same id, other secret", "another id only"])
+def test_a_key_that_does_not_open_the_store_stops_it_opening(
+    tmp_path: Path, configured: str
+) -> None:
+    """With a key that does not open the newest sealed values (another secret under the same id,
+    or their key missing) the store does not open: nothing is written that the right key could
+    not read back."""
+    path = tmp_path / "s.sqlite"
+    filled(path, sealed.sealer("k1")).close()
+    wrong = sealed.sealer("k1" if configured.startswith("same") else "k2")
+    with pytest.raises(StoreError, match="k1") as caught:
+        SqliteOutboxStore(path, sealer=wrong).add_referral(referral(2), T0)
+    assert "Jansen" not in str(caught.value)
+    assert raw(path, "SELECT COUNT(*) FROM referral") == [(1,)]
