@@ -16,9 +16,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Final, Protocol
 
-from wor_bridge.adapters.sealing import INDEX_PREFIX, MAGIC, Sealer, SealingError, header
+from wor_bridge.adapters.sealing import (
+    INDEX_PREFIX,
+    MAGIC,
+    Sealer,
+    SealingError,
+    aad,
+    header,
+    is_sealed,
+)
 from wor_bridge.adapters.sqlite_rows import (
     SHARED,
     open_bundle,
@@ -47,22 +55,51 @@ def _active(sealer: Sealer) -> str:
     return sealer.active_key_id
 
 
-def refuse_clear_over_sealed(conn: sqlite3.Connection, sealer: Sealer, where: str) -> None:
-    """Raise ``StoreError`` when encryption is off (``sealer`` has no key) and the store already
-    holds a sealed referral, outbox payload or audit patient identifier: values written in clear
-    beside them would defeat the encryption, and the sealed ones cannot be read."""
-    if sealer.active_key_id is not None:
-        return
-    for table, column in (("referral", "bundle"), ("outbox", "payload"), ("audit", "patient_id")):
-        found = conn.execute(
-            f"SELECT 1 FROM {table} WHERE substr({column}, 1, ?) = ? LIMIT 1",  # noqa: S608 - fixed names
-            (len(MAGIC), MAGIC),
-        ).fetchone()
-        if found:
+_NEWEST: Final = (
+    ("referral", "bundle", "SELECT task_id, bundle FROM referral ORDER BY rowid DESC LIMIT 1"),
+    (
+        "outbox",
+        "payload",
+        "SELECT idempotency_key, payload FROM outbox WHERE length(payload) > 0"
+        " ORDER BY id DESC LIMIT 1",
+    ),
+    (
+        "audit",
+        "patient_id",
+        "SELECT CAST(id AS TEXT), patient_id FROM audit WHERE patient_id != ''"
+        " ORDER BY id DESC LIMIT 1",
+    ),
+)
+"""Per sealed column: the newest row's key and stored value (cheap: by rowid, backwards)."""
+
+
+def check_keys(conn: sqlite3.Connection, sealer: Sealer, where: str) -> None:
+    """Raise ``StoreError`` when the newest referral Bundle, outbox payload or audit patient
+    identifier is sealed and encryption is off (values written in clear beside them would defeat
+    it), or when the newest Bundle or payload does not open with ``sealer``'s keys: its key is
+    missing or another secret stands under its id (values written with that one could never be
+    read with the right one). Audit records keep the key that sealed them (README, Rotation).
+    Names the key id, never a value; values in clear are left to ``rotate-key``."""
+    for table, column, sql in _NEWEST:
+        row = conn.execute(sql).fetchone()
+        if row is None or not is_sealed(row[1]):
+            continue
+        if sealer.active_key_id is None:
             raise StoreError(
                 f"{where}: the store holds encrypted values but [store] encryption is off:"
                 ' configure encryption = "aes-gcm" with its keys'
             )
+        if table == "audit":  # append-only: its older keys may go once the data has moved
+            continue
+        stored = bytes(row[1])
+        key_id = stored[5 : 5 + stored[4]].decode("ascii", "replace")
+        try:
+            sealer.open(stored, aad(table, column, str(row[0])))
+        except SealingError as err:
+            raise StoreError(
+                f"{where}: the newest {table} value, sealed with key {key_id!r}, does not open"
+                f" with the configured keys ({err})"
+            ) from None
 
 
 class SqliteResealing:

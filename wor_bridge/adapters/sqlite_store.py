@@ -28,7 +28,7 @@ from wor_bridge.adapters.sqlite_files import private_file
 from wor_bridge.adapters.sqlite_monitoring import SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import SqliteOnceTable
 from wor_bridge.adapters.sqlite_ready import SqliteReadiness, read_only_error, rw_uri
-from wor_bridge.adapters.sqlite_reseal import SqliteResealing, refuse_clear_over_sealed
+from wor_bridge.adapters.sqlite_reseal import SqliteResealing, check_keys
 from wor_bridge.adapters.sqlite_retention import SqliteRetention
 from wor_bridge.adapters.sqlite_rows import (
     SHARED,
@@ -70,9 +70,9 @@ class SqliteOutboxStore(
     """``OutboxStore`` on one SQLite file; one connection per thread.
 
     ``sealer`` encrypts the columns with patient data (``adapters/sealing.py``; default
-    ``PLAIN``: stored in clear; refused with ``StoreError`` on a store that holds sealed
-    values). A new file is created owner-only (0600), and so are its
-    ``-wal`` and ``-shm`` files (SQLite gives them the database file's mode).
+    ``PLAIN``: stored in clear); ``StoreError`` when it cannot open the store's newest sealed
+    values (``sqlite_reseal.check_keys``). A new file is created owner-only (0600), and so are
+    its ``-wal`` and ``-shm`` files (SQLite gives them the database file's mode).
     """
 
     def __init__(
@@ -85,7 +85,7 @@ class SqliteOutboxStore(
         private_file(self.path)  # before SQLite creates it: 0600, and so its -wal and -shm
         migrations.upgrade_sqlite(self.path)  # schema versions: adapters/migrations.py
         # held open: the file's inode number cannot go to another file meanwhile
-        refuse_clear_over_sealed(self._conn(), sealer, self.path)
+        check_keys(self._conn(), sealer, self.path)
         self._remember_file()  # the file the connections write to (check_writable)
 
     def _conn(self) -> sqlite3.Connection:
