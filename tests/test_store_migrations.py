@@ -4,10 +4,14 @@ upgrading at once making one upgrade, a failing step leaving the earlier ones ap
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -296,3 +300,51 @@ def versions_or_none(path: Path) -> list[int] | None:
         return versions(path)
     except sqlite3.OperationalError:
         return None
+
+
+def _as_unprivileged(command: list[str]) -> list[str]:
+    """``command`` as user nobody when running as root (root ignores directory modes)."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a read-only directory cannot be made")
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+
+
+def test_a_read_only_store_directory_is_a_clear_store_error(tmp_path: Path) -> None:
+    """An old store in a directory the service cannot write (no -wal, -shm or backup possible):
+    ``outbox list`` and ``serve`` exit 1 with a store error naming the directory problem (no
+    internal error, no traceback); the store stays at its version."""
+    with contextlib.ExitStack() as stack:
+        if os.geteuid() == 0:  # pytest's base directory is root's own (0700): nobody cannot enter
+            tmp_path = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            tmp_path.chmod(0o755)
+        _read_only_store_refused(tmp_path / "ro")
+
+
+def _read_only_store_refused(folder: Path) -> None:
+    folder.mkdir()
+    config = write_config(folder, "http://127.0.0.1:9/fhir")
+    v1_store(folder / "store.sqlite")
+    if os.geteuid() == 0:
+        for path in (folder, *folder.iterdir()):
+            os.chown(path, 65534, 65534)
+    folder.chmod(0o555)
+    script = str(Path(sys.executable).parent / "wor-bridge")
+    try:
+        for command in (["outbox", "list"], ["serve"]):
+            proc = subprocess.run(
+                _as_unprivileged([script, *command, "--config", str(config)]),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert proc.returncode == 1, command
+            assert "store error" in proc.stderr, proc.stderr[-500:]
+            assert "directory is not writable" in proc.stderr
+            assert "internal error" not in proc.stderr
+            assert "Traceback" not in proc.stderr
+    finally:
+        folder.chmod(0o755)
+    assert versions_or_none(folder / "store.sqlite") is None
