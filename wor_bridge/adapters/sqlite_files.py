@@ -9,6 +9,7 @@ it and named in a warning (no value, only the mode).
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Final
@@ -34,3 +35,19 @@ def private_file(path: str | Path) -> None:
         return
     os.close(fd)
     Path(name).chmod(OWNER_ONLY)  # exactly 0600 whatever the umask let through
+
+
+def unusable(path: str | Path, err: sqlite3.Error | OSError) -> str:
+    """Why the store at ``path`` cannot be opened or upgraded, for a ``StoreError``: the error's
+    kind and SQLite's or the system's own short text (no value of the store), and when its
+    directory is not writable, that (SQLite's WAL needs its ``-wal`` and ``-shm`` files there,
+    an upgrade its backup)."""
+    text = err.strerror if isinstance(err, OSError) else str(err)
+    message = f"{path}: cannot open or upgrade the store ({type(err).__name__}: {text})"
+    folder = Path(path).parent
+    if not os.access(folder, os.W_OK):
+        message += (
+            f"; its directory is not writable: {folder} (SQLite needs to create the store's"
+            " -wal and -shm files there, and an upgrade its backup)"
+        )
+    return message

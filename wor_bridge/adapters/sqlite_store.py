@@ -24,7 +24,7 @@ from wor_bridge.adapters import sqlite_monitoring as monitoring
 from wor_bridge.adapters.sealing import PLAIN, Sealer, is_sealed
 from wor_bridge.adapters.sqlite_amend import SqliteAmendments
 from wor_bridge.adapters.sqlite_entries import ENTRY_SELECT, SqliteEntryReads, entry
-from wor_bridge.adapters.sqlite_files import private_file
+from wor_bridge.adapters.sqlite_files import private_file, unusable
 from wor_bridge.adapters.sqlite_monitoring import SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import SqliteOnceTable
 from wor_bridge.adapters.sqlite_ready import SqliteReadiness, read_only_error, rw_uri
@@ -44,6 +44,7 @@ from wor_bridge.adapters.sqlite_search import SqliteSearchTables
 from wor_bridge.adapters.sqlite_tasks import SqliteTaskTables
 from wor_bridge.core import outbox
 from wor_bridge.core.outbox import State
+from wor_bridge.errors import StoreError
 from wor_bridge.ports import OutboxStore, ResealingStore
 from wor_bridge.records import (
     Added,
@@ -82,11 +83,14 @@ class SqliteOutboxStore(
         self._busy_timeout_ms = busy_timeout_ms
         self._sealer = sealer
         self._local = threading.local()
-        private_file(self.path)  # before SQLite creates it: 0600, and so its -wal and -shm
-        migrations.upgrade_sqlite(self.path)  # schema versions: adapters/migrations.py
-        # held open: the file's inode number cannot go to another file meanwhile
-        check_keys(self._conn(), sealer, self.path)
-        self._remember_file()  # the file the connections write to (check_writable)
+        try:
+            private_file(self.path)  # before SQLite creates it: 0600, and so its -wal and -shm
+            migrations.upgrade_sqlite(self.path)  # schema versions: adapters/migrations.py
+            # held open: the file's inode number cannot go to another file meanwhile
+            check_keys(self._conn(), sealer, self.path)
+            self._remember_file()  # the file the connections write to (check_writable)
+        except (sqlite3.Error, OSError) as err:
+            raise StoreError(unusable(self.path, err)) from None
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
