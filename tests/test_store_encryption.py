@@ -209,3 +209,24 @@ def test_a_key_file_others_may_read_is_named_in_a_warning(
         [("store.keys", f"{mode:04o}")] if warned else []
     )
     assert entries.split(":")[1][:20] not in repr(logs)
+
+
+def test_a_value_under_a_key_no_longer_configured_is_a_store_error_in_the_cli(
+    tmp_path: Path,
+) -> None:
+    """An older row sealed with a key taken out of the file too early: ``outbox list`` exits 1
+    with the store error that names the key (not "internal error"), and no value."""
+    keys = tmp_path / "store.keys"
+    k1, k2 = sealed.entries("k1"), sealed.entries("k2")
+    keys.write_text(k1, encoding="utf-8")
+    path = config(tmp_path, 'encryption = "aes-gcm"\nkey_file = "store.keys"')
+    bootstrap.build(load_app(path)).store.add_referral(referral(1), T0)
+    keys.write_text(k2 + k1, encoding="utf-8")
+    bootstrap.build(load_app(path)).store.add_referral(referral(2), T0)
+    keys.write_text(k2, encoding="utf-8")  # k1 removed before rotate-key ran
+    proc = cli("outbox", "list", "--config", path)
+    assert proc.returncode == 1
+    assert "store error" in proc.stderr
+    assert "names key 'k1', which is not configured" in proc.stderr
+    assert "internal error" not in proc.stderr
+    assert "Jansen" not in proc.stderr + proc.stdout
