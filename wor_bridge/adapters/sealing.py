@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from wor_bridge.errors import WorBridgeError
+from wor_bridge.errors import StoreError
 
 MAGIC: Final = b"\x00wb"
 VERSION: Final = 1
@@ -54,9 +54,10 @@ _SEAL_INFO: Final = b"wor_bridge/store/seal/v1"
 _INDEX_INFO: Final = b"wor_bridge/store/blind-index/v1"
 
 
-class SealingError(WorBridgeError):
+class SealingError(StoreError):
     """A sealed value cannot be opened, or keys are missing or malformed; the message names
-    the kind of problem and never a value."""
+    the kind of problem and never a value. A ``StoreError``: the CLI prints it as one (exit 1);
+    malformed keys reach the operator as ``ConfigError`` (``bootstrap.sealer_for``)."""
 
 
 def aad(table: str, column: str, row: str) -> bytes:
