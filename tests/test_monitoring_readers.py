@@ -7,12 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from wor_bridge.adapters import sqlite_monitoring as hooks
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
+from wor_bridge.adapters.sqlite_monitoring_schema import DERIVED, encode_activities, encode_reasons
 from wor_bridge.adapters.sqlite_rows import ts
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.core.monitoring import compute
@@ -190,3 +192,66 @@ def test_sqlite_window_and_scope_match_the_memory_reader(
             assert list(grid_of(one[label]).values.items()) == list(
                 grid_of(two[label]).values.items()
             ), (reader.user, label)
+
+
+def test_a_store_made_before_the_derived_columns_is_filled_and_counts_the_same(
+    tmp_path: Path,
+) -> None:
+    """A store without ``order_key``/``reasons``/``activities``/``contact_days`` (as made before
+    they existed) gets them filled when opened, and then gives the in-memory store's figures."""
+    sqlite, memory = _stores(tmp_path, 4)
+    path = sqlite.path
+    expected = {
+        (period, breakdown): memory.tallies(period=period, breakdown=breakdown, now=NOW)
+        for period in PERIODS
+        for breakdown in ("total", "practice")
+    }
+    with sqlite._write() as conn:
+        for name, _kind in DERIVED:
+            conn.execute(f"ALTER TABLE monitoring_referral DROP COLUMN {name}")
+    sqlite.close()
+    reopened = SqliteOutboxStore(path)
+    try:
+        for (period, breakdown), tallies in expected.items():
+            mine = reopened.tallies(period=period, breakdown=breakdown, now=NOW)  # type: ignore[arg-type]
+            assert sorted(mine) == sorted(tallies), (period, breakdown)
+            for label in mine:
+                a, b = grid_of(mine[label]), grid_of(tallies[label])
+                assert list(a.values.items()) == list(b.values.items()), (period, label)
+                assert a.relations == b.relations, (period, breakdown, label)
+    finally:
+        reopened.close()
+        memory.close()
+
+
+def test_derived_sets_follow_every_change(tmp_path: Path) -> None:
+    """Reasons are recorded once per referral (a repeated intake adds none, as in memory) and the
+    activities column follows every new activity, so both stores keep the same sets."""
+    sqlite, memory = SqliteOutboxStore(tmp_path / "s.sqlite"), MemoryOutboxStore()
+    facts = next(_generate(5, 1))[0]
+    again = replace(facts, reasons=(*facts.reasons, "extra-reden"))
+    steps = [
+        Progress(at=NOW, status="in-progress", activities=(("natuur", "participant"),)),
+        Progress(at=NOW, status="in-progress", activities=(("bewegen", "vrijwilliger"),)),
+        Progress(at=NOW, status="in-progress", activities=(("natuur", "participant"),)),
+    ]
+    with sqlite._write() as conn:
+        for f in (facts, again):
+            hooks.insert_facts(conn, f)
+            memory._monitoring.insert_facts(f)
+        for step in steps:
+            hooks.apply_progress(conn, facts.key, step)
+            memory._monitoring.apply_progress(facts.key, step)
+    try:
+        assert sqlite.trajectories() == memory.trajectories()
+        row = (
+            sqlite._conn().execute("SELECT reasons, activities FROM monitoring_referral").fetchone()
+        )
+        assert row[0] == (encode_reasons(facts.reasons) if facts.reasons else None)
+        assert row[1] == encode_activities([("bewegen", "vrijwilliger"), ("natuur", "participant")])
+        one = sqlite.tallies(period="year", breakdown="total", now=NOW)
+        two = memory.tallies(period="year", breakdown="total", now=NOW)
+        assert one == two
+    finally:
+        sqlite.close()
+        memory.close()

@@ -15,83 +15,19 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from collections.abc import Mapping
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
+from wor_bridge.adapters.sqlite_monitoring_schema import (
+    activities_of,
+    contact_days,
+    encode_reasons,
+    order_key,
+)
 from wor_bridge.adapters.sqlite_rows import from_ts, ts
-from wor_bridge.adapters.sqlite_tallies import (
-    EPOCH,
-    FLAGS,
-    GROUP_COLUMN,
-    PERIOD_SQL,
-    SETS_SQL,
-    US,
-    Counting,
-    count_rows,
-    micros,
-)
-from wor_bridge.core.monitoring_facts import (
-    UNKNOWN,
-    Progress,
-    ReferralFacts,
-    Trajectory,
-    monitoring_key,
-)
-from wor_bridge.core.monitoring_grid import SCOPE_FIELDS, TOTAL, Breakdown, Tally
+from wor_bridge.adapters.sqlite_tallies import count_window
+from wor_bridge.core.monitoring_facts import Progress, ReferralFacts, Trajectory, monitoring_key
+from wor_bridge.core.monitoring_grid import Breakdown, Tally
 from wor_bridge.core.monitoring_period import Period
-
-MONITORING_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS monitoring_referral (
-    key TEXT PRIMARY KEY,
-    received_at REAL NOT NULL,
-    authored_on TEXT NOT NULL,
-    practice TEXT NOT NULL,
-    source_system TEXT NOT NULL,
-    referrer_type TEXT NOT NULL,
-    welfare TEXT NOT NULL,
-    municipality TEXT NOT NULL,
-    sex TEXT NOT NULL,
-    age_band TEXT NOT NULL,
-    deadline_at REAL,
-    status TEXT NOT NULL DEFAULT 'requested',
-    reason_code TEXT,
-    accepted_at REAL,
-    first_contact_at REAL,
-    intake_at REAL,
-    activity_at REAL,
-    closed_at REAL,
-    follow_up_at REAL,
-    waiting_since REAL,
-    waiting_until REAL,
-    conversations INTEGER,
-    feedback_at REAL,
-    delivery_failed_at REAL
-);
-CREATE INDEX IF NOT EXISTS monitoring_referral_authored ON monitoring_referral (authored_on);
-CREATE INDEX IF NOT EXISTS monitoring_referral_order
-    ON monitoring_referral (authored_on, received_at, key);
-CREATE TABLE IF NOT EXISTS monitoring_reason (
-    key TEXT NOT NULL,
-    code TEXT NOT NULL,
-    PRIMARY KEY (key, code)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS monitoring_activity (
-    key TEXT NOT NULL,
-    category TEXT NOT NULL,
-    role TEXT NOT NULL,
-    PRIMARY KEY (key, category, role)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS monitoring_event (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    status TEXT,
-    business_status TEXT,
-    code TEXT
-);
-CREATE TRIGGER IF NOT EXISTS monitoring_event_no_update BEFORE UPDATE ON monitoring_event
-BEGIN SELECT RAISE(ABORT, 'monitoring_event is append-only'); END;
-"""
 
 _SET_ONCE: Final = (
     "accepted_at",
@@ -109,15 +45,17 @@ def _opt(moment: dt.datetime | None) -> float | None:
 
 
 def insert_facts(conn: sqlite3.Connection, facts: ReferralFacts) -> None:
-    """Record a new referral's facts (inside the intake transaction)."""
-    conn.execute(
+    """Record a new referral's facts (inside the intake transaction; ignored when the key is
+    known: facts are recorded once per referral)."""
+    received, authored = ts(facts.received_at), facts.authored_on.isoformat()
+    inserted = conn.execute(
         "INSERT OR IGNORE INTO monitoring_referral (key, received_at, authored_on, practice,"
-        " source_system, referrer_type, welfare, municipality, sex, age_band, deadline_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " source_system, referrer_type, welfare, municipality, sex, age_band, deadline_at,"
+        " order_key, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             facts.key,
-            ts(facts.received_at),
-            facts.authored_on.isoformat(),
+            received,
+            authored,
             facts.practice,
             facts.source_system,
             facts.referrer_type,
@@ -126,15 +64,19 @@ def insert_facts(conn: sqlite3.Connection, facts: ReferralFacts) -> None:
             facts.sex,
             facts.age_band,
             _opt(facts.deadline_at),
+            order_key(authored, received, facts.key),
+            encode_reasons(facts.reasons),
         ),
-    )
+    ).rowcount
+    if not inserted:
+        return
     conn.executemany(
         "INSERT OR IGNORE INTO monitoring_reason (key, code) VALUES (?, ?)",
         [(facts.key, code) for code in facts.reasons],
     )
     conn.execute(
         "INSERT INTO monitoring_event (key, at, kind, status) VALUES (?, ?, 'referred', ?)",
-        (facts.key, ts(facts.received_at), "requested"),
+        (facts.key, received, "requested"),
     )
 
 
@@ -142,15 +84,24 @@ def apply_progress(conn: sqlite3.Connection, key: str, progress: Progress) -> No
     """Add one change to a referral's facts (inside the Task update's transaction)."""
     once = ", ".join(f"{c} = COALESCE({c}, ?)" for c in _SET_ONCE)
     sql = (
-        "UPDATE monitoring_referral SET status = ?, reason_code = COALESCE(?, reason_code),"  # noqa: S608 - constant column names only
+        "UPDATE monitoring_referral SET status = ?, contact_days = COALESCE(contact_days, ?),"  # noqa: S608 - constant column names only
+        " reason_code = COALESCE(?, reason_code),"
         f" {once}, waiting_until = CASE WHEN ? IS NOT NULL THEN ? ELSE waiting_until END,"
         " conversations = CASE WHEN ? IS NULL THEN conversations"
         " ELSE MAX(COALESCE(conversations, 0), ?) END WHERE key = ?"
     )
+    days = None
+    if progress.first_contact_at is not None:
+        row = conn.execute(
+            "SELECT received_at, first_contact_at FROM monitoring_referral WHERE key = ?", (key,)
+        ).fetchone()
+        if row is not None and row[1] is None:
+            days = contact_days(row[0], ts(progress.first_contact_at))
     conn.execute(
         sql,
         (
             progress.status,
+            days,
             progress.reason_code,
             *(_opt(getattr(progress, c)) for c in _SET_ONCE),
             _opt(progress.waiting_until),
@@ -160,10 +111,15 @@ def apply_progress(conn: sqlite3.Connection, key: str, progress: Progress) -> No
             key,
         ),
     )
-    conn.executemany(
-        "INSERT OR IGNORE INTO monitoring_activity (key, category, role) VALUES (?, ?, ?)",
-        [(key, category, role) for category, role in progress.activities],
-    )
+    if progress.activities:
+        conn.executemany(
+            "INSERT OR IGNORE INTO monitoring_activity (key, category, role) VALUES (?, ?, ?)",
+            [(key, category, role) for category, role in progress.activities],
+        )
+        conn.execute(
+            "UPDATE monitoring_referral SET activities = ? WHERE key = ?",
+            (activities_of(conn, key), key),
+        )
     conn.execute(
         "INSERT INTO monitoring_event (key, at, kind, status, business_status, code)"
         " VALUES (?, ?, 'task', ?, ?, ?)",
@@ -284,32 +240,8 @@ class SqliteMonitoringTables:
         until: dt.date | None = None,
         where: Mapping[str, str] | None = None,
     ) -> dict[str, Tally]:
-        """The tallies of the referrals authored in ``[since, until)`` visible in ``where``."""
-        if where is not None and not where:
-            return {}
-        scope = [name for name in SCOPE_FIELDS if where is not None and name in where]
-        column = GROUP_COLUMN.get(breakdown)
-        group = f"COALESCE(NULLIF({column}, ''), :unknown)" if column else ":total"
-        condition = "authored_on >= :low AND authored_on < :high" + "".join(
-            f" AND {name} = :{name}" for name in scope
+        """The tallies of the referrals authored in ``[since, until)`` visible in ``where``
+        (counted by SQLite: ``sqlite_tallies.count_window``)."""
+        return count_window(
+            self._conn(), period, breakdown, now, since=since, until=until, where=where
         )
-        sql = (
-            f"SELECT key, {PERIOD_SQL[period]}, {group}, status, reason_code, referrer_type,"  # noqa: S608 - constant SQL only
-            f" {FLAGS}, received_at, first_contact_at, closed_at, waiting_since, waiting_until,"
-            f" conversations, {SETS_SQL} FROM monitoring_referral m WHERE {condition}"
-            " ORDER BY authored_on, received_at, key"
-        )
-        params: dict[str, Any] = {
-            "low": since.isoformat() if since is not None else "",
-            "high": until.isoformat() if until is not None else "9999-12-31",
-            "now": now.timestamp(),
-            "now_us": (now - EPOCH) // US,
-            "unknown": UNKNOWN,
-            "total": TOTAL,
-            **{name: where[name] for name in scope if where is not None},
-        }
-        conn = self._conn()
-        conn.create_function("wor_us", 1, micros, deterministic=True)
-        counting = Counting()
-        count_rows(conn.execute(sql, params), now, counting)
-        return counting.tallies()

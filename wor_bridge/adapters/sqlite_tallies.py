@@ -1,20 +1,31 @@
-"""Counting the monitoring tables in SQLite for a report: the SQL that reads one window of
-referrals in a fixed order with their flags, and the counting that turns those rows into the
+"""Counting the monitoring tables in SQLite for a report (``count_window``): SQLite groups the
+referrals of one window into equal profiles, equal sets of reasons or activities and equal
+sample values (``GROUP BY`` over the facts derived when the referral was written,
+``sqlite_monitoring_schema``); Python expands each group into its cells once and builds the
 report's tallies (``core.monitoring_grid``), exactly as the pure path does. A helper of
 ``sqlite_monitoring``; no writes.
+
+A cell's first referral (which orders the cells, and so secondary suppression's choices) is the
+least ``order_key`` of the groups counted in it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from wor_bridge.adapters.sqlite_monitoring_schema import RECORD, UNIT
 from wor_bridge.adapters.sqlite_rows import from_ts
+from wor_bridge.core.monitoring_facts import CLOSED, UNKNOWN
 from wor_bridge.core.monitoring_grid import (
     CONTACT_BINS,
+    SCOPE_FIELDS,
+    TOTAL,
+    Breakdown,
     Profile,
     Tally,
-    contact_bin,
     days,
     overdue_cells,
     profile_cells,
@@ -22,6 +33,7 @@ from wor_bridge.core.monitoring_grid import (
     tally_of_counts,
     waiting_end,
 )
+from wor_bridge.core.monitoring_period import Period
 
 PERIOD_SQL: Final = {
     "month": "substr(authored_on, 1, 7)",
@@ -63,6 +75,18 @@ FLAGS: Final = (
     " + 256 * (deadline_at IS NOT NULL AND first_contact_at IS NOT NULL"
     f" AND {_compare('first_contact_at', '<=', 'deadline_at', 'wor_us(deadline_at)')})"
 )
+CONTACT_BIN: Final = (
+    "CASE WHEN contact_days IS NULL THEN NULL"
+    + "".join(f" WHEN contact_days <= {top} THEN '{label}'" for top, label in CONTACT_BINS[:-1])
+    + f" ELSE '{CONTACT_BINS[-1][1]}' END"
+)
+"""``monitoring_grid.contact_bin`` of the stored ``contact_days`` (the same comparisons)."""
+_CLOSED_SQL: Final = ", ".join(f"'{status}'" for status in sorted(CLOSED))
+WAITING: Final = (
+    "CASE WHEN waiting_since IS NULL THEN NULL WHEN waiting_until IS NOT NULL"
+    f" OR (status IN ({_CLOSED_SQL}) AND closed_at IS NOT NULL) THEN 'ended' ELSE 'now' END"
+)
+"""Whether a referral that was on the waiting list still is (``monitoring_grid.waiting_end``)."""
 
 
 def _profile(status: str, reason_code: str | None, referrer: str, bits: int) -> Profile:
@@ -81,17 +105,21 @@ class Counting:
         self.cells: dict[str, dict[tuple[str, str, str], list[int]]] = {}
         self.samples: dict[str, dict[tuple[str, str], list[float]]] = {}
 
-    def add(self, label: str, g: str, var: str, category: str, n: int, rank: int) -> None:  # noqa: PLR0917 - a hot loop, one call shape
-        mine = self.cells.setdefault(label, {})
-        seen = mine.get((g, var, category))
-        if seen is None:
-            mine[(g, var, category)] = [n, rank]
-        else:
-            seen[0] += n
-            seen[1] = min(seen[1], rank)
-
-    def sample(self, label: str, g: str, var: str, value: float) -> None:
-        self.samples.setdefault(label, {}).setdefault((var, g), []).append(value)
+    def add(
+        self, label: str, g: str, cells: Iterable[tuple[str, str]], n: int, rank: int
+    ) -> None:
+        """``n`` referrals of group ``g`` whose first has ``rank`` count in each of ``cells``."""
+        mine = self.cells.get(label)
+        if mine is None:
+            mine = self.cells[label] = {}
+        for var, category in cells:
+            seen = mine.get((g, var, category))
+            if seen is None:
+                mine[(g, var, category)] = [n, rank]
+            else:
+                seen[0] += n
+                if rank < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                    seen[1] = rank
 
     def tallies(self) -> dict[str, Tally]:
         return {
@@ -103,84 +131,147 @@ class Counting:
         }
 
 
-def count_rows(rows: Any, now: dt.datetime, counting: Counting) -> None:
-    """Count the referral rows (oldest first, so a cell's first rank is the first referral
-    counted in it). Referrals with the same profile, or the same reasons or activities, are
-    counted together and expanded into their cells once (``_expand``)."""
+def count_window(
+    conn: sqlite3.Connection,
+    period: Period,
+    breakdown: Breakdown,
+    now: dt.datetime,
+    *,
+    since: dt.date | None,
+    until: dt.date | None,
+    where: Mapping[str, str] | None,
+) -> dict[str, Tally]:
+    """The tallies of the referrals authored in ``[since, until)`` whose facts match ``where``
+    (None: all; empty: none), as ``monitoring_grid.tallies`` gives them over ``trajectories``."""
+    if where is not None and not where:
+        return {}
+    column = GROUP_COLUMN.get(breakdown)
+    head = f"{PERIOD_SQL[period]}, " + (
+        f"COALESCE(NULLIF({column}, ''), :unknown)" if column else ":total"
+    )
+    conditions = [f"{name} = :{name}" for name in SCOPE_FIELDS if where and name in where]
+    if since is not None:
+        conditions.append("authored_on >= :low")
+    if until is not None:
+        conditions.append("authored_on < :high")
+    params: dict[str, Any] = {
+        "low": since.isoformat() if since is not None else None,
+        "high": until.isoformat() if until is not None else None,
+        "now": now.timestamp(),
+        "now_us": (now - EPOCH) // US,
+        "unknown": UNKNOWN,
+        "total": TOTAL,
+        **{name: where[name] for name in SCOPE_FIELDS if where and name in where},
+    }
+    test = " WHERE " + " AND ".join(conditions) if conditions else ""
+    conn.create_function("wor_us", 1, micros, deterministic=True)
+    profiles = conn.execute(
+        f"SELECT {head}, status, reason_code, referrer_type, {FLAGS}, {CONTACT_BIN}, {WAITING},"  # noqa: S608 - constant SQL only
+        f" conversations > 0, COUNT(*), MIN(order_key) FROM monitoring_referral{test}"
+        " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9",
+        params,
+    ).fetchall()
+    sets: dict[tuple[str, str, str], list[Any]] = {}
+    samples = _each_referral(
+        conn.execute(
+            f"SELECT {head}, order_key, reasons, activities, contact_days, conversations,"  # noqa: S608 - constant SQL only
+            f" waiting_since, status, waiting_until, closed_at FROM monitoring_referral{test}",
+            params,
+        ),
+        sets,
+        now,
+    )
+    firsts = {row[-1] for row in profiles} | {first for _n, first in sets.values()}
+    ranks = {first: rank for rank, first in enumerate(sorted(firsts))}
+    counting = Counting()
+    counting.samples = samples
+    _count_profiles(profiles, ranks, counting)
+    _count_sets(sets, ranks, counting)
+    return counting.tallies()
+
+
+def _each_referral(
+    rows: Any, sets: dict[tuple[str, str, str], list[Any]], now: dt.datetime
+) -> dict[str, dict[tuple[str, str], list[float]]]:
+    """One pass over the window's referrals: the groups of equal reasons and equal activities
+    into ``sets`` (``[count, least order_key]``), and the statistics' samples per label. A hot
+    loop over every referral: no calls but for the few on the waiting list."""
+    samples: dict[tuple[str, str, str], list[float]] = {}
     at, utc = dt.datetime.fromtimestamp, dt.UTC
-    profiles: dict[tuple[Any, ...], list[int]] = {}
-    sets: dict[tuple[str, str, str], list[int]] = {}
-    samples = counting.samples
-    for rank, row in enumerate(rows):
-        _key, label, g, status, _code, _referrer, _bits, received, first = row[:9]
-        extra: tuple[Any, ...] = ()
-        if first is not None:
-            waited = days(at(received, utc), at(first, utc))
-            samples.setdefault(label, {}).setdefault(("contact_time", g), []).append(waited)
-            extra = (contact_bin(waited),)
-        closed, since, until, conversations = row[9:13]
-        if since is not None:
-            end = waiting_end(status, from_ts(until), from_ts(closed))
-            waited = days(at(since, utc), end or now)
-            samples.setdefault(label, {}).setdefault(("waiting_time", g), []).append(waited)
-            extra += ("now" if end is None else "ended",)
-        if conversations is not None and conversations > 0:
-            samples.setdefault(label, {}).setdefault(("conversations", g), []).append(
-                float(conversations)
-            )
-            extra += ("conversations",)
-        profile = (*row[1:7], extra)
-        seen = profiles.get(profile)
-        if seen is None:
-            profiles[profile] = [1, rank]
-        else:
-            seen[0] += 1
-        for multi in row[13:]:
-            if multi is not None:
+    for label, g, first, reasons, activities, contact, conversations, since, *waiting in rows:
+        for multi in (reasons and "r" + reasons, activities and "a" + activities):
+            if multi:
                 seen = sets.get((label, g, multi))
                 if seen is None:
-                    sets[(label, g, multi)] = [1, rank]
+                    sets[(label, g, multi)] = [1, first]
                 else:
                     seen[0] += 1
-    _expand(profiles, sets, counting)
+                    if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                        seen[1] = first
+        for var, value in (
+            ("contact_time", contact),
+            ("conversations", float(conversations) if conversations else None),
+        ):
+            if value is not None:
+                mine = samples.get((label, g, var))
+                if mine is None:
+                    samples[(label, g, var)] = [value]
+                else:
+                    mine.append(value)
+        if since is not None:
+            status, until, closed = waiting
+            end = waiting_end(status, from_ts(until), from_ts(closed))
+            value = days(at(since, utc), end or now)
+            samples.setdefault((label, g, "waiting_time"), []).append(value)
+    out: dict[str, dict[tuple[str, str], list[float]]] = {}
+    for (label, g, var), values in samples.items():
+        out.setdefault(label, {})[(var, g)] = values
+    return out
 
 
-def _expand(
-    profiles: dict[tuple[Any, ...], list[int]],
-    sets: dict[tuple[str, str, str], list[int]],
-    counting: Counting,
+def _count_profiles(rows: list[Any], ranks: dict[str, int], counting: Counting) -> None:
+    """The cells of each group of referrals with the same profile (cells of a profile once)."""
+    known: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+    for label, g, *profile, n, first in rows:
+        cells = known.get(tuple(profile))
+        if cells is None:
+            cells = known[tuple(profile)] = _cells(*profile)
+        counting.add(label, g, cells, n, ranks[first])
+
+
+def _cells(  # noqa: PLR0917 - one profile row, read in order
+    status: str,
+    code: str | None,
+    referrer: str,
+    bits: int,
+    contact: str | None,
+    waiting: str | None,
+    conversations: int | None,
+) -> list[tuple[str, str]]:
+    """A profile's cells, in the order one referral counts in them (``monitoring_grid``)."""
+    p = _profile(status, code, referrer, bits)
+    cells = [*profile_cells(p), ("referrer", referrer), *tail_cells(p)]
+    if contact is not None:
+        cells += [("contact_time", "n"), ("contact_days", contact)]
+    cells += overdue_cells(p)
+    if waiting == "now":
+        cells.append(("waiting", "now"))
+    if waiting is not None:
+        cells.append(("waiting_time", "n"))
+    if conversations:
+        cells.append(("conversations", "n"))
+    return cells
+
+
+def _count_sets(
+    sets: dict[tuple[str, str, str], list[Any]], ranks: dict[str, int], counting: Counting
 ) -> None:
-    """The cells of each distinct profile and each distinct set of reasons or activities."""
-    for (label, g, status, code, referrer, bits, extra), (n, rank) in profiles.items():
-        p = _profile(status, code, referrer, bits)
-        cells = [*profile_cells(p), ("referrer", p.referrer_type), *tail_cells(p)]
-        if extra and extra[0] in _BINS:
-            cells += [("contact_time", "n"), ("contact_days", extra[0])]
-        cells += overdue_cells(p)
-        if "now" in extra:
-            cells.append(("waiting", "now"))
-        if "now" in extra or "ended" in extra:
-            cells.append(("waiting_time", "n"))
-        if "conversations" in extra:
-            cells.append(("conversations", "n"))
-        for var, category in cells:
-            counting.add(label, g, var, category, n, rank)
-    for (label, g, multi), (n, rank) in sets.items():
-        if multi.startswith(_REASONS):
-            for code in multi[1:].split(_UNIT):
-                counting.add(label, g, "reason", code, n, rank)
-            continue
-        pairs = [pair.split(_UNIT) for pair in multi[1:].split(_RECORD)]
-        for category in sorted({c for c, _r in pairs}):
-            counting.add(label, g, "activity_category", category, n, rank)
-        for role in sorted({r for _c, r in pairs}):
-            counting.add(label, g, "activity_role", role, n, rank)
-
-
-_BINS: Final = frozenset(label for _top, label in CONTACT_BINS)
-_UNIT, _RECORD, _REASONS, _ACTIVITIES = "\x1f", "\x1e", "r", "a"
-SETS_SQL: Final = (
-    "(SELECT 'r' || group_concat(code, char(31)) FROM monitoring_reason x WHERE x.key = m.key),"
-    " (SELECT 'a' || group_concat(category || char(31) || role, char(30))"
-    " FROM monitoring_activity x WHERE x.key = m.key)"
-)
+    """The cells of each group of referrals with the same reasons, or the same activities."""
+    for (label, g, multi), (n, first) in sets.items():
+        if multi.startswith("r"):
+            cells = [("reason", code) for code in multi[1:].split(UNIT)]
+        else:
+            pairs = [pair.split(UNIT) for pair in multi[1:].split(RECORD)]
+            cells = [("activity_category", c) for c in sorted({c for c, _r in pairs})]
+            cells += [("activity_role", r) for r in sorted({r for _c, r in pairs})]
+        counting.add(label, g, cells, n, ranks[first])

@@ -1,0 +1,182 @@
+"""The schema of the SQLite monitoring tables, and the facts derived from a referral's row when
+it is written (so a report counts with ``GROUP BY`` instead of reading every referral):
+
+- ``order_key``: text that sorts as ``(authored_on, received_at, key)``, the order
+  ``MonitoringReader.trajectories`` gives (a cell's first referral is the least key in it);
+- ``reasons`` / ``activities``: the sorted set of the referral's reason codes and of its
+  activities (category, role), as one text each (``encode_reasons``, ``encode_activities``);
+- ``contact_days``: days from receipt to first contact, exactly as ``monitoring_grid.days``
+  gives them on the stored times (``from_ts``), set with the first contact.
+
+``migrate`` creates the tables and fills the derived columns of a store made before they existed
+(one transaction). No patient data is in any of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import struct
+from collections.abc import Iterable
+from typing import Final
+
+from wor_bridge.core.monitoring_grid import days
+
+MONITORING_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS monitoring_referral (
+    key TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    authored_on TEXT NOT NULL,
+    practice TEXT NOT NULL,
+    source_system TEXT NOT NULL,
+    referrer_type TEXT NOT NULL,
+    welfare TEXT NOT NULL,
+    municipality TEXT NOT NULL,
+    sex TEXT NOT NULL,
+    age_band TEXT NOT NULL,
+    deadline_at REAL,
+    status TEXT NOT NULL DEFAULT 'requested',
+    reason_code TEXT,
+    accepted_at REAL,
+    first_contact_at REAL,
+    intake_at REAL,
+    activity_at REAL,
+    closed_at REAL,
+    follow_up_at REAL,
+    waiting_since REAL,
+    waiting_until REAL,
+    conversations INTEGER,
+    feedback_at REAL,
+    delivery_failed_at REAL,
+    order_key TEXT,
+    reasons TEXT,
+    activities TEXT,
+    contact_days REAL
+);
+CREATE INDEX IF NOT EXISTS monitoring_referral_authored ON monitoring_referral (authored_on);
+CREATE INDEX IF NOT EXISTS monitoring_referral_order
+    ON monitoring_referral (authored_on, received_at, key);
+CREATE TABLE IF NOT EXISTS monitoring_reason (
+    key TEXT NOT NULL,
+    code TEXT NOT NULL,
+    PRIMARY KEY (key, code)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS monitoring_activity (
+    key TEXT NOT NULL,
+    category TEXT NOT NULL,
+    role TEXT NOT NULL,
+    PRIMARY KEY (key, category, role)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS monitoring_event (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT,
+    business_status TEXT,
+    code TEXT
+);
+CREATE TRIGGER IF NOT EXISTS monitoring_event_no_update BEFORE UPDATE ON monitoring_event
+BEGIN SELECT RAISE(ABORT, 'monitoring_event is append-only'); END;
+"""
+DERIVED: Final = (
+    ("order_key", "TEXT"),
+    ("reasons", "TEXT"),
+    ("activities", "TEXT"),
+    ("contact_days", "REAL"),
+)
+UNIT: Final = "\x1f"
+"""Between the codes of a set, and between an activity's category and role."""
+RECORD: Final = "\x1e"
+"""Between the activities of a set."""
+
+
+def order_key(authored_on: str, received_at: float, key: str) -> str:
+    """Text that sorts (bytewise, as SQLite compares TEXT) like ``(authored_on, received_at,
+    key)`` with ``received_at`` compared as a number: the date (fixed width), the REAL's IEEE 754
+    bits made order-preserving (sign bit set for positive numbers, all bits flipped for negative
+    ones) in 16 hex digits, then the key."""
+    (bits,) = struct.unpack(">Q", struct.pack(">d", received_at))
+    bits = bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | 1 << 63
+    return f"{authored_on}{bits:016x}{key}"
+
+
+def encode_reasons(codes: Iterable[str]) -> str | None:
+    """The set of reason codes as one text (sorted; None when there is none)."""
+    return UNIT.join(sorted(set(codes))) or None
+
+
+def encode_activities(pairs: Iterable[tuple[str, str]]) -> str | None:
+    """The set of activities (category, role) as one text (sorted; None when there is none)."""
+    return RECORD.join(f"{c}{UNIT}{r}" for c, r in sorted(set(pairs))) or None
+
+
+def contact_days(received_at: float, first_contact_at: float | None) -> float | None:
+    """Days from the stored receipt to the stored first contact (None without one)."""
+    if first_contact_at is None:
+        return None
+    at, utc = dt.datetime.fromtimestamp, dt.UTC
+    return days(at(received_at, utc), at(first_contact_at, utc))
+
+
+def reasons_of(conn: sqlite3.Connection, key: str) -> str | None:
+    """A referral's reasons as stored in ``monitoring_reason``, encoded."""
+    rows = conn.execute("SELECT code FROM monitoring_reason WHERE key = ?", (key,))
+    return encode_reasons(code for (code,) in rows)
+
+
+def activities_of(conn: sqlite3.Connection, key: str) -> str | None:
+    """A referral's activities as stored in ``monitoring_activity``, encoded."""
+    rows = conn.execute("SELECT category, role FROM monitoring_activity WHERE key = ?", (key,))
+    return encode_activities((c, r) for c, r in rows)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create the monitoring tables; on a store made before the derived columns existed, add them
+    and fill them from the rows (in one transaction, so a concurrent opener waits)."""
+    conn.executescript(MONITORING_SCHEMA)
+    if not _missing(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        missing = _missing(conn)
+        for name, kind in DERIVED:
+            if name in missing:
+                conn.execute(f"ALTER TABLE monitoring_referral ADD COLUMN {name} {kind}")
+        if missing:
+            _fill(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _missing(conn: sqlite3.Connection) -> set[str]:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(monitoring_referral)")}
+    return {name for name, _kind in DERIVED} - have
+
+
+def _fill(conn: sqlite3.Connection) -> None:
+    reasons: dict[str, list[str]] = {}
+    for key, code in conn.execute("SELECT key, code FROM monitoring_reason"):
+        reasons.setdefault(key, []).append(code)
+    acts: dict[str, list[tuple[str, str]]] = {}
+    for key, category, role in conn.execute("SELECT key, category, role FROM monitoring_activity"):
+        acts.setdefault(key, []).append((category, role))
+    rows = conn.execute(
+        "SELECT key, authored_on, received_at, first_contact_at FROM monitoring_referral"
+    ).fetchall()
+    conn.executemany(
+        "UPDATE monitoring_referral SET order_key = ?, reasons = ?, activities = ?,"
+        " contact_days = ? WHERE key = ?",
+        [
+            (
+                order_key(authored_on, received, key),
+                encode_reasons(reasons.get(key, ())),
+                encode_activities(acts.get(key, ())),
+                contact_days(received, first),
+                key,
+            )
+            for key, authored_on, received, first in rows
+        ],
+    )
