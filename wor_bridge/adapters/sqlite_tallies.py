@@ -105,9 +105,7 @@ class Counting:
         self.cells: dict[str, dict[tuple[str, str, str], list[int]]] = {}
         self.samples: dict[str, dict[tuple[str, str], list[float]]] = {}
 
-    def add(
-        self, label: str, g: str, cells: Iterable[tuple[str, str]], n: int, rank: int
-    ) -> None:
+    def add(self, label: str, g: str, cells: Iterable[tuple[str, str]], n: int, rank: int) -> None:
         """``n`` referrals of group ``g`` whose first has ``rank`` count in each of ``cells``."""
         mine = self.cells.get(label)
         if mine is None:
