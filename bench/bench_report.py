@@ -4,12 +4,14 @@ Loads synthetic monitoring facts (no patient data exists in these tables) into a
 store through the store's own hook functions (``insert_facts``, ``apply_progress``), in one
 transaction, then times ``usecases.monitoring.monitoring_report`` (counted by SQLite with
 ``GROUP BY``, figures, suppression) and its JSON rendering, for a few period/breakdown
-combinations. ``--before`` also times the earlier path on the same store (every referral read
-into a ``Trajectory`` and counted in Python: ``core.monitoring.compute`` over
-``store.trajectories()``, as the in-memory store still does) and checks that both reports are
-identical. Run from the repository root::
+combinations (the median of 3 runs each; ``--all``: all 21 periods x breakdowns).
+``--before`` also times the earlier path on the same store (every referral read into a
+``Trajectory`` and counted in Python: ``core.monitoring.compute`` over ``store.trajectories()``,
+as the in-memory store still does) and checks that both reports are identical. Run from the
+repository root::
 
-    python bench/bench_report.py [--referrals 100000] [--events 1000000] [--before] [--json]
+    python bench/bench_report.py [--referrals 100000] [--events 1000000] [--all] [--before]
+        [--json]
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +31,7 @@ from wor_bridge.adapters import sqlite_monitoring as hooks
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.core.monitoring import Report, compute
 from wor_bridge.core.monitoring_facts import Progress, ReferralFacts
+from wor_bridge.core.monitoring_grid import BREAKDOWNS
 from wor_bridge.core.monitoring_settings import MonitoringSettings
 from wor_bridge.core.report_formats import to_json
 from wor_bridge.usecases.monitoring import Reader, monitoring_report
@@ -35,6 +40,15 @@ REASONS = ("eenzaamheid", "psychische-klachten", "vastlopen", "chronische-ziekte
 TYPES = ("huisarts", "poh-ggz", "poh-somatiek", "praktijkverpleegkundige")
 STATUSES = ("accepted", "in-progress", "in-progress", "completed", "cancelled")
 START = dt.datetime(2025, 1, 1, 9, tzinfo=dt.UTC)
+COMBINATIONS: tuple[tuple[str, str], ...] = (
+    ("year", "total"), ("year", "practice"), ("quarter", "municipality"), ("month", "welfare"),
+    ("year", "sex"), ("quarter", "age_band"), ("month", "referrer_type"),
+    *((p, b) for p in ("month", "quarter", "year") for b in BREAKDOWNS
+      if (p, b) not in {("year", "total"), ("year", "practice"), ("quarter", "municipality"),
+                        ("month", "welfare"), ("year", "sex"), ("quarter", "age_band"),
+                        ("month", "referrer_type")}),
+)  # fmt: skip
+"""The issue's combinations first (``--all``: then the other 14 of 3 periods x 7 breakdowns)."""
 
 
 class _Clock:
@@ -85,14 +99,14 @@ def _rows(store: SqliteOutboxStore, period: Any, breakdown: Any) -> Report:
 
 def timed(store: SqliteOutboxStore, period: Any, breakdown: Any, repeat: int = 3,
           path: Any = _sql) -> tuple[float, Report]:  # fmt: skip
-    """Best of ``repeat`` wall-clock seconds for one report (read, compute, JSON)."""
-    best = float("inf")
+    """Median of ``repeat`` wall-clock seconds for one report (read, compute, JSON)."""
+    seconds = []
     for _ in range(repeat):
         started = time.perf_counter()
         report = path(store, period, breakdown)
         json.dumps(to_json(report))
-        best = min(best, time.perf_counter() - started)
-    return best, report
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), report
 
 
 def main() -> None:
@@ -101,6 +115,7 @@ def main() -> None:
     parser.add_argument("--referrals", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--before", action="store_true", help="also time the earlier path")
+    parser.add_argument("--all", action="store_true", help="every period x breakdown (21)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,9 +129,9 @@ def main() -> None:
             for t in ("monitoring_referral", "monitoring_event")
         }
         results: dict[str, float] = {}
+        before_load = os.getloadavg()[0]
         before: dict[str, float] = {}
-        for p, b in (("year", "total"), ("quarter", "municipality"), ("month", "welfare"),
-                     ("year", "practice")):  # fmt: skip
+        for p, b in COMBINATIONS if args.all else COMBINATIONS[:7]:
             seconds, report = timed(store, p, b)
             results[f"{p}/{b}"] = round(seconds, 3)
             if args.before:
@@ -124,7 +139,9 @@ def main() -> None:
                 before[f"{p}/{b}"] = round(seconds, 3)
                 if earlier != report:
                     raise SystemExit(f"{p}/{b}: the two paths disagree")
-    out: dict[str, Any] = {"load_s": round(load_s, 1), **counts, "report_s": results}
+    loads = [round(before_load, 2), round(os.getloadavg()[0], 2)]
+    out: dict[str, Any] = {"load_s": round(load_s, 1), **counts, "report_s": results,
+                           "loadavg_1m": loads}  # fmt: skip
     if before:
         out["before_s"] = before
     if args.json:
@@ -132,6 +149,8 @@ def main() -> None:
         return
     print(f"loaded {counts['monitoring_referral']} referrals, {counts['monitoring_event']} events"
           f" in {load_s:.1f} s")  # fmt: skip
+    print(f"1-minute load average: {out['loadavg_1m'][0]} before the reports, "
+          f"{out['loadavg_1m'][1]} after; median of 3 runs each")  # fmt: skip
     for name, seconds in results.items():
         earlier = f"   (before: {before[name]:6.3f} s, same figures)" if name in before else ""
         print(f"report {name:22} {seconds:6.3f} s{earlier}")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -104,3 +105,45 @@ def test_the_check_catches_a_page_that_loads_from_elsewhere(
         server.shutdown()
         server.server_close()
     assert any("example.invalid" in u for u in outside(urls, base))
+
+
+def _static(body: bytes) -> type[http.server.BaseHTTPRequestHandler]:
+    """A handler that serves ``body`` as HTML with no Content-Security-Policy."""
+
+    class Static(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            """The page, as is."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            """Quiet."""
+
+    return Static
+
+
+def test_the_page_itself_requests_nothing_even_without_its_policy(
+    served: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The service's page served elsewhere without the Content-Security-Policy header (which
+    would block a stray reference before Chromium logs it) still asks for nothing else."""
+    answer = httpx.get(f"{served}/reports/monitoring", params={"format": "html",
+                       "period": "year"}, timeout=30)  # fmt: skip
+    assert answer.status_code == 200
+    assert "Content-Security-Policy" in answer.headers
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _static(answer.content))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        folder = tmp_path_factory.mktemp("browser-no-policy")
+        urls = browser.load(f"{base}/", folder, "monitoring-report-no-policy.png")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f"{base}/" in urls
+    assert outside(urls, base) == []
+    assert (folder / "monitoring-report-no-policy.png").stat().st_size > 10_000
