@@ -26,6 +26,10 @@ def test_demo_delivers_every_accepted_referral_and_exits_zero() -> None:
     assert "cancellation (Twiin-02) reached the receiver: True" in out
     assert "receiver welzijn-voorbeeld: 5 ServiceRequest(s), 5 Task(s), 0 Condition(s)" in out
     assert "Traceback" not in proc.stderr.decode()
+    report = out.index("monitoring report of this demo")  # the report of what it just did
+    assert report > out.index("first-contact x1")
+    assert "Verwijzingen [verwijzing naar Welzijn op Recept]: referred " in out[report:]
+    assert "the monitoring report was served" in out
     seen = out + proc.stderr.decode()
     leaks = [n for n, value in enumerate(PATIENT_VALUES) if value in seen]
     assert not leaks, f"patient values #{leaks} in the demo output"  # indexes only, never values

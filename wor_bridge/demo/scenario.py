@@ -198,7 +198,7 @@ def run(deadline_s: float = 30.0, *, folder: Path | None = None, keys: str | Non
         path.write_text(pull_receiver.configure(path.read_text("utf-8"), Path(tmp)), "utf-8")
         components = bootstrap.build(load_app(path))
         app = create_app(components)
-        ok = way_back = dutch = False
+        ok = way_back = dutch = reported = False
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -227,7 +227,7 @@ def run(deadline_s: float = 30.0, *, folder: Path | None = None, keys: str | Non
                 base, components, app.state.dispatcher, receivers["gp-record"], tasks
             )
             dutch = demo_pull.run(base, components, pull_receiver, receivers["welzijn-zorgdomein"])
-            demo_monitoring.run(base)  # the report of what the demo just did
+            reported = demo_monitoring.run(base)  # the report of what the demo just did
         finally:
             server.should_exit = True
             thread.join(10)
@@ -237,4 +237,7 @@ def run(deadline_s: float = 30.0, *, folder: Path | None = None, keys: str | Non
     print("\nall accepted referrals delivered" if ok else "\nNOT all referrals were delivered")
     print("the way back went as designed" if way_back else "the way back did NOT go as designed")
     print("notified pull and STU3 went as designed" if dutch else "the STU3 flows did NOT go right")
-    return 0 if ok and way_back and dutch else 1
+    print(
+        "the monitoring report was served" if reported else "the monitoring report was NOT served"
+    )
+    return 0 if ok and way_back and dutch and reported else 1
