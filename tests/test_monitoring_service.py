@@ -178,3 +178,37 @@ def test_monitoring_tables_hold_no_patient_data(tmp_path: Path) -> None:
     for value in ("999990007", "Jansen", "Pieter", "1952", "3511", "MON-2026", "06-0000"):
         assert value not in text
     assert not any(t in text for t in task_ids)
+
+
+def test_measure_reports_use_only_what_their_measure_declares(tmp_path: Path) -> None:
+    """One shipped Measure per figure, stating the figure's unit and denominator; each
+    MeasureReport's populations and stratifier are ones its Measure declares."""
+    world = seeded(tmp_path)
+    answer = world.call("GET", "/reports/monitoring", ADMIN,
+                        params={"format": "measurereport", "breakdown": "practice"})  # fmt: skip
+    assert answer.status_code == 200
+    measures = {
+        m["url"]: m
+        for m in (
+            json.loads(p.read_text(encoding="utf-8"))
+            for p in (REPO / "mappings" / "measures").glob("*.json")
+        )
+    }
+    figures = {f["id"]: f for f in report(world)["figures"]}
+    assert {url.rsplit("/", 1)[-1] for url in measures} == set(figures)
+    for url, measure in measures.items():
+        figure = figures[url.rsplit("/", 1)[-1]]
+        described = [p["description"] for p in measure["group"][0]["population"]]
+        assert described == [figure["unit"], figure["denominator"]], url
+    reports = [e["resource"] for e in answer.json()["entry"]]
+    assert any(g.get("stratifier") for r in reports for g in r["group"])
+    for r in reports:
+        declared = measures[r["measure"]]["group"][0]
+        populations = {c["code"] for p in declared["population"] for c in p["code"]["coding"]}
+        strata = {c["code"] for s in declared["stratifier"] for c in s["code"]["coding"]}
+        for group in r["group"]:
+            assert {c["code"] for p in group["population"] for c in p["code"]["coding"]} <= (
+                populations
+            )
+            for stratifier in group.get("stratifier", []):
+                assert {c["code"] for k in stratifier["code"] for c in k["coding"]} <= strata
