@@ -9,7 +9,7 @@ import sqlite3
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wor_bridge.adapters.sqlite_monitoring_schema import order_key
+from wor_bridge.adapters.sqlite_monitoring_derived import order_key
 
 ROWS = st.lists(
     st.tuples(

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Final, Protocol
 
-from wor_bridge.adapters.sqlite_monitoring_schema import (
+from wor_bridge.adapters.sqlite_monitoring_derived import (
     activities_of,
     contact_days,
     encode_reasons,
@@ -28,6 +28,60 @@ from wor_bridge.adapters.sqlite_tallies import count_window
 from wor_bridge.core.monitoring_facts import Progress, ReferralFacts, Trajectory, monitoring_key
 from wor_bridge.core.monitoring_grid import Breakdown, Tally
 from wor_bridge.core.monitoring_period import Period
+
+MONITORING_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS monitoring_referral (
+    key TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    authored_on TEXT NOT NULL,
+    practice TEXT NOT NULL,
+    source_system TEXT NOT NULL,
+    referrer_type TEXT NOT NULL,
+    welfare TEXT NOT NULL,
+    municipality TEXT NOT NULL,
+    sex TEXT NOT NULL,
+    age_band TEXT NOT NULL,
+    deadline_at REAL,
+    status TEXT NOT NULL DEFAULT 'requested',
+    reason_code TEXT,
+    accepted_at REAL,
+    first_contact_at REAL,
+    intake_at REAL,
+    activity_at REAL,
+    closed_at REAL,
+    follow_up_at REAL,
+    waiting_since REAL,
+    waiting_until REAL,
+    conversations INTEGER,
+    feedback_at REAL,
+    delivery_failed_at REAL
+);
+CREATE INDEX IF NOT EXISTS monitoring_referral_authored ON monitoring_referral (authored_on);
+CREATE INDEX IF NOT EXISTS monitoring_referral_order
+    ON monitoring_referral (authored_on, received_at, key);
+CREATE TABLE IF NOT EXISTS monitoring_reason (
+    key TEXT NOT NULL,
+    code TEXT NOT NULL,
+    PRIMARY KEY (key, code)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS monitoring_activity (
+    key TEXT NOT NULL,
+    category TEXT NOT NULL,
+    role TEXT NOT NULL,
+    PRIMARY KEY (key, category, role)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS monitoring_event (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT,
+    business_status TEXT,
+    code TEXT
+);
+CREATE TRIGGER IF NOT EXISTS monitoring_event_no_update BEFORE UPDATE ON monitoring_event
+BEGIN SELECT RAISE(ABORT, 'monitoring_event is append-only'); END;
+"""
 
 _SET_ONCE: Final = (
     "accepted_at",

@@ -1,7 +1,7 @@
 """Counting the monitoring tables in SQLite for a report (``count_window``): SQLite groups the
 referrals of one window into equal profiles, equal sets of reasons or activities and equal
 sample values (``GROUP BY`` over the facts derived when the referral was written,
-``sqlite_monitoring_schema``); Python expands each group into its cells once and builds the
+``sqlite_monitoring_derived``); Python expands each group into its cells once and builds the
 report's tallies (``core.monitoring_grid``), exactly as the pure path does. A helper of
 ``sqlite_monitoring``; no writes.
 
@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from wor_bridge.adapters.sqlite_monitoring_schema import RECORD, UNIT
+from wor_bridge.adapters.sqlite_monitoring_derived import RECORD, UNIT
 from wor_bridge.adapters.sqlite_rows import from_ts
 from wor_bridge.core.monitoring_facts import CLOSED, UNKNOWN
 from wor_bridge.core.monitoring_grid import (

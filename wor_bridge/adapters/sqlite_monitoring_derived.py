@@ -1,5 +1,5 @@
-"""The schema of the SQLite monitoring tables, and the facts derived from a referral's row when
-it is written (so a report counts with ``GROUP BY`` instead of reading every referral):
+"""Facts derived from a SQLite monitoring row when it is written, so a report counts with
+``GROUP BY`` and one pass instead of building every referral (``sqlite_tallies``):
 
 - ``order_key``: text that sorts as ``(authored_on, received_at, key)``, the order
   ``MonitoringReader.trajectories`` gives (a cell's first referral is the least key in it);
@@ -8,8 +8,9 @@ it is written (so a report counts with ``GROUP BY`` instead of reading every ref
 - ``contact_days``: days from receipt to first contact, exactly as ``monitoring_grid.days``
   gives them on the stored times (``from_ts``), set with the first contact.
 
-``migrate`` creates the tables and fills the derived columns of a store made before they existed
-(one transaction). No patient data is in any of them.
+``add_derived`` is schema step 8 (``adapters.migrations``): it adds the columns to
+``monitoring_referral`` when missing and fills them from the rows of an existing store. No
+patient data is in any of them.
 """
 
 from __future__ import annotations
@@ -20,65 +21,9 @@ import struct
 from collections.abc import Iterable
 from typing import Final
 
+from wor_bridge.adapters import sqlite_schema
 from wor_bridge.core.monitoring_grid import days
 
-MONITORING_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS monitoring_referral (
-    key TEXT PRIMARY KEY,
-    received_at REAL NOT NULL,
-    authored_on TEXT NOT NULL,
-    practice TEXT NOT NULL,
-    source_system TEXT NOT NULL,
-    referrer_type TEXT NOT NULL,
-    welfare TEXT NOT NULL,
-    municipality TEXT NOT NULL,
-    sex TEXT NOT NULL,
-    age_band TEXT NOT NULL,
-    deadline_at REAL,
-    status TEXT NOT NULL DEFAULT 'requested',
-    reason_code TEXT,
-    accepted_at REAL,
-    first_contact_at REAL,
-    intake_at REAL,
-    activity_at REAL,
-    closed_at REAL,
-    follow_up_at REAL,
-    waiting_since REAL,
-    waiting_until REAL,
-    conversations INTEGER,
-    feedback_at REAL,
-    delivery_failed_at REAL,
-    order_key TEXT,
-    reasons TEXT,
-    activities TEXT,
-    contact_days REAL
-);
-CREATE INDEX IF NOT EXISTS monitoring_referral_authored ON monitoring_referral (authored_on);
-CREATE INDEX IF NOT EXISTS monitoring_referral_order
-    ON monitoring_referral (authored_on, received_at, key);
-CREATE TABLE IF NOT EXISTS monitoring_reason (
-    key TEXT NOT NULL,
-    code TEXT NOT NULL,
-    PRIMARY KEY (key, code)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS monitoring_activity (
-    key TEXT NOT NULL,
-    category TEXT NOT NULL,
-    role TEXT NOT NULL,
-    PRIMARY KEY (key, category, role)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS monitoring_event (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    status TEXT,
-    business_status TEXT,
-    code TEXT
-);
-CREATE TRIGGER IF NOT EXISTS monitoring_event_no_update BEFORE UPDATE ON monitoring_event
-BEGIN SELECT RAISE(ABORT, 'monitoring_event is append-only'); END;
-"""
 DERIVED: Final = (
     ("order_key", "TEXT"),
     ("reasons", "TEXT"),
@@ -131,29 +76,11 @@ def activities_of(conn: sqlite3.Connection, key: str) -> str | None:
     return encode_activities((c, r) for c, r in rows)
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Create the monitoring tables; on a store made before the derived columns existed, add them
-    and fill them from the rows (in one transaction, so a concurrent opener waits)."""
-    conn.executescript(MONITORING_SCHEMA)
-    if not _missing(conn):
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        missing = _missing(conn)
-        for name, kind in DERIVED:
-            if name in missing:
-                conn.execute(f"ALTER TABLE monitoring_referral ADD COLUMN {name} {kind}")
-        if missing:
-            _fill(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _missing(conn: sqlite3.Connection) -> set[str]:
-    have = {row[1] for row in conn.execute("PRAGMA table_info(monitoring_referral)")}
-    return {name for name, _kind in DERIVED} - have
+def add_derived(conn: sqlite3.Connection) -> None:
+    """Schema step 8: the derived columns, added when missing and filled from the rows (inside
+    the step's transaction; a store without referrals just gets the columns)."""
+    sqlite_schema.add_columns(conn, "monitoring_referral", DERIVED)
+    _fill(conn)
 
 
 def _fill(conn: sqlite3.Connection) -> None:
