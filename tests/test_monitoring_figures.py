@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import ROUND_HALF_UP, Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wor_bridge.core.feedback import FeedbackItem
 from wor_bridge.core.monitoring import compute, percent
@@ -106,6 +110,15 @@ def test_percent_rounds_half_up() -> None:
     assert percent(52, 53) == 98.1
     assert percent(1, 8) == 12.5
     assert percent(1, 16) == 6.3
+
+
+@given(st.integers(0, 10**7), st.integers(1, 10**7))
+def test_percent_is_the_decimal_half_up_rounding(count: int, denominator: int) -> None:
+    """The whole-number rounding gives what decimal arithmetic rounding half up gives."""
+    exact = (Decimal(100 * count) / Decimal(denominator)).quantize(
+        Decimal("0.1"), rounding=ROUND_HALF_UP
+    )
+    assert percent(count, denominator) == float(exact)
 
 
 def test_periods_have_labels_and_ranges() -> None:

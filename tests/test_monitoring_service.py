@@ -22,6 +22,7 @@ from tests.monitoring_cases import (
     push,
     seed_reasons,
 )
+from wor_bridge.adapters.sqlite_monitoring_derived import order_key
 
 SEED_PERCENT = {
     "eenzaamheid": 98.1,
@@ -165,18 +166,26 @@ def test_threshold_is_never_lowered_below_the_configuration(tmp_path: Path) -> N
 
 
 def test_monitoring_tables_hold_no_patient_data(tmp_path: Path) -> None:
-    """No BSN, name, birth date, postcode, HIS number or Task id in the monitoring tables."""
+    """No BSN, name, birth date, postcode, HIS number or Task id in the monitoring tables: not in
+    any text, not as any number, and ``order_key`` is only the row's own date, time and key."""
 
     world = seeded(tmp_path)
     with sqlite3.connect(world.store_path) as db:
+        db.row_factory = sqlite3.Row
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'"
                                            " AND name LIKE 'monitoring_%'")]  # fmt: skip
-        text = " ".join(
-            str(v) for t in tables for row in db.execute(f"SELECT * FROM {t}") for v in row
-        )
+        rows = [dict(row) for t in tables for row in db.execute(f"SELECT * FROM {t}")]
         task_ids = [r[0] for r in db.execute("SELECT task_id FROM referral")]
+    for row in rows:
+        if "order_key" in row:
+            assert row.pop("order_key") == order_key(
+                row["authored_on"], row["received_at"], row["key"]
+            )
+    text = " ".join(v for row in rows for v in row.values() if isinstance(v, str))
+    numbers = {v for row in rows for v in row.values() if isinstance(v, int | float)}
     for value in ("999990007", "Jansen", "Pieter", "1952", "3511", "MON-2026", "06-0000"):
         assert value not in text
+    assert not numbers & {999990007, 1952, 3511}
     assert not any(t in text for t in task_ids)
 
 

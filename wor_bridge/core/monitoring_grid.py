@@ -78,17 +78,25 @@ class Grid:
     values: dict[Key, int] = field(default_factory=dict)
     relations: list[Relation[Key]] = field(default_factory=list)
     samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    _cats: dict[str, set[str]] | None = field(default=None, repr=False, compare=False)
+    """The categories of each variable in ``values``: made on the first ``categories`` call,
+    then kept by ``count`` and ``ensure`` (the only writers after the grid is filled)."""
 
     def count(self, var: str, group: str, category: str, n: int = 1) -> None:
         """Add ``n`` to a cell (creating it at 0)."""
         key = (var, group, category)
         self.values[key] = self.values.get(key, 0) + n
+        if self._cats is not None:
+            self._cats.setdefault(var, set()).add(category)
 
     def ensure(self, var: str, categories: Iterable[str]) -> None:
         """Cells at 0 for every group and category (so every relation is complete)."""
+        cats = tuple(categories)
         for group in self.groups:
-            for category in categories:
+            for category in cats:
                 self.values.setdefault((var, group, category), 0)
+        if self._cats is not None and self.groups:
+            self._cats.setdefault(var, set()).update(cats)
 
     def row(self, total: Key, var: str, categories: Iterable[str]) -> None:
         """Per group: ``total`` (its group substituted) = the categories of ``var``."""
@@ -111,7 +119,11 @@ class Grid:
 
     def categories(self, var: str) -> list[str]:
         """The categories of ``var`` present in the grid, sorted."""
-        return sorted({c for v, _g, c in self.values if v == var})
+        if self._cats is None:
+            self._cats = {}
+            for v, _g, c in self.values:
+                self._cats.setdefault(v, set()).add(c)
+        return sorted(self._cats.get(var, ()))
 
 
 @dataclass(slots=True)
