@@ -98,15 +98,17 @@ def _rows(store: SqliteOutboxStore, period: Any, breakdown: Any) -> Report:
 
 
 def timed(store: SqliteOutboxStore, period: Any, breakdown: Any, repeat: int = 3,
-          path: Any = _sql) -> tuple[float, Report]:  # fmt: skip
-    """Median of ``repeat`` wall-clock seconds for one report (read, compute, JSON)."""
-    seconds = []
+          path: Any = _sql) -> tuple[float, float, Report]:  # fmt: skip
+    """Median of ``repeat`` runs of one report (read, compute, JSON): wall-clock seconds and
+    this process's CPU seconds (less moved by other work on the machine)."""
+    seconds, cpu = [], []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         report = path(store, period, breakdown)
         json.dumps(to_json(report))
         seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds), report
+        cpu.append(time.process_time() - used)
+    return statistics.median(seconds), statistics.median(cpu), report
 
 
 def main() -> None:
@@ -129,18 +131,21 @@ def main() -> None:
             for t in ("monitoring_referral", "monitoring_event")
         }
         results: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         before_load = os.getloadavg()[0]
         before: dict[str, float] = {}
         for p, b in COMBINATIONS if args.all else COMBINATIONS[:7]:
-            seconds, report = timed(store, p, b)
+            seconds, used, report = timed(store, p, b)
             results[f"{p}/{b}"] = round(seconds, 3)
+            cpu[f"{p}/{b}"] = round(used, 3)
             if args.before:
-                seconds, earlier = timed(store, p, b, path=_rows)
+                seconds, _used, earlier = timed(store, p, b, path=_rows)
                 before[f"{p}/{b}"] = round(seconds, 3)
                 if earlier != report:
                     raise SystemExit(f"{p}/{b}: the two paths disagree")
     loads = [round(before_load, 2), round(os.getloadavg()[0], 2)]
     out: dict[str, Any] = {"load_s": round(load_s, 1), **counts, "report_s": results,
+                           "report_cpu_s": cpu,
                            "loadavg_1m": loads}  # fmt: skip
     if before:
         out["before_s"] = before
@@ -153,7 +158,7 @@ def main() -> None:
           f"{out['loadavg_1m'][1]} after; median of 3 runs each")  # fmt: skip
     for name, seconds in results.items():
         earlier = f"   (before: {before[name]:6.3f} s, same figures)" if name in before else ""
-        print(f"report {name:22} {seconds:6.3f} s{earlier}")
+        print(f"report {name:22} {seconds:6.3f} s (CPU {cpu[name]:6.3f} s){earlier}")
 
 
 if __name__ == "__main__":
