@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 
 from hypothesis import given
@@ -193,3 +194,60 @@ def test_no_group_describes_a_single_referral() -> None:
             if c.group == "male":
                 assert c.count in (None, 0)
                 assert c.value is None or figure.id == "target"
+
+
+def _journeys() -> list[Trajectory]:
+    """40 referrals, ten of each kind: waiting, in contact, active and completed, cancelled."""
+    day = dt.timedelta(days=1)
+    out = []
+    for i in range(40):
+        t, kind = trajectory(i), i // 10
+        if kind == 0:  # on the waiting list since the referral (90.625 days at NOW)
+            t = replace(t, waiting_since=T0)
+        elif kind == 1:  # first contact, waited 10 days, 2 conversations
+            t = replace(t, status="in-progress", first_contact_at=T0 + day,
+                        waiting_since=T0, waiting_until=T0 + 10 * day, conversations=2)  # fmt: skip
+        elif kind == 2:  # an activity, completed; half followed up
+            acts = (("natuur", "participant"),) if i % 2 else (
+                ("bewegen", "participant"), ("natuur", "vrijwilliger"))  # fmt: skip
+            t = replace(t, status="completed", reason_code="doel-bereikt", first_contact_at=T0,
+                        activity_at=T0 + day, closed_at=T0 + 9 * day, conversations=4,
+                        follow_up_at=T0 + 30 * day if i % 2 else None, activities=acts)  # fmt: skip
+        else:  # cancelled without contact; feedback reached the GP
+            t = replace(t, status="cancelled", reason_code="geen-contact",
+                        closed_at=T0 + 20 * day, feedback_at=T0 + 20 * day)  # fmt: skip
+        out.append(t)
+    return out
+
+
+def test_funnel_closures_activities_waiting_and_conversations() -> None:
+    """The funnel counts each stage reached or passed (of n = 40), closures by status and reason
+    (of the closed), activities by category and role (of those with an activity), the waiting
+    list now with the waiting time, conversations per trajectory, feedback yes/no."""
+    report = compute(_journeys(), period="year", breakdown="total",
+                     settings=MonitoringSettings(), now=NOW)  # fmt: skip
+    funnel = {s: cell(report, "funnel", s) for s in
+              ("referred", "accepted", "first-contact", "intake", "activity", "closed",
+               "follow-up")}  # fmt: skip
+    assert {s: (c.count, c.percent) for s, c in funnel.items()} == {
+        "referred": (40, 100.0), "accepted": (20, 50.0), "first-contact": (20, 50.0),
+        "intake": (10, 25.0), "activity": (10, 25.0), "closed": (20, 50.0),
+        "follow-up": (5, 12.5),
+    }  # fmt: skip
+    assert cell(report, "outcome", "open").count == 20
+    closed = [cell(report, "closure", c) for c in ("completed:doel-bereikt",
+                                                   "cancelled:geen-contact")]  # fmt: skip
+    assert [(c.count, c.denominator, c.percent) for c in closed] == [(10, 20, 50.0)] * 2
+    assert [(cell(report, "activity_categories", c).count,
+             cell(report, "activity_categories", c).percent) for c in ("bewegen", "natuur")] == [
+        (5, 50.0), (10, 100.0)]  # fmt: skip
+    assert [cell(report, "activity_roles", r).count for r in ("participant", "vrijwilliger")] == [
+        10, 5]  # fmt: skip
+    assert (cell(report, "waiting_list", "now").count,
+            cell(report, "waiting_list", "now").percent) == (10, 25.0)  # fmt: skip
+    assert cell(report, "waiting_time", "n").count == 20
+    assert cell(report, "waiting_time", "median_days").value == 50.3  # (10 + 90.625) / 2
+    assert cell(report, "waiting_time", "p75_days").value == 90.6
+    assert cell(report, "conversations", "median").value == 3.0
+    assert cell(report, "conversations", "mean").value == 3.0
+    assert [cell(report, "feedback", f).percent for f in ("yes", "no")] == [25.0, 75.0]
