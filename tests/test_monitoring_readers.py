@@ -197,8 +197,8 @@ def test_sqlite_window_and_scope_match_the_memory_reader(
 def test_a_store_made_before_the_derived_columns_is_filled_and_counts_the_same(
     tmp_path: Path,
 ) -> None:
-    """A version-7 store (without ``order_key``/``reasons``/``activities``/``contact_days``) gets
-    them filled by schema step 8 when opened, and then gives the in-memory store's figures."""
+    """A version-8 store (without ``order_key``/``reasons``/``activities``/``contact_days``) gets
+    them filled by schema step 9 when opened, and then gives the in-memory store's figures."""
     sqlite, memory = _stores(tmp_path, 4)
     path = sqlite.path
     expected = {
@@ -209,7 +209,7 @@ def test_a_store_made_before_the_derived_columns_is_filled_and_counts_the_same(
     with sqlite._write() as conn:
         for name, _kind in DERIVED:
             conn.execute(f"ALTER TABLE monitoring_referral DROP COLUMN {name}")
-        conn.execute("DELETE FROM schema_version WHERE version = 8")  # a version-7 store
+        conn.execute("DELETE FROM schema_version WHERE version = 9")  # a version-8 store
     sqlite.close()
     reopened = SqliteOutboxStore(path)
     try:

@@ -37,12 +37,13 @@ from typing import Any, Final, Literal, Protocol
 
 import structlog
 
-    Migration(8, "readiness probe row", {"sqlite": sqlite_ready.SCHEMA}),
-    Migration(
-        9,
-        "monitoring facts derived for counting",
-        {"sqlite": sqlite_monitoring_derived.add_derived},
-    ),
+from wor_bridge.adapters import (
+    sqlite_directory,
+    sqlite_monitoring_derived,
+    sqlite_ready,
+    sqlite_schema,
+    sqlite_search,
+)
 from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA
 from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA
 from wor_bridge.adapters.sqlite_retention import add_retention
@@ -210,15 +211,12 @@ STEPS: Final[tuple[Migration, ...]] = (
     Migration(5, "monitoring facts", {"sqlite": MONITORING_SCHEMA}),
     Migration(6, "care-services directory replica", {"sqlite": sqlite_directory.SCHEMA}),
     Migration(7, "retention: purge marks, audit purge threshold", {"sqlite": add_retention}),
-<<<<<<< HEAD
     Migration(8, "readiness probe row", {"sqlite": sqlite_ready.SCHEMA}),
-=======
     Migration(
-        8,
+        9,
         "monitoring facts derived for counting",
         {"sqlite": sqlite_monitoring_derived.add_derived},
     ),
->>>>>>> 899bf0a (Derived monitoring columns as schema step 7 (adapters/migrations.py; the released step 5 unchanged): added when missing and filled from the rows; module sqlite_monitoring_derived)
 )
 """Every step, oldest first; a new step is appended with the next number and a body for every
 dialect (``SKIP`` where a dialect's baseline already has it). Never edit a released step."""

@@ -8,7 +8,7 @@
 - ``contact_days``: days from receipt to first contact, exactly as ``monitoring_grid.days``
   gives them on the stored times (``from_ts``), set with the first contact.
 
-``add_derived`` is schema step 8 (``adapters.migrations``): it adds the columns to
+``add_derived`` is schema step 9 (``adapters.migrations``): it adds the columns to
 ``monitoring_referral`` when missing and fills them from the rows of an existing store. No
 patient data is in any of them.
 """
@@ -77,7 +77,7 @@ def activities_of(conn: sqlite3.Connection, key: str) -> str | None:
 
 
 def add_derived(conn: sqlite3.Connection) -> None:
-    """Schema step 8: the derived columns, added when missing and filled from the rows (inside
+    """Schema step 9: the derived columns, added when missing and filled from the rows (inside
     the step's transaction; a store without referrals just gets the columns)."""
     sqlite_schema.add_columns(conn, "monitoring_referral", DERIVED)
     _fill(conn)
