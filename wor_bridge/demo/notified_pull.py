@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import REPO_ROOT
+from wor_bridge.demo import rest
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
 from wor_bridge.demo.ta_receiver import TaReceivingSystem
 from wor_bridge.service.tokens import JWT_BEARER
@@ -247,10 +248,8 @@ def push(bridge: str, district: str, number: int) -> str:
 
 
 def withdraw(bridge: str, task_id: str) -> int:
-    """The GP withdraws the referral: ``PUT`` the R4 Task cancelled (with If-Match)."""
+    """The GP withdraws the referral: ``PUT`` the R4 Task cancelled (If-Match, retried on 412)."""
     url = f"{bridge}/fhir/r4/Task/{task_id}"
-    headers = {"Authorization": f"Bearer {HIS_KEY}"}
-    current = requests.get(url, headers=headers, timeout=TIMEOUT)
     body = {
         "resourceType": "Task",
         "id": task_id,
@@ -258,8 +257,7 @@ def withdraw(bridge: str, task_id: str) -> int:
         "intent": "order",
         "statusReason": {"coding": [{"system": CLOSURE, "code": "gp-withdrew"}]},
     }
-    headers["If-Match"] = current.headers.get("ETag", "")
-    return requests.put(url, json=body, headers=headers, timeout=TIMEOUT).status_code
+    return rest.update_task(url, body, {"Authorization": f"Bearer {HIS_KEY}"})
 
 
 def _cancelled_at(receiver: NotifiedPullReceiver, task_id: str) -> bool:

@@ -21,6 +21,7 @@ import requests
 
 from wor_bridge.bootstrap import Components
 from wor_bridge.connectors import webhook
+from wor_bridge.demo import rest
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
 from wor_bridge.service.dispatcher import Dispatcher
 
@@ -51,11 +52,8 @@ class WelfareSystem:
         self.headers = {"Authorization": f"Bearer {WELFARE_KEY}"}
 
     def put_task(self, task_id: str, status: str, business: str | None, reason: str | None) -> int:
-        """Read the Task's version, then PUT the new status with If-Match."""
+        """Read the Task's version, then PUT the new status with If-Match (retried on 412)."""
         url = f"{self.base}/fhir/r4/Task/{task_id}"
-        current = requests.get(url, headers=self.headers, timeout=TIMEOUT)
-        if current.status_code != 200:
-            return current.status_code
         body: dict[str, Any] = {
             "resourceType": "Task",
             "id": task_id,
@@ -66,12 +64,7 @@ class WelfareSystem:
             body["businessStatus"] = {"coding": [{"system": BUSINESS, "code": business}]}
         if reason:
             body["statusReason"] = {"coding": [{"system": CLOSURE, "code": reason}]}
-        headers = {
-            **self.headers,
-            "Content-Type": "application/fhir+json",
-            "If-Match": current.headers.get("ETag", ""),
-        }
-        return requests.put(url, json=body, headers=headers, timeout=TIMEOUT).status_code
+        return rest.update_task(url, body, self.headers)
 
     def hook(self, payload: dict[str, Any], *, secret: bytes = WEBHOOK_SECRET) -> int:
         """Post signed JSON the way a registration system without FHIR would."""
