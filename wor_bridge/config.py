@@ -1,10 +1,13 @@
 """Load and check the configuration (TOML) and the mapping files; fail at start-up, not at 3 a.m.
 
-Layout (paths in the TOML are relative to the TOML file)::
+Layout (every path in the TOML is relative to the TOML file; ``config_sources`` applies the
+environment, secret files and that rule)::
 
-    config/wor-bridge.toml          settings, destinations, routing
+    config/wor-bridge.toml          settings, destinations, routing (the shipped example)
     mappings/destinations/*.json    one declarative mapping per destination kind
     mappings/codesystems/*.json     the project's local FHIR R4 CodeSystems
+
+Without ``mappings_dir`` the shipped mappings are used (``wor_bridge.shipped``).
 
 Every problem raises ``ConfigError`` naming the file and the location inside it.
 """
@@ -20,58 +23,19 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from wor_bridge.config_files import load_codesystem, read_json
-from wor_bridge.core import fhir
+from wor_bridge import config_sources
+from wor_bridge.config_files import describe, load_codesystem, load_mapping
 from wor_bridge.core.directory import DirectorySettings, check_destinations
 from wor_bridge.core.retention import RetentionSettings
 from wor_bridge.core.settings import DEFAULT_PATIENT_RULES, MappingFile, Settings
-from wor_bridge.core.transform import REGISTRY
 from wor_bridge.errors import ConfigError
+from wor_bridge.shipped import shipped
 from wor_bridge.store_settings import StoreSettings
 from wor_bridge.tenancy import tenancy_problem
 
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG: Final = REPO_ROOT / "config" / "wor-bridge.toml"
 _DEFAULT_TARGETS: Final = frozenset(r.target for r in DEFAULT_PATIENT_RULES)
 
 log = structlog.get_logger("wor_bridge.config")
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(top)"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
-
-
-def load_mapping(path: Path) -> MappingFile:
-    """Read and check one mapping file (transforms, targets, sources, duplicates)."""
-    try:
-        mapping = MappingFile.model_validate(read_json(path))
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from None
-    patient_elements = fhir.element_names("Patient")
-    seen: set[str] = set()
-    for n, rule in enumerate(mapping.patient):
-        where = f"{path}: patient[{n}]"
-        spec = REGISTRY.get(rule.transform)
-        if spec is None:
-            raise ConfigError(
-                f"{where}: unknown transform {rule.transform!r} (known: {sorted(REGISTRY)})"
-            )
-        if spec.fixed_target is not None and rule.target != spec.fixed_target:
-            raise ConfigError(
-                f"{where}: transform {rule.transform} writes {spec.fixed_target}, not {rule.target}"
-            )
-        for field in ("target", "source"):
-            name = getattr(rule, field)
-            if name not in patient_elements or name.startswith("_"):
-                raise ConfigError(f"{where}: {field} {name!r} is not an element of FHIR R4 Patient")
-        if rule.target in seen:
-            raise ConfigError(f"{where}: duplicate target {rule.target!r}")
-        seen.add(rule.target)
-    return mapping
 
 
 Scope = Literal[
@@ -189,13 +153,13 @@ class WebhookSettings(_Model):
 
 
 class Config(BaseSettings):
-    """The whole TOML file; environment variables ``WOR_BRIDGE_<SECTION>__<KEY>`` override it."""
+    """The whole TOML file, with ``config_sources`` applied (environment, secret files, paths)."""
 
     model_config = SettingsConfigDict(
         env_prefix="WOR_BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    mappings_dir: str = "../mappings"
+    mappings_dir: str | None = None
     max_body_bytes: int = 1_048_576
     output: dict[str, Any] = Field(default_factory=dict)
     gates: dict[str, Any] = Field(default_factory=dict)
@@ -222,8 +186,8 @@ class Config(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """The environment wins over the TOML file (passed as init values)."""
-        return (env_settings, init_settings)
+        """Only the values given: ``config_sources`` has already applied the environment."""
+        return (init_settings,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,18 +209,19 @@ class AppConfig:
 
 def load_app(path: Path | None = None) -> AppConfig:
     """Load the TOML configuration with environment overrides, mappings and CodeSystems."""
-    path = (path or DEFAULT_CONFIG).resolve()
+    path = (path or default_config()).resolve()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    raw = config_sources.prepare(raw, path, frozenset(Config.model_fields))
     try:
         cfg = Config(**raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from None
-    mappings_dir = (path.parent / cfg.mappings_dir).resolve()
+        raise ConfigError(f"{path}: {describe(exc)}") from None
+    mappings_dir = Path(cfg.mappings_dir) if cfg.mappings_dir else shipped("mappings").resolve()
     if not mappings_dir.is_dir():
         raise ConfigError(f"{path}: mappings_dir {mappings_dir} is not a directory")
     mappings: dict[str, MappingFile] = {}
@@ -283,17 +248,19 @@ def load_app(path: Path | None = None) -> AppConfig:
     try:
         settings = Settings.model_validate({**core_raw, "mappings": mappings, "codes": codes})
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from None
+        raise ConfigError(f"{path}: {describe(exc)}") from None
     ids = [c.id for c in cfg.clients]
     if len(ids) != len(set(ids)):
         raise ConfigError(f"{path}: clients: every id must be unique")
+    config_sources.check_unique_keys([(c.id, c.key_sha256) for c in cfg.clients], path)
     _check_clients_and_webhooks(cfg, settings, mappings_dir, path)
     directory = _directory(cfg, settings, path)
     _log_configuration_facts(mappings, settings)
+    store = cfg.store.model_copy(update={"path": str(path.parent / cfg.store.path)})
     return AppConfig(
         settings,
         cfg.service,
-        cfg.store,
+        store,
         cfg.delivery,
         cfg.clients,
         path,
@@ -310,7 +277,7 @@ def _directory(cfg: Config, settings: Settings, path: Path) -> DirectorySettings
         directory = DirectorySettings.model_validate(cfg.directory) if cfg.directory else None
         check_destinations(directory, settings.destinations)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: directory: {_describe(exc)}") from None
+        raise ConfigError(f"{path}: directory: {describe(exc)}") from None
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return directory
@@ -350,6 +317,12 @@ def _log_configuration_facts(mappings: dict[str, MappingFile], settings: Setting
                     target=rule.target,
                     transform=rule.transform,
                 )
+
+
+def default_config() -> Path:
+    """The shipped example configuration (what ``map``, ``validate`` and the library use
+    without ``--config``; ``serve`` needs one)."""
+    return shipped("config", "wor-bridge.toml")
 
 
 def load(path: Path | None = None) -> Settings:

@@ -8,7 +8,8 @@ from typing import Any
 
 import requests
 
-ADMIN_KEY = "example-admin-key"
+from wor_bridge.demo.credentials import ADMIN_KEY
+
 SHOWN = ("referrals", "funnel", "outcome", "reasons", "feedback")
 
 

@@ -32,18 +32,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from wor_bridge.bootstrap import Components
-from wor_bridge.config import REPO_ROOT
-from wor_bridge.demo import rest
+from wor_bridge.demo import dates, rest
+from wor_bridge.demo.credentials import HIS_KEY, ZORGDOMEIN_TOKEN
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
 from wor_bridge.demo.ta_receiver import TaReceivingSystem
 from wor_bridge.service.tokens import JWT_BEARER
+from wor_bridge.shipped import shipped
 
-FIXTURES = REPO_ROOT / "fixtures" / "referral"
-HIS_KEY = "example-his-key"
 PULL_CLIENT = "viplive-receiver"
 BRIDGE_CLIENT = "wor-bridge"
 """The bridge's client id at the receiver's token endpoint."""
-ZORGDOMEIN_TOKEN = "example-zorgdomein-token"  # noqa: S105 - the example config's
 STU3_JSON = "application/fhir+json; fhirVersion=3.0"
 FEEDBACK_ITEM = "https://wor-bridge.nl/fhir/CodeSystem/feedback-item"
 CLOSURE = "https://wor-bridge.nl/fhir/CodeSystem/closure-reason"
@@ -200,7 +198,7 @@ class NotifiedPullReceiver:
             "status": "final",
             "code": {"coding": [{"system": FEEDBACK_ITEM, "code": "first-contact"}]},
             "basedOn": [{"reference": request_ref}],
-            "effectiveDateTime": "2026-11-04T10:00:00+01:00",
+            "effectiveDateTime": dates.moment(dates.referral_day(), 12),
         }
         posted = requests.post(
             f"{stu3}/Observation", json=first_contact, headers=put, timeout=TIMEOUT
@@ -234,7 +232,8 @@ def _wait(check: Callable[[], bool], deadline_s: float) -> bool:
 
 def push(bridge: str, district: str, number: int) -> str:
     """Push the contained example referral for a patient in ``district`` (a new HIS id)."""
-    body = (FIXTURES / "accepted-contained" / "input.json").read_bytes()
+    fixture = shipped("referrals", "accepted-contained", "input.json").read_bytes()
+    body = dates.current(fixture, dates.referral_day())
     body = body.replace(b'"Utrecht"', f'"{district}"'.encode())
     body = body.replace(b"VW-2026-0001", f"VW-2026-{number:04d}".encode())
     response = requests.post(

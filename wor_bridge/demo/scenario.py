@@ -22,15 +22,16 @@ import requests
 import uvicorn
 
 from wor_bridge import bootstrap, logs
-from wor_bridge.config import REPO_ROOT, load_app
+from wor_bridge.config import load_app
+from wor_bridge.demo import dates
 from wor_bridge.demo import monitoring as demo_monitoring
 from wor_bridge.demo import notified_pull as demo_pull
 from wor_bridge.demo import welfare as demo_welfare
+from wor_bridge.demo.credentials import HIS_KEY, demo_configuration
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
 from wor_bridge.service.app import create_app
+from wor_bridge.shipped import shipped
 
-FIXTURES = REPO_ROOT / "fixtures" / "referral"
-HIS_KEY = "example-his-key"
 PUSHES: tuple[tuple[str, str, str], ...] = (
     ("accepted-contained", "ServiceRequest", "JSON, resources contained"),
     ("accepted-xml-bundle", "Bundle", "XML transaction Bundle"),
@@ -67,14 +68,12 @@ def _free_port() -> int:
 def _write_config(
     folder: Path, endpoints: dict[str, str], port: int, keys: str | None = None
 ) -> Path:
-    text = (REPO_ROOT / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = demo_configuration()
     if keys is not None:  # the store encrypted at rest, with these key entries
         (folder / "store.keys").write_text(keys, encoding="utf-8")
         (folder / "store.keys").chmod(0o600)
         text = text.replace('encryption = "off"', 'encryption = "aes-gcm"\nkey_file = "store.keys"')
-    text = text.replace(
-        'mappings_dir = "../mappings"', f'mappings_dir = "{REPO_ROOT / "mappings"}"'
-    )
+    text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{shipped("mappings")}"')
     text = text.replace("http://127.0.0.1:8090/fhir", endpoints["welzijn-voorbeeld"])
     text = text.replace("http://127.0.0.1:8091/fhir", endpoints["welzijn-rivierenland"])
     text = text.replace("http://127.0.0.1:8092/fhir", endpoints["gp-record"])
@@ -94,12 +93,12 @@ def _write_config(
 
 
 def _push(base: str, name: str, endpoint: str, label: str) -> Push:
-    path = next((FIXTURES / name).glob("input.*"))
+    path = next(shipped("referrals", name).glob("input.*"))
     media = "application/fhir+xml" if path.suffix == ".xml" else "application/fhir+json"
     url = f"{base}/fhir/r4/ServiceRequest" if endpoint == "ServiceRequest" else f"{base}/fhir/r4"
     response = requests.post(
         url,
-        data=path.read_bytes(),
+        data=dates.current(path.read_bytes(), dates.referral_day()),
         headers={
             "Authorization": f"Bearer {HIS_KEY}",
             "Content-Type": media,
@@ -223,9 +222,7 @@ def run(deadline_s: float = 30.0, *, folder: Path | None = None, keys: str | Non
             attempts = {e.task_id: e.attempts for e in components.store.list_entries(None, 1000)}
             ok = _report(pushes, attempts, receivers)
             tasks = {p.fixture: p.task_id for p in pushes if p.task_id}
-            way_back = demo_welfare.run(
-                base, components, app.state.dispatcher, receivers["gp-record"], tasks
-            )
+            way_back = demo_welfare.run(base, components, receivers["gp-record"], tasks)
             dutch = demo_pull.run(base, components, pull_receiver, receivers["welzijn-zorgdomein"])
             reported = demo_monitoring.run(base)  # the report of what the demo just did
         finally:

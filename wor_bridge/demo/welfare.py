@@ -3,14 +3,16 @@
 One referral is accepted over FHIR (``PUT Task`` with If-Match), then its coach's registration
 system (no FHIR) posts signed JSON: first contact, intake, an activity started (*Bewegen &
 sporten* as participant) and completion. Another is accepted and then *client not reachable*
-(failed, with the reason; first without a reason, which is refused). The rest stay untouched past
-their first-contact deadline and raise an alert. Refusals are shown too: a bad signature, another
+(failed, with the reason; first without a reason, which is refused). The rest stay untouched: the
+referrals are a day old (``demo.dates``), so the first-contact deadline check runs as it would a
+week later and raises an alert for each. Refusals are shown too: a bad signature, another
 organisation's Task, an out-of-order update. The GP record (a loopback FHIR server) receives the
 Observations and the Communications addressed to the referrer; a timeline per referral is printed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections import Counter
@@ -21,12 +23,12 @@ import requests
 
 from wor_bridge.bootstrap import Components
 from wor_bridge.connectors import webhook
-from wor_bridge.demo import rest
+from wor_bridge.demo import dates, rest
+from wor_bridge.demo.credentials import WEBHOOK_SECRET, WELFARE_KEY
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
-from wor_bridge.service.dispatcher import Dispatcher
+from wor_bridge.ports import Clock
+from wor_bridge.usecases import deadline_alerts
 
-WELFARE_KEY = "example-welfare-key"
-WEBHOOK_SECRET = b"example-webhook-secret"
 BUSINESS = "https://wor-bridge.nl/fhir/CodeSystem/task-business-status"
 CLOSURE = "https://wor-bridge.nl/fhir/CodeSystem/closure-reason"
 TIMEOUT = (3.05, 30)
@@ -66,7 +68,7 @@ class WelfareSystem:
             body["statusReason"] = {"coding": [{"system": CLOSURE, "code": reason}]}
         return rest.update_task(url, body, self.headers)
 
-    def hook(self, payload: dict[str, Any], *, secret: bytes = WEBHOOK_SECRET) -> int:
+    def hook(self, payload: dict[str, Any], *, secret: bytes = WEBHOOK_SECRET.encode()) -> int:
         """Post signed JSON the way a registration system without FHIR would."""
         body = json.dumps(payload).encode()
         headers = {
@@ -83,24 +85,25 @@ def _completed_story(welfare: WelfareSystem, task_id: str, line: Timeline) -> No
         "PUT Task accepted (waiting list)",
         welfare.put_task(task_id, "accepted", "waiting-list", None),
     )
+    day = dates.referral_day()  # the referral's day: every report is in the past
     steps: list[tuple[str, dict[str, Any]]] = [
         (
             "first contact",
             {
-                "tijdstip": "2026-11-04T10:00:00+01:00",
+                "tijdstip": dates.moment(day, 12),
                 "status": "bezig",
                 "mijlpaal": "eerste_contact",
-                "eerste_contact_datum": "2026-11-04",
+                "eerste_contact_datum": day.isoformat(),
             },
         ),
         (
             "intake done, 2 conversations",
-            {"tijdstip": "2026-11-06T14:00:00+01:00", "mijlpaal": "intake", "aantal_gesprekken": 2},
+            {"tijdstip": dates.moment(day, 14), "mijlpaal": "intake", "aantal_gesprekken": 2},
         ),
         (
             "activity started: Bewegen & sporten, participant",
             {
-                "tijdstip": "2026-11-13T09:30:00+01:00",
+                "tijdstip": dates.moment(day, 16, 30),
                 "mijlpaal": "activiteit_gestart",
                 "activiteit": {"categorie": "bewegen", "rol": "deelnemer"},
             },
@@ -108,7 +111,7 @@ def _completed_story(welfare: WelfareSystem, task_id: str, line: Timeline) -> No
         (
             "completed: with activity, 4 conversations, follow-up 3 months, note",
             {
-                "tijdstip": "2026-11-20T16:00:00+01:00",
+                "tijdstip": dates.moment(day, 18),
                 "status": "afgerond",
                 "afsluitreden": "afgerond_activiteit",
                 "aantal_gesprekken": 4,
@@ -145,6 +148,17 @@ def _failed_story(welfare: WelfareSystem, task_id: str, line: Timeline) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Later:
+    """A clock ``by`` ahead of ``clock``."""
+
+    clock: Clock
+    by: dt.timedelta
+
+    def now(self) -> dt.datetime:
+        return self.clock.now() + self.by
+
+
 def _gp_record_summary(gp: SimulatedFhirServer, his_ids: dict[str, str]) -> dict[str, str]:
     by_referral: dict[str, Counter[str]] = {v: Counter() for v in his_ids.values()}
     for obs in gp.resources("Observation"):
@@ -163,7 +177,6 @@ def _gp_record_summary(gp: SimulatedFhirServer, his_ids: dict[str, str]) -> dict
 def run(
     base: str,
     components: Components,
-    dispatcher: Dispatcher,
     gp: SimulatedFhirServer,
     tasks: dict[str, str],
 ) -> bool:
@@ -180,7 +193,9 @@ def run(
             "PUT Task of another organisation (refused)",
             welfare.put_task(tasks[label], "accepted", None, None),
         )
-    alerted = set(dispatcher.check_deadlines())
+    # The referrals are a day old (demo.dates): the deadline check runs as it would a week later.
+    later = _Later(components.clock, dt.timedelta(days=8))
+    alerted = set(deadline_alerts.check_deadlines(components.store, components.config.core, later))
     for label, task_id in tasks.items():
         if task_id in alerted:
             lines[label].add("bridge", "first-contact deadline passed: alert to the referrer", 0)
