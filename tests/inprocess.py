@@ -22,6 +22,7 @@ from tests.cases import REPO, case_input
 from wor_bridge import bootstrap
 from wor_bridge.config import load_app
 from wor_bridge.connectors import webhook
+from wor_bridge.demo.credentials import demo_configuration
 from wor_bridge.service.app import create_app
 
 Json = dict[str, Any]
@@ -59,7 +60,7 @@ def client_toml(client_id: str, key: str, scopes: list[str], bind: str, value: s
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     """The example configuration on a store in ``tmp_path`` with the extra clients."""
-    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = demo_configuration()
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{tmp_path / "s.sqlite"}"')
     text += "".join(client_toml(*c) for c in EXTRA_CLIENTS) + extra

@@ -33,6 +33,7 @@ from typing import IO, Any, TypeVar
 import requests
 
 from tests.cases import PATIENT_VALUES, case_input
+from wor_bridge.demo.credentials import demo_configuration
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,7 +151,7 @@ def to_toml(data: dict[str, Any]) -> str:
 
 def example_clients() -> list[dict[str, Any]]:
     """The ``[[clients]]`` of the shipped example configuration."""
-    return list(tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))["clients"])
+    return list(tomllib.loads(demo_configuration())["clients"])
 
 
 def write_config(
@@ -170,7 +171,7 @@ def write_config(
     ``overrides`` are merged section by section (``service={"burst": 2}``); lists such as
     ``clients`` replace the example's.
     """
-    raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    raw = tomllib.loads(demo_configuration())
     raw["mappings_dir"] = str(REPO / "mappings")
     chosen = endpoints or {}
     if "gp-record" not in chosen:

@@ -16,6 +16,7 @@ import pytest
 from tests.cases import REPO, case_input
 from wor_bridge import bootstrap
 from wor_bridge.config import load_app
+from wor_bridge.demo.credentials import demo_configuration
 from wor_bridge.service.admission import Busy, Slots, client_key
 from wor_bridge.service.app import create_app
 from wor_bridge.service.bodies import BodyDeadline
@@ -26,7 +27,7 @@ WELFARE = {"Authorization": "Bearer example-welfare-key", "Content-Type": "appli
 
 
 def _app(tmp_path: Path, total: int, per_client: int) -> Any:
-    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = demo_configuration()
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{tmp_path / "s.sqlite"}"')
     text = text.replace("\nmax_validations = 8", f"\nmax_validations = {total}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.directory_cases import KVK_VOORBEELD, endpoint, lookup, organization, service
+from wor_bridge import bootstrap
 from wor_bridge.adapters.clock import FixedClock
 from wor_bridge.adapters.http import RequestsTransport
 from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
@@ -25,6 +26,7 @@ from wor_bridge.bootstrap import Components
 from wor_bridge.config import load_app
 from wor_bridge.core import outbox
 from wor_bridge.core.directory import DirectorySettings
+from wor_bridge.demo.credentials import demo_configuration
 from wor_bridge.demo.mcsd_server import SimulatedDirectory
 from wor_bridge.usecases import directory_routing
 from wor_bridge.usecases.directory_sync import DirectorySync
@@ -292,12 +294,13 @@ def test_cli_directory_sync_once_prints_a_summary(
     directory: SimulatedDirectory, tmp_path: Path
 ) -> None:
     """`directory sync --once` syncs, prints counts (no values), exits 0; a rerun is a delta."""
-    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = demo_configuration()
     text = re.sub(r"(?m)^mappings_dir\s*=.*$", f'mappings_dir = "{REPO / "mappings"}"', text)
     text = re.sub(r'(?m)^path = "wor-bridge.sqlite".*$', f'path = "{tmp_path / "s.sqlite"}"', text)
     text += f'\n[directory]\nbase_url = "{directory.base_url}"\n'
     toml = tmp_path / "wor-bridge.toml"
     toml.write_text(text, encoding="utf-8")
+    bootstrap.load(toml)  # the store exists (the service made it); operator commands never do
     runs = []
     for _ in range(2):
         proc = subprocess.run(

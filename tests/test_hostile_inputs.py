@@ -21,6 +21,7 @@ from tests.cases import REPO, case_input
 from wor_bridge import bootstrap
 from wor_bridge.config import load_app
 from wor_bridge.connectors import webhook
+from wor_bridge.demo.credentials import demo_configuration
 from wor_bridge.service.app import create_app
 
 SECRET = "Geheimwaarde"  # stands for a patient value in every hostile body
@@ -174,7 +175,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     """The example configuration (string limit lowered) and two stored referrals: one for the
     example welfare organisation, one for the ZorgDomein-style platform (routed by Buren)."""
     tmp = tmp_path_factory.mktemp("hostile")
-    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = demo_configuration()
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{tmp / "s.sqlite"}"')
     text = text.replace("\nmax_string_chars = 65536", f"\nmax_string_chars = {STRING_LIMIT}")

@@ -11,6 +11,7 @@ from tests.cases import REPO, case_input
 from wor_bridge.config import load_app
 from wor_bridge.core import inbound
 from wor_bridge.core.limits import InputLimits
+from wor_bridge.demo.credentials import demo_configuration
 from wor_bridge.errors import InboundError
 
 XML = "application/fhir+xml"
@@ -97,7 +98,7 @@ def test_xml_nesting_deeper_than_the_limit_is_refused_at_the_element() -> None:
 
 def test_limits_and_service_settings_come_from_the_toml(tmp_path: Path) -> None:
     """[limits] and the [service] connection settings are read from the configuration file."""
-    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = demo_configuration()
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
     for old, new in (
         ("body_timeout_s = 20.0", "body_timeout_s = 3.5"),
@@ -115,7 +116,7 @@ def test_limits_and_service_settings_come_from_the_toml(tmp_path: Path) -> None:
 
 def test_the_example_configuration_states_every_limit() -> None:
     """config/wor-bridge.toml names every limit with its default (the README documents them)."""
-    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = demo_configuration()
     config = load_app(REPO / "config" / "wor-bridge.toml")
     for name, value in config.core.limits.model_dump().items():
         assert f"\n{name} = {value}" in text, name

@@ -21,6 +21,7 @@ from tests.cases import PATIENT_VALUES, REPO
 from wor_bridge import bootstrap
 from wor_bridge.config import load_app
 from wor_bridge.connectors import webhook
+from wor_bridge.demo.credentials import demo_configuration
 from wor_bridge.service.app import create_app
 
 HTTP_CASES = REPO / "fixtures" / "http"
@@ -34,7 +35,7 @@ BUSINESS = "https://wor-bridge.nl/fhir/CodeSystem/task-business-status"
 @pytest.fixture
 def app(tmp_path: Path) -> Any:
     """The app with the example configuration on a temporary store, no dispatcher."""
-    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = demo_configuration()
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{tmp_path / "s.sqlite"}"')
     path = tmp_path / "c.toml"

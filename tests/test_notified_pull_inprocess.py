@@ -26,6 +26,7 @@ from wor_bridge import bootstrap
 from wor_bridge.adapters.clock import FixedClock
 from wor_bridge.config import load_app
 from wor_bridge.core import fhir
+from wor_bridge.demo.credentials import demo_configuration
 from wor_bridge.service.app import create_app
 from wor_bridge.service.dispatcher import Dispatcher
 from wor_bridge.service.tokens import JWT_BEARER
@@ -64,7 +65,7 @@ def world(tmp_path: Path, httpserver: HTTPServer) -> World:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     (tmp_path / "receiver.pem").write_bytes(pem)
-    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = demo_configuration()
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{tmp_path / "s.sqlite"}"')
     text = text.replace('base_url = "http://127.0.0.1:8080"', f'base_url = "{BASE_URL}"')

@@ -15,6 +15,7 @@ from tests.cases import REPO, case_input
 from wor_bridge import bootstrap
 from wor_bridge.config import load_app
 from wor_bridge.connectors import webhook
+from wor_bridge.demo.credentials import demo_configuration
 from wor_bridge.service.app import _CatchAll, create_app
 
 OTHER_KEY = "rivierenland-system-key"
@@ -23,7 +24,7 @@ OTHER_KEY = "rivierenland-system-key"
 @pytest.fixture
 def app(tmp_path: Path) -> Any:
     """The app on a temporary store, with a second welfare client for another organisation."""
-    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
+    text = demo_configuration()
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{tmp_path / "s.sqlite"}"')
     digest = hashlib.sha256(OTHER_KEY.encode()).hexdigest()

@@ -18,7 +18,7 @@ from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import AppConfig, load_app
 from wor_bridge.core.outbox import RetryPolicy
-from wor_bridge.errors import ConfigError
+from wor_bridge.errors import ConfigError, OperationError
 from wor_bridge.ports import Clock, DirectoryReplica, MonitoringReader, OutboxStore, Transport
 
 log = structlog.get_logger("wor_bridge.store")
@@ -26,6 +26,10 @@ log = structlog.get_logger("wor_bridge.store")
 MAX_RESOURCES = 8
 """Resources in one referral Bundle: the most PUTs one ``put`` delivery makes (feedback goes to
 the GP record as one transaction)."""
+
+
+class NoStoreError(OperationError):
+    """An operator command was pointed at a store that does not exist (it never creates one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +48,13 @@ class Components:
     """The monitoring tables (in the store's file): what reports are computed from."""
 
 
-def build(config: AppConfig, *, read_clear: bool = False) -> Components:
+def build(config: AppConfig, *, read_clear: bool = False, create: bool = True) -> Components:
     """Wire the SQLite store, the requests transport and the system clock (``read_clear``:
-    the store's sealer reads values in clear too, for ``store rotate-key``)."""
+    the store's sealer reads values in clear too, for ``store rotate-key``).
+
+    With ``create`` false (the operator commands) a missing store raises ``NoStoreError`` instead
+    of being created: an empty new store would answer "nothing pending" for the wrong file.
+    """
     missing = [d.id for d in config.core.destinations if not d.endpoint and not d.directory]
     if missing:
         raise ConfigError(f"{config.path}: destinations without an endpoint: {missing}")
@@ -62,6 +70,8 @@ def build(config: AppConfig, *, read_clear: bool = False) -> Components:
             )
     clock = SystemClock()
     store_path = Path(config.store.path)
+    if not create and not store_path.is_file():
+        raise NoStoreError(f"no store at {store_path}")
     if store_path.parent and not store_path.parent.exists():
         store_path.parent.mkdir(parents=True, exist_ok=True)
     delivery = config.delivery
@@ -120,6 +130,7 @@ def sealer_for(config: AppConfig, *, read_clear: bool = False) -> Sealer:
         raise ConfigError(f"{where}: {source}: {exc}") from None
 
 
-def load(path: Path | None = None, *, read_clear: bool = False) -> Components:
-    """Load the configuration and build the components (``read_clear``: see ``build``)."""
-    return build(load_app(path), read_clear=read_clear)
+def load(path: Path | None = None, *, read_clear: bool = False, create: bool = True) -> Components:
+    """Load the configuration and build the components (``read_clear``, ``create``: see
+    ``build``)."""
+    return build(load_app(path), read_clear=read_clear, create=create)

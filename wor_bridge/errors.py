@@ -68,6 +68,11 @@ class ConfigError(WorBridgeError):
     """The configuration or a mapping file is broken; the program must not start."""
 
 
+class OperationError(WorBridgeError):
+    """A command cannot do its work for a reason outside the input (no store at the configured
+    path, the port is taken): the CLI prints the message as one line and exits 1."""
+
+
 class RefusedError(WorBridgeError):
     """An input was refused; ``issues`` lists every problem found."""
 

@@ -1,13 +1,15 @@
 """``wor-bridge``: ``map``, ``validate``, ``demo``, ``serve``, ``deliver``, ``poll``, ``outbox``,
-``store``, ``backup``, ``purge``.
+``store``, ``backup``, ``purge``, ``init``, ``key``.
 
 ``map`` and ``validate`` read FHIR R4, or FHIR STU3 (``--fhir-version 3.0``; by default an input
 holding a ``ReferralRequest`` is STU3, since R4 has no such type): STU3 is converted and then
 mapped exactly as R4 (``core/stu3/intake.py``), its refusals located in the STU3 input.
 
 Exit codes: 0 done, 2 the referral was refused (the OperationOutcome is on stdout), 1 internal,
-configuration or store error (e.g. a store newer than the program; a one-line message on stderr,
-no patient data).
+configuration or store error (e.g. a store newer than the program), or an operation that cannot
+be done (no store at the path, a port in use; a one-line message on stderr, no patient data), 64
+a command line that cannot be used (argparse's errors included, a bad date, ``serve`` without
+``--config``).
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import typing
 from pathlib import Path
 
 import structlog
 
 from wor_bridge import config, logs
-from wor_bridge.cli import operator, report, store, store_commands
+from wor_bridge.cli import operator, report, setup, store, store_commands
 from wor_bridge.core import fhir, translation
 from wor_bridge.core.outcome import information, operation_outcome
 from wor_bridge.core.stu3 import intake as stu3_intake
-from wor_bridge.errors import ConfigError, RefusedError, StoreError
+from wor_bridge.errors import ConfigError, OperationError, RefusedError, StoreError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_REFUSED = 2
+EXIT_USAGE = operator.EXIT_USAGE
 
 log = structlog.get_logger("wor_bridge.cli")
 
@@ -94,9 +98,18 @@ def _cmd_demo(_args: argparse.Namespace) -> int:
     return scenario.run()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as exit 64 (EX_USAGE): 2 means "refused" here."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print the usage and ``message`` on stderr; exit 64."""
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the README's command reference)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wor-bridge",
         description="Welzijn op Recept referrals from GP systems to welfare organisations "
         "(FHIR R4): map, serve, deliver, poll, operate the outbox, demo.",
@@ -121,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     store_commands.add_commands(sub)
     report.add_command(sub)
     store.add_commands(sub)
+    setup.add_commands(sub)
     p_demo = sub.add_parser("demo", help="run the service end to end on loopback")
     p_demo.set_defaults(func=_cmd_demo)
     return parser
@@ -141,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except StoreError as err:
         print(f"wor-bridge: store error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except OperationError as err:
+        print(f"wor-bridge: {err}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as err:
         print(f"wor-bridge: cannot read input ({type(err).__name__})", file=sys.stderr)

@@ -39,14 +39,30 @@ def _summary(entry: OutboxEntry) -> dict[str, Any]:
     }
 
 
+EXIT_USAGE = 64
+"""Exit code of a command line that cannot be used (sysexits ``EX_USAGE``)."""
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the HTTP service with its dispatcher until interrupted."""
+    """Run the HTTP service with its dispatcher until interrupted.
+
+    Needs ``--config`` (exit 64 without: the shipped example has no keys). The socket is bound
+    before the app is built, so a port in use is one line and exit 1 (``OperationError``).
+    """
     from wor_bridge.service import server  # noqa: PLC0415 - only the serve command needs it
     from wor_bridge.service.app import create_app  # noqa: PLC0415
 
+    if args.config is None:
+        print(
+            "wor-bridge: serve needs --config FILE (wor-bridge init DIR writes a starter "
+            "configuration; the shipped example has no keys)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     components = bootstrap.load(args.config)
     service = components.config.service
-    server.serve(create_app(components), service, components.config.path.parent)
+    sock = server.listen_socket(service.host, service.port)
+    server.serve(create_app(components), service, components.config.path.parent, sock)
     return 0
 
 
@@ -54,7 +70,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     """Deliver what is due once (cron style) and print a count per result."""
     from wor_bridge.service.dispatcher import Dispatcher  # noqa: PLC0415
 
-    components = bootstrap.load(args.config)
+    components = bootstrap.load(args.config, create=False)
     attempts = Dispatcher(components).run_once()
     results: dict[str, int] = {}
     from wor_bridge.usecases.delivery import outcome_name  # noqa: PLC0415
@@ -70,7 +86,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
     """Poll the destinations with ``poll = true`` once (cron style) and print counts."""
     from wor_bridge.usecases.polling import Poller  # noqa: PLC0415
 
-    rounds = Poller(bootstrap.load(args.config)).run_once()
+    rounds = Poller(bootstrap.load(args.config, create=False)).run_once()
     _print([dataclasses.asdict(r) for r in rounds])
     return 0
 
@@ -79,7 +95,7 @@ def cmd_directory(args: argparse.Namespace) -> int:
     """One sync round of the care-services directory replica; 0 when it completed, else 1."""
     from wor_bridge.usecases.directory_sync import DirectorySync  # noqa: PLC0415
 
-    components = bootstrap.load(args.config)
+    components = bootstrap.load(args.config, create=False)
     result = DirectorySync(components).run_once(full=args.full)
     replica = components.directory
     counts = replica.counts() if replica is not None else {}
@@ -89,7 +105,7 @@ def cmd_directory(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """Inspect and repair the outbox."""
-    c = bootstrap.load(args.config)
+    c = bootstrap.load(args.config, create=False)
     store, now = c.store, c.clock.now()
     operator = args.operator
     if args.action == "list":
@@ -134,12 +150,21 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             )
             return 1
     else:  # replay
-        since = dt.datetime.fromisoformat(args.since)
-        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
-        repair = outbox_repair.replay(store, c.config.core, c.clock, since, operator=operator)
+        repair = outbox_repair.replay(store, c.config.core, c.clock, args.since, operator=operator)
     refused = [{"id": i, "reason": why} for i, why in repair.refused.items()]
     _print({"requeued": len(repair.requeued), "refused": refused})
     return 0
+
+
+def iso_moment(text: str) -> dt.datetime:
+    """``--since``: an ISO 8601 date or date-time (UTC when it has no zone); else a usage error."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected an ISO 8601 date or date-time, e.g. 2026-11-02 or 2026-11-02T10:15:00+01:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def add_commands(sub: Any) -> None:
@@ -191,5 +216,7 @@ def add_commands(sub: Any) -> None:
         help="requeue delivered referrals whose Task is still requested (same bytes)",
         parents=[after],
     )
-    replay.add_argument("--since", required=True, help="ISO date or datetime (UTC if no zone)")
+    replay.add_argument(
+        "--since", required=True, type=iso_moment, help="ISO date or datetime (UTC if no zone)"
+    )
     box.set_defaults(func=cmd_outbox)

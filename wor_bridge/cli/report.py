@@ -28,7 +28,7 @@ FORMATS = ("json", "csv", "html", "measurereport")
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the report."""
-    components = bootstrap.load(args.config)
+    components = bootstrap.load(args.config, create=False)
     assert components.monitoring is not None  # noqa: S101 - bootstrap always wires it
     limited = any((args.practice, args.municipality, args.welfare))
     reader = Reader(
@@ -76,7 +76,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _date(text: str) -> dt.date:
-    return dt.date.fromisoformat(text)
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a date as YYYY-MM-DD, e.g. 2026-11-02") from None
 
 
 def add_command(sub: Any) -> None:

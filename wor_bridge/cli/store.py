@@ -50,7 +50,7 @@ def cmd_new_key(args: argparse.Namespace) -> int:
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     """Seal every row again under the active key, batch by batch; audited."""
-    components = bootstrap.load(args.config, read_clear=True)  # a store from before encryption
+    components = bootstrap.load(args.config, read_clear=True, create=False)  # also a clear store
     store, clock = components.store, components.clock
     if not isinstance(store, ResealingStore):
         print("wor-bridge: this store cannot rotate keys", file=sys.stderr)

@@ -41,7 +41,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Run the retention purge now (``--dry-run``: count only) and print the counts."""
-    c = bootstrap.load(args.config)
+    c = bootstrap.load(args.config, create=False)  # an operator command never creates a store
     counts = retention.purge(
         c.store, c.config.retention, c.clock, operator=args.operator, dry_run=args.dry_run
     )

@@ -8,9 +8,9 @@ The tests use the same, so the keys below are published and must never reach a r
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
 
+from wor_bridge.service.auth import hash_key
 from wor_bridge.shipped import shipped
 
 CLIENT_KEYS: Final = {
@@ -38,11 +38,6 @@ replay_window_s = 300.0
 """
 
 
-def key_sha256(key: str) -> str:
-    """Lower-case hex SHA-256 of a key's UTF-8 bytes: what ``[[clients]] key_sha256`` holds."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
 def _after(text: str, line: str, added: str) -> str:
     if text.count(line) != 1:
         raise ValueError(f"the example configuration must have {line!r} exactly once")
@@ -55,7 +50,7 @@ def with_demo_credentials(text: str) -> str:
     Raises ``ValueError`` when ``text`` lacks an entry the demo gives a credential to.
     """
     for client_id, key in CLIENT_KEYS.items():
-        text = _after(text, f'id = "{client_id}"', f'key_sha256 = "{key_sha256(key)}"')
+        text = _after(text, f'id = "{client_id}"', f'key_sha256 = "{hash_key(key)}"')
     bearer = f'auth = {{ type = "bearer", token = "{ZORGDOMEIN_TOKEN}" }}'
     text = _after(text, 'id = "welzijn-zorgdomein"', bearer)
     return text + WEBHOOK

@@ -20,6 +20,7 @@ never completes its request head, nor one that keeps sending a body nobody reads
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +33,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from wor_bridge import logs
 from wor_bridge.config import ServiceSettings
+from wor_bridge.errors import OperationError
 from wor_bridge.service import tls
 
 log = structlog.get_logger("wor_bridge.service")
@@ -99,6 +101,26 @@ class BoundedH11Protocol(H11Protocol):
             self.transport.close()
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv6 when ``host`` has a colon), for uvicorn to serve.
+
+    Raises ``OperationError`` with one line naming the address and the reason (a port another
+    process uses, an address this host does not have, a port below 1024 without the right).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise OperationError(
+            f"cannot listen on {host}:{port}: {reason} (see [service] host and port)"
+        ) from None
+    return sock
+
+
 def uvicorn_kwargs(service: ServiceSettings, base: Path) -> dict[str, Any]:
     """The keyword arguments of ``uvicorn.run`` for ``service`` besides host and port."""
     kwargs = tls.run_kwargs(service, base)
@@ -149,8 +171,9 @@ class _Server(uvicorn.Server):
         log.info("service_stopped")
 
 
-def serve(app: Any, service: ServiceSettings, base: Path) -> None:
-    """Run ``app`` on ``service.host``/``service.port`` until SIGINT or SIGTERM."""
+def serve(app: Any, service: ServiceSettings, base: Path, sock: socket.socket) -> None:
+    """Run ``app`` on ``sock`` (``listen_socket(service.host, service.port)``, bound before the
+    app was built) until SIGINT or SIGTERM."""
     config = uvicorn.Config(
         app,
         host=service.host,
@@ -160,4 +183,4 @@ def serve(app: Any, service: ServiceSettings, base: Path) -> None:
         **logs.uvicorn_logging(),
         **uvicorn_kwargs(service, base),
     )
-    _Server(config).run()
+    _Server(config).run(sockets=[sock])
