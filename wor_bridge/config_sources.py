@@ -80,23 +80,22 @@ def _env_value(text: str, name: str, source: Path) -> Any:
     return text
 
 
-def _set(node: Any, keys: list[str], value: Any, name: str, source: Path) -> None:
+def _set(
+    node: dict[str, Any] | list[Any], keys: list[str], value: Any, name: str, source: Path
+) -> None:
     key, rest = keys[0], keys[1:]
-    if isinstance(node, list):
-        index = _index(node, key, name, source)
-        if not rest:
-            node[index] = value
-            return
-        _set(node[index], rest, value, name, source)
-        return
-    if not isinstance(node, dict):
-        raise ConfigError(f"{source}: environment variable {name}: {key} is inside a single value")
+    slot: str | int = _index(node, key, name, source) if isinstance(node, list) else key
     if not rest:
-        node[key] = value
+        node[slot] = value  # type: ignore[index] # an int for a list, a str for a table
         return
-    if key not in node:
+    if isinstance(node, dict) and key not in node:
         node[key] = {}
-    _set(node[key], rest, value, name, source)
+    inner = node[slot]  # type: ignore[index]
+    if not isinstance(inner, dict | list):
+        raise ConfigError(
+            f"{source}: environment variable {name}: {key} is a single value, not a table"
+        )
+    _set(inner, rest, value, name, source)
 
 
 def _index(items: list[Any], key: str, name: str, source: Path) -> int:
