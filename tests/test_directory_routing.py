@@ -36,7 +36,7 @@ from wor_bridge.config import StoreSettings, load_app
 from wor_bridge.core import fhir, outbox
 from wor_bridge.core.directory import DirectoryRecord, DirectorySettings, SyncState, index_keys
 from wor_bridge.core.settings import IdentifierSetting, Settings
-from wor_bridge.demo.credentials import demo_configuration
+from wor_bridge.demo.credentials import demo_configuration, write_demo_configuration
 from wor_bridge.demo.fhir_server import SimulatedFhirServer, simulated_fhir_server
 from wor_bridge.demo.mcsd_server import simulated_directory
 from wor_bridge.errors import ConfigError
@@ -334,7 +334,7 @@ def test_the_service_syncs_the_directory_and_delivers_where_it_says(
         directory.put(organization("o-voorbeeld", kvk=KVK_VOORBEELD))
         directory.put(service("s-wor", "o-voorbeeld", ["e-1"]))
         directory.put(endpoint("e-1", welfare.base_url))
-        shipped = load_app()
+        shipped = load_app(write_demo_configuration(tmp_path))
         destinations = tuple(
             d.model_copy(update={"endpoint": None, "directory": lookup()})
             if d.id == VOORBEELD

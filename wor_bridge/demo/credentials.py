@@ -8,6 +8,7 @@ The tests use the same, so the keys below are published and must never reach a r
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
 from wor_bridge.service.auth import hash_key
@@ -54,6 +55,16 @@ def with_demo_credentials(text: str) -> str:
     bearer = f'auth = {{ type = "bearer", token = "{ZORGDOMEIN_TOKEN}" }}'
     text = _after(text, 'id = "welzijn-zorgdomein"', bearer)
     return text + WEBHOOK
+
+
+def write_demo_configuration(folder: Path, text: str | None = None) -> Path:
+    """Write ``text`` (default: ``demo_configuration()``) as ``folder/wor-bridge.toml`` with the
+    shipped mappings named by their absolute path; returns the file's path."""
+    text = demo_configuration() if text is None else text
+    mappings = f'mappings_dir = "{shipped("mappings")}"'
+    path = folder / "wor-bridge.toml"
+    path.write_text(text.replace('mappings_dir = "../mappings"', mappings), encoding="utf-8")
+    return path
 
 
 def demo_configuration() -> str:

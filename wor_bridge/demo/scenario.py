@@ -27,7 +27,7 @@ from wor_bridge.demo import dates
 from wor_bridge.demo import monitoring as demo_monitoring
 from wor_bridge.demo import notified_pull as demo_pull
 from wor_bridge.demo import welfare as demo_welfare
-from wor_bridge.demo.credentials import HIS_KEY, demo_configuration
+from wor_bridge.demo.credentials import HIS_KEY, demo_configuration, write_demo_configuration
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
 from wor_bridge.service.app import create_app
 from wor_bridge.shipped import shipped
@@ -73,7 +73,6 @@ def _write_config(
         (folder / "store.keys").write_text(keys, encoding="utf-8")
         (folder / "store.keys").chmod(0o600)
         text = text.replace('encryption = "off"', 'encryption = "aes-gcm"\nkey_file = "store.keys"')
-    text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{shipped("mappings")}"')
     text = text.replace("http://127.0.0.1:8090/fhir", endpoints["welzijn-voorbeeld"])
     text = text.replace("http://127.0.0.1:8091/fhir", endpoints["welzijn-rivierenland"])
     text = text.replace("http://127.0.0.1:8092/fhir", endpoints["gp-record"])
@@ -87,9 +86,7 @@ def _write_config(
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{folder / "demo.sqlite"}"')
     text = text.replace("base_s = 2.0", "base_s = 0.2")
     text = text.replace("dispatcher_interval_s = 1.0", "dispatcher_interval_s = 0.2")
-    path = folder / "wor-bridge.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_demo_configuration(folder, text)
 
 
 def _push(base: str, name: str, endpoint: str, label: str) -> Push:
