@@ -52,15 +52,15 @@ from wor_bridge.adapters.clock import SystemClock
 from wor_bridge.adapters.sealing import new_key_entry
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import load_app
+from wor_bridge.demo.credentials import demo_configuration
 from wor_bridge.demo.fhir_server import SimulatedFhirServer
 from wor_bridge.usecases import intake
 from wor_bridge.usecases.caller import Caller
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "config" / "wor-bridge.toml"
 LOAD_CLIENT = Path(__file__).resolve().parent / "load_client.py"
-HIS_KEY = "example-his-key"  # the example GP key documented in config/wor-bridge.toml
-ADMIN_KEY = "example-admin-key"  # the example operations key (for /metrics)
+HIS_KEY = "example-his-key"  # the demo key (wor_bridge/demo/credentials.py)
+ADMIN_KEY = "example-admin-key"  # the demo operations key (for /metrics)
 CATCH_UP_TIMEOUT_S = 120.0
 GOAL_P99_MS = 50.0
 GOAL_P99_RATE = 50.0
@@ -86,7 +86,7 @@ def write_config(
     """The example TOML with absolute mappings, the receiver at the destination whose example
     ``endpoint`` it replaces, no rate or admission limit (the load client stands for many GP
     systems), no GP record, and ``extra`` (pattern, line) edits."""
-    text = CONFIG.read_text(encoding="utf-8")
+    text = demo_configuration()
     replacements = (
         (r'(?m)^mappings_dir = ".*"', f'mappings_dir = "{ROOT / "mappings"}"'),
         (r"(?m)^rate_per_s = [0-9.]+", "rate_per_s = 10000.0"),

@@ -22,6 +22,7 @@ import requests
 from bench_service import memory_mb
 
 from wor_bridge.core.limits import InputLimits
+from wor_bridge.demo.credentials import demo_configuration
 
 LIMITS = InputLimits()
 FHIR_JSON = "application/fhir+json"
@@ -41,7 +42,7 @@ KEYS = [f"bench-client-key-{i:02d}" for i in range(40)]
 
 def config_text(store: Path, edits: tuple[tuple[str, str], ...] = ()) -> str:
     """The example configuration: this store, no rate limit, 40 more GP clients, ``edits``."""
-    text = bench_service.CONFIG.read_text(encoding="utf-8")
+    text = demo_configuration()
     mappings = bench_service.ROOT / "mappings"
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{mappings}"')
     text = text.replace('path = "wor-bridge.sqlite"', f'path = "{store}"')

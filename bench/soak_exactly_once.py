@@ -45,7 +45,7 @@ from wor_bridge.demo.fhir_server import SimulatedFhirServer
 
 PUSHED: Final = (ROOT / "fixtures" / "referral" / "accepted-contained" / "input.json").read_bytes()
 MARKER: Final = b"VW-2026-0001"  # the fixture's HIS referral number (a business key)
-HIS_KEY: Final = "example-his-key"  # the example GP key documented in config/wor-bridge.toml
+HIS_KEY: Final = "example-his-key"  # the demo key (wor_bridge/demo/credentials.py)
 
 
 class Hook:
