@@ -36,7 +36,7 @@ from wor_bridge.config import StoreSettings, load_app
 from wor_bridge.core import fhir, outbox
 from wor_bridge.core.directory import DirectoryRecord, DirectorySettings, SyncState, index_keys
 from wor_bridge.core.settings import IdentifierSetting, Settings
-from wor_bridge.demo.credentials import demo_configuration, write_demo_configuration
+from wor_bridge.demo.credentials import write_demo_configuration
 from wor_bridge.demo.fhir_server import SimulatedFhirServer, simulated_fhir_server
 from wor_bridge.demo.mcsd_server import simulated_directory
 from wor_bridge.errors import ConfigError
@@ -382,12 +382,14 @@ def test_the_service_syncs_the_directory_and_delivers_where_it_says(
 
 def test_the_example_directory_section_loads_when_uncommented(tmp_path: Path) -> None:
     """The commented ``[directory]`` example of config/wor-bridge.toml is a valid section."""
-    text = demo_configuration()
+    text = (REPO / "config" / "wor-bridge.toml").read_text(encoding="utf-8")
     block = text[text.index("# [directory]") :].splitlines()
     section = "\n".join(line.removeprefix("# ") for line in block if line.startswith("# "))
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
     path = tmp_path / "c.toml"
     path.write_text(f"{text}\n{section}\n", encoding="utf-8")
+    (tmp_path / "secrets").mkdir()  # its token comes from a file next to the configuration
+    (tmp_path / "secrets" / "directory-token").write_text("directory-token\n", encoding="utf-8")
     config = load_app(path)
     assert config.directory is not None
     assert config.directory.interval_s == 900.0
