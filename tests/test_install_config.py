@@ -22,6 +22,7 @@ import pytest
 import structlog
 
 from tests.service_harness import free_port
+from wor_bridge.adapters.sealing import new_key_entry
 from wor_bridge.cli.main import main
 from wor_bridge.config import load_app
 from wor_bridge.config_sources import apply_environment
@@ -39,6 +40,7 @@ def _starter(folder: Path, extra: str = "", *, key_line: str | None = None) -> P
     line = f'key_sha256 = "{KEY_SHA256}"' if key_line is None else key_line
     text = text.replace('key_sha256 = "{key_sha256}"', line) + extra
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "store.keys").write_text(new_key_entry("k1") + "\n", encoding="utf-8")
     path = folder / "wor-bridge.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -62,8 +64,8 @@ def _sections() -> frozenset[str]:
 def test_init_writes_a_starter_with_only_the_key_hash_and_never_overwrites(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """init prints a fresh key once, stores only its SHA-256 (file 0600), loads, and refuses to
-    overwrite (exit 1, file unchanged)."""
+    """init prints a fresh key once, stores only its SHA-256 (file 0600), writes a store key
+    (0600; the store is encrypted at rest), loads, and refuses to overwrite (exit 1, unchanged)."""
     folder = tmp_path / "etc" / "wor-bridge"
     assert main(["init", str(folder)]) == 0
     out = capsys.readouterr().out
@@ -73,7 +75,12 @@ def test_init_writes_a_starter_with_only_the_key_hash_and_never_overwrites(
     assert key not in text
     assert hashlib.sha256(key.encode()).hexdigest() in text
     assert target.stat().st_mode & 0o777 == 0o600
+    keys = folder / "store.keys"
+    assert keys.stat().st_mode & 0o777 == 0o600
+    assert keys.read_text(encoding="utf-8").startswith("k1:")
     config = load_app(target)
+    assert config.store.encryption == "aes-gcm"
+    assert config.store.key_file == str(keys)
     assert config.clients[0].key_sha256 == hashlib.sha256(key.encode()).hexdigest()
     assert Path(config.store.path) == folder / "wor-bridge.sqlite"
     assert main(["init", str(folder)]) == 1
@@ -356,7 +363,8 @@ def test_operator_commands_never_create_a_store(
     assert main([*command, "--config", str(path)]) == 1
     store = tmp_path / "conf" / "wor-bridge.sqlite"
     assert f"wor-bridge: no store at {store}" in capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "conf").iterdir()) == ["wor-bridge.toml"]
+    files = sorted(p.name for p in (tmp_path / "conf").iterdir())
+    assert files == ["store.keys", "wor-bridge.toml"]
 
 
 @pytest.mark.parametrize(

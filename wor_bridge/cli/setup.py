@@ -17,10 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from wor_bridge.adapters.sealing import new_key_entry
 from wor_bridge.service.auth import hash_key
 from wor_bridge.shipped import shipped
 
 EXIT_USAGE = 64
+STORE_KEY_ID = "k1"
+"""Id of the store key ``init`` writes (rotation adds later ids: README, Encryption at rest)."""
 KEY_BYTES = 32
 """Random bytes in a new key (256 bits; URL-safe base64, 43 characters)."""
 
@@ -56,19 +59,25 @@ def _write_new(path: Path, text: str) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """Write ``DIR/wor-bridge.toml`` with one GP-system client and a fresh key (printed once)."""
+    """Write ``DIR/wor-bridge.toml`` with one GP-system client and a fresh key (printed once),
+    and ``DIR/store.keys`` with a fresh store key (encryption at rest); both 0600."""
     folder: Path = args.dir
-    target = folder / "wor-bridge.toml"
+    target, keys = folder / "wor-bridge.toml", folder / "store.keys"
     key = new_key()
     text = shipped("config", "starter.toml").read_text(encoding="utf-8")
     text = text.replace("{key_sha256}", hash_key(key))
+    for existing in (target, keys):
+        if existing.exists():
+            print(f"wor-bridge: {existing} exists; init never overwrites it", file=sys.stderr)
+            return 1
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_new(keys, new_key_entry(STORE_KEY_ID) + "\n")
         _write_new(target, text)
     except FileExistsError:
-        print(f"wor-bridge: {target} exists; init never overwrites it", file=sys.stderr)
+        print(f"wor-bridge: {folder} changed while init ran; nothing overwritten", file=sys.stderr)
         return 1
-    print(f"wrote {target}")
+    print(f"wrote {target} and {keys} (the store key; back it up apart from the store)")
     print(f"key of client 'his' (shown once, not stored; give it to the GP system): {key}")
     print(f"next: edit the destination, then: wor-bridge serve --config {target}")
     return 0
