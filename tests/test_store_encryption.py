@@ -121,7 +121,9 @@ def test_rotate_key_command_reseals_and_is_audited(tmp_path: Path) -> None:
 
 def test_rotate_key_without_encryption_says_so(tmp_path: Path) -> None:
     """With ``encryption = "off"`` the command exits 1 with the reason, and audits the attempt."""
-    proc = cli("store", "rotate-key", "--config", config(tmp_path, 'encryption = "off"'))
+    path = config(tmp_path, 'encryption = "off"')
+    bootstrap.build(load_app(path))  # the store exists: an operator command never creates one
+    proc = cli("store", "rotate-key", "--config", path)
     assert proc.returncode == 1
     assert "needs [store] encryption" in proc.stderr
     (record,) = SqliteOutboxStore(tmp_path / "s.sqlite").audit_records()

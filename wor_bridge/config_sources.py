@@ -13,7 +13,8 @@ Applied by ``config.load_app`` to the parsed TOML (a dict) before any validation
 2. **Secret files**: every secret ``S`` (``SECRET_KEYS``) may be given as ``S_file``, the path of
    a file holding it (one line; one trailing line break is removed). Setting both is an error.
 3. **Paths** (``PATH_KEYS``): every relative path, wherever it is in the file, is resolved against
-   the folder of the configuration file; files are checked to be readable (``FILE_KEYS``).
+   the folder of the configuration file; files are checked to be readable (``FILE_KEYS``; the
+   store's ``key_file`` is read and checked by ``bootstrap.sealer_for``).
 
 Every problem raises ``ConfigError`` naming the file, the setting or variable, and what was
 expected; never a secret's value.
@@ -136,7 +137,7 @@ def _walk(node: Any, source: Path, where: tuple[str, ...]) -> Any:
             out[secret] = read_secret(_resolve(value, source, setting), setting, source)
         elif key in PATH_KEYS and isinstance(value, str):
             out[key] = str(_resolve(value, source, setting))
-            if key in FILE_KEYS:
+            if key in FILE_KEYS and where != ("store",):  # the store's key file: sealer_for
                 _check_readable(Path(out[key]), setting, source)
         else:
             out[key] = _walk(value, source, (*where, key))
