@@ -35,9 +35,17 @@ SECRET_KEYS: Final = frozenset({"token", "client_secret", "secret", "token_key",
 """Settings that hold a secret (destination and directory tokens and OAuth client secrets,
 webhook secrets, the pull token key, client key hashes): each may come from ``<key>_file``."""
 FILE_KEYS: Final = frozenset(
-    {"cert_file", "key_file", "ca_file", "client_ca_file", "jwt_public_key_file"}
+    {
+        "cert_file",
+        "key_file",
+        "ca_file",
+        "client_ca_file",
+        "jwt_public_key_file",
+        "private_key_file",
+    }
 )
-"""Settings naming a file that must be readable at start-up (TLS material, public keys)."""
+"""Settings naming a file that must be readable at start-up (TLS material, public keys, the
+Twiin signing key ``auth.private_key_file``)."""
 PATH_KEYS: Final = FILE_KEYS | {"mappings_dir", "path"}
 """Every setting that is a path: resolved against the configuration file's folder."""
 
