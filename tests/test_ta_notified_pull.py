@@ -474,8 +474,12 @@ def test_example_configuration_lines_for_ta_mode_load(tmp_path: Path) -> None:
     for key in ("pull_mode", 'auth = { type = "twiin"', "ta_np", "tls = { cert_file"):
         assert text.count(f"\n# {key}") == 1, key
         text = text.replace(f"\n# {key}", f"\n{key}")
-    text = text.replace('# token_key = "..."', f'token_key = "{KEY}"')
+    text = text.replace('# token_key_file = "secrets/pull-token-key"', f'token_key = "{KEY}"')
     text = text.replace('mappings_dir = "../mappings"', f'mappings_dir = "{REPO / "mappings"}"')
+    # the files the lines name, next to the configuration (checked readable at start-up)
+    for name in ("bridge-signing.key", "bridge-client.pem", "bridge-client.key"):
+        (tmp_path / name).write_text("placeholder", encoding="utf-8")
+    (tmp_path / "pkioverheid-private-g1.pem").write_text("placeholder", encoding="utf-8")
     path = tmp_path / "ta.toml"
     path.write_text(text, encoding="utf-8")
     destination = load_app(path).core.destination("welzijn-viplive")

@@ -104,7 +104,7 @@ class NotifiedPullReceiver:
         )
         changes = {
             'type = "notified-pull-stu3"\n': f'type = "notified-pull-stu3"\n{twiin}',
-            '# token_key = "..."': f'token_key = "{secrets.token_hex(24)}"',
+            '# token_key_file = "secrets/pull-token-key"': f'token_key = "{secrets.token_hex(24)}"',
             '# jwt_public_key_file = "receiver-public.pem"': (
                 f'jwt_public_key_file = "{folder / "receiver-public.pem"}"'
             ),
