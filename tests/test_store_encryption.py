@@ -178,7 +178,7 @@ def test_after_a_demo_run_with_encryption_no_store_file_holds_a_patient_value(
 
 @pytest.mark.parametrize("batch", ["0", "-5"])
 def test_rotate_key_refuses_a_batch_that_is_not_positive(tmp_path: Path, batch: str) -> None:
-    """``--batch`` 0 or below is a usage error (exit 2), never a run reported done that sealed
+    """``--batch`` 0 or below is a usage error (exit 64), never a run reported done that sealed
     nothing; the row stays as it was."""
     keys = tmp_path / "store.keys"
     k1, k2 = sealed.entries("k1"), sealed.entries("k2")
@@ -187,7 +187,7 @@ def test_rotate_key_refuses_a_batch_that_is_not_positive(tmp_path: Path, batch: 
     bootstrap.build(load_app(path)).store.add_referral(referral(), T0)
     keys.write_text(k2 + k1, encoding="utf-8")
     proc = cli("store", "rotate-key", "--config", path, "--batch", batch)
-    assert proc.returncode == 2, proc.stdout
+    assert proc.returncode == 64, proc.stdout
     assert "--batch" in proc.stderr
     store = SqliteOutboxStore(tmp_path / "s.sqlite", sealer=AesGcmSealer(parse_keys(k1)))
     assert store.get_task("task-1") is not None  # still under k1: nothing moved
