@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -85,13 +86,21 @@ async def _send(
 
 
 async def open_loop(url: str, key: str, bodies: list[bytes], rate: float) -> dict[str, list[Any]]:
-    """Send ``bodies`` at ``rate`` per second on a fixed schedule; return the raw records."""
+    """Send ``bodies`` at ``rate`` per second on a fixed schedule; return the raw records.
+    ``url`` may name several services (comma-separated): requests go round-robin, as a load
+    balancer sends them to replicas."""
     record: dict[str, list[Any]] = {k: [] for k in ("lag", "latency", "service", "status", "done")}
     headers = {"Authorization": f"Bearer {key}", "Content-Type": FHIR_JSON}
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, limits=limits, timeout=60.0, trust_env=False
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=base, headers=headers, limits=limits, timeout=60.0, trust_env=False
+                )
+            )
+            for base in url.split(",")
+        ]
         tasks = []
         t0 = time.perf_counter() + START_DELAY_S
         for i, body in enumerate(bodies):
@@ -99,6 +108,7 @@ async def open_loop(url: str, key: str, bodies: list[bytes], rate: float) -> dic
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            client = clients[i % len(clients)]
             tasks.append(asyncio.create_task(_send(client, body, due, record)))
         await asyncio.gather(*tasks)
         record["t0"] = [t0]
@@ -177,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="mode", required=True)
     intake = sub.add_parser("intake", help="open-loop referral intake load")
-    intake.add_argument("--url", required=True, help="service base URL")
+    intake.add_argument("--url", required=True, help="service base URL(s), comma-separated")
     intake.add_argument("--key", required=True, help="client key (referral:write)")
     intake.add_argument("--rate", type=float, required=True, help="requests per second")
     intake.add_argument("--duration", type=float, default=20.0, help="seconds of timed load")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from wor_bridge.adapters.memory_directory import MemoryDirectoryReplica
+from wor_bridge.adapters.postgres_store import PostgresDirectoryReplica
 from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.core.directory import DirectoryRecord, SyncState
@@ -28,14 +29,15 @@ def tombstone(rid: str, at: int, version: str) -> DirectoryRecord:
     return DirectoryRecord("Organization", rid, at, version, None)
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgresql"])
 def replica(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DirectoryReplica]:
-    """A fresh replica of each kind (the SQLite one in a file that also holds the outbox)."""
-    if request.param == "sqlite":
+    """A fresh replica of each kind (the SQLite one in a file that also holds the outbox, the
+    PostgreSQL one in the store's database)."""
+    if request.param == "postgresql":
+        impl: DirectoryReplica = PostgresDirectoryReplica(request.getfixturevalue("pg_store"))
+    elif request.param == "sqlite":
         SqliteOutboxStore(tmp_path / "store.sqlite").close()
-        impl: SqliteDirectoryReplica | MemoryDirectoryReplica = SqliteDirectoryReplica(
-            tmp_path / "store.sqlite"
-        )
+        impl = SqliteDirectoryReplica(tmp_path / "store.sqlite")
     else:
         impl = MemoryDirectoryReplica()
     yield impl

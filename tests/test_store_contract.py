@@ -66,7 +66,7 @@ def record(
     )
 
 
-@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory"])
+@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStore]:
     """A fresh, empty store of each kind."""
     impl: SqliteOutboxStore | MemoryOutboxStore = (
@@ -75,6 +75,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStor
         else SqliteOutboxStore(tmp_path / "outbox.sqlite")
         if request.param == "sqlite"
         else MemoryOutboxStore()
+        if request.param == "memory"
+        else request.getfixturevalue("pg_store")
     )
     yield impl
     impl.close()
@@ -409,8 +411,8 @@ def test_concurrent_claims_on_one_store_are_disjoint(store: OutboxStore) -> None
         got = claimed.setdefault(owner, [])
         while batch := store.claim_due(owner, T0, 600, 7):
             got.extend(e.id for e in batch)
-        if isinstance(store, SqliteOutboxStore):
-            store.close()
+        if type(store) is SqliteOutboxStore:
+            store.close()  # this thread's connection (a PostgreSQL store's pool is shared)
 
     threads = [threading.Thread(target=work, args=(f"w{n}",)) for n in range(4)]
     for thread in threads:

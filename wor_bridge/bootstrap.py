@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+import psycopg
 import structlog
+from psycopg_pool import PoolTimeout
 
 from wor_bridge.adapters.clock import SystemClock
 from wor_bridge.adapters.http import RequestsTransport
+from wor_bridge.adapters.postgres_store import PostgresDirectoryReplica, PostgresOutboxStore
 from wor_bridge.adapters.sealing import PLAIN, AesGcmSealer, Sealer, SealingError, parse_keys
 from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
@@ -49,11 +52,12 @@ class Components:
 
 
 def build(config: AppConfig, *, read_clear: bool = False, create: bool = True) -> Components:
-    """Wire the SQLite store, the requests transport and the system clock (``read_clear``:
-    the store's sealer reads values in clear too, for ``store rotate-key``).
+    """Wire the store (SQLite or PostgreSQL), the requests transport and the system clock
+    (``read_clear``: the store's sealer reads values in clear too, for ``store rotate-key``).
 
-    With ``create`` false (the operator commands) a missing store raises ``NoStoreError`` instead
-    of being created: an empty new store would answer "nothing pending" for the wrong file.
+    With ``create`` false (the operator commands) a missing SQLite store raises ``NoStoreError``
+    instead of being created: an empty new store would answer "nothing pending" for the wrong
+    file.
     """
     missing = [d.id for d in config.core.destinations if not d.endpoint and not d.directory]
     if missing:
@@ -69,13 +73,8 @@ def build(config: AppConfig, *, read_clear: bool = False, create: bool = True) -
                 f"{dest.id} ({worst_s:.0f} s), or a second worker could send it again"
             )
     clock = SystemClock()
-    store_path = Path(config.store.path)
-    if not create and not store_path.is_file():
-        raise NoStoreError(f"no store at {store_path}")
-    if store_path.parent and not store_path.parent.exists():
-        store_path.parent.mkdir(parents=True, exist_ok=True)
     delivery = config.delivery
-    store = SqliteOutboxStore(store_path, sealer=sealer_for(config, read_clear=read_clear))
+    store, directory = _store(config, sealer_for(config, read_clear=read_clear), create=create)
     return Components(
         config=config,
         store=store,
@@ -88,8 +87,47 @@ def build(config: AppConfig, *, read_clear: bool = False, create: bool = True) -
             max_age_s=delivery.max_age_s,
         ),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
-        directory=SqliteDirectoryReplica(store_path) if config.directory else None,
+        directory=directory,
         monitoring=store,
+    )
+
+
+def _store(
+    config: AppConfig, sealer: Sealer, *, create: bool = True
+) -> tuple[SqliteOutboxStore, DirectoryReplica | None]:
+    """The store ``[store]`` names (PostgreSQL: its schema brought up to date), and the directory
+    replica in it when ``[directory]`` is set. Raises ``ConfigError`` for an unreadable
+    ``dsn_file`` or an unreachable database (the error's type only: a DSN may hold a password);
+    ``NoStoreError`` for a missing SQLite file when ``create`` is false."""
+    settings = config.store
+    if settings.backend == "postgresql":
+        if sealer.active_key_id is not None:
+            raise ConfigError(
+                f'{config.path}: store: encryption = "aes-gcm" is not available on PostgreSQL'
+                ' yet; use the database\'s encryption at rest and encryption = "off"'
+            )
+        if settings.dsn is not None:
+            dsn = settings.dsn.get_secret_value()
+        else:
+            dsn_file = config.path.parent / str(settings.dsn_file)
+            try:
+                dsn = dsn_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                why = type(exc).__name__
+                raise ConfigError(f"{config.path}: store.dsn_file: cannot read ({why})") from None
+        try:
+            pg = PostgresOutboxStore(dsn, pool_size=settings.pool_size, sealer=sealer)
+        except (psycopg.Error, PoolTimeout) as exc:
+            why = type(exc).__name__
+            raise ConfigError(f"{config.path}: store: PostgreSQL unusable ({why})") from None
+        return pg, PostgresDirectoryReplica(pg) if config.directory else None
+    store_path = Path(settings.path)
+    if not create and not store_path.is_file():
+        raise NoStoreError(f"no store at {store_path}")
+    if store_path.parent and not store_path.parent.exists():
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteOutboxStore(store_path, sealer=sealer), (
+        SqliteDirectoryReplica(store_path) if config.directory else None
     )
 
 

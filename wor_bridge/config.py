@@ -28,6 +28,7 @@ from wor_bridge.config_files import describe, load_codesystem, load_mapping
 from wor_bridge.core.directory import DirectorySettings, check_destinations
 from wor_bridge.core.retention import RetentionSettings
 from wor_bridge.core.settings import DEFAULT_PATIENT_RULES, MappingFile, Settings
+from wor_bridge.delivery_settings import DeliverySettings
 from wor_bridge.errors import ConfigError
 from wor_bridge.shipped import shipped
 from wor_bridge.store_settings import StoreSettings
@@ -107,16 +108,6 @@ class ServiceSettings(_Model):
     """Not ready (intake 503) below this free space where the store writes (0: not checked)."""
     readiness_probe_s: float = Field(default=5.0, gt=0, le=300)
     """At most one write probe of the store per this many seconds (``/readyz``, intake)."""
-
-
-class DeliverySettings(_Model):
-    """Retry policy and leases of the outbox dispatcher."""
-
-    base_s: float = Field(default=2.0, gt=0)
-    cap_s: float = Field(default=900.0, gt=0)
-    max_attempts: int = Field(default=12, ge=1)
-    max_age_s: float = Field(default=3 * 24 * 3600.0, gt=0)
-    lease_s: float = Field(default=60.0, gt=0)
 
 
 class ClientSettings(_Model):

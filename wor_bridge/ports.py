@@ -8,7 +8,8 @@ Nothing outside ``bootstrap.py`` and the tests imports a concrete adapter.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 from wor_bridge.core.delivery import HttpRequest, HttpResponse
@@ -183,6 +184,11 @@ class OutboxStore(Protocol):
         transaction of its own (``store-not-writable``: read-only, locked past its timeout,
         I/O error). Never raises; names no path. The caller rate-limits ``probe``.
         """
+
+    def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` (from another thread) when any process queues a message in the store,
+        where the store can tell (PostgreSQL ``LISTEN``/``NOTIFY``; SQLite and memory cannot:
+        their dispatchers poll). Returns the function that stops it."""
         ...
 
     def get_task(self, task_id: str) -> TaskRecord | None:
@@ -209,6 +215,13 @@ class OutboxStore(Protocol):
         """Apply ``update`` if the Task is still at ``expected_version``: the new state, its
         item keys, its outbox message and its audit record in one transaction. Returns the new
         version, or None when another update came first."""
+        ...
+
+    def exclusive(self, name: str) -> AbstractContextManager[bool]:
+        """Hold the lock ``name`` among the processes on this store while the block runs, if
+        no other holds it: True when held, False (at once, without waiting) when another
+        process holds it. PostgreSQL: an advisory lock, so one replica polls a destination at a
+        time; SQLite and memory: always True (one process)."""
         ...
 
     def poll_cursor(self, destination: str) -> str | None:

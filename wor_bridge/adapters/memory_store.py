@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -351,6 +351,10 @@ class MemoryOutboxStore(
             ]
         age = max(0.0, ts(now) - min(pending)) if pending else 0.0
         return QueueStats(counts["pending"], counts["dead"], counts["delivered"], age)
+
+    def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """One process only: its intake wakes its dispatcher directly. A no-op."""
+        return lambda: None
 
     def ping(self) -> None:
         """Always reachable."""

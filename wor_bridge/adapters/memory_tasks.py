@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -156,6 +157,10 @@ class MemoryTaskTables:
             if update.progress is not None:  # monitoring hook: facts without patient data
                 self._monitoring.apply_progress(monitoring_key(task_id), update.progress)
             return expected_version + 1
+
+    def exclusive(self: _Shared, name: str) -> AbstractContextManager[bool]:
+        """One process: always held (see the port)."""
+        return nullcontext(True)
 
     def poll_cursor(self: _Shared, destination: str) -> str | None:
         """The high-water mark of the last poll of a destination."""

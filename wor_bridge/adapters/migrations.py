@@ -38,12 +38,14 @@ from typing import Any, Final, Literal, Protocol
 import structlog
 
 from wor_bridge.adapters import (
+    postgres_schema,
     sqlite_directory,
     sqlite_monitoring_derived,
     sqlite_ready,
     sqlite_schema,
     sqlite_search,
 )
+from wor_bridge.adapters.postgres_db import Database
 from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA
 from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA
 from wor_bridge.adapters.sqlite_retention import add_retention
@@ -204,22 +206,44 @@ def _requeued_at(conn: Any) -> None:
 
 
 STEPS: Final[tuple[Migration, ...]] = (
-    Migration(1, "baseline (release c422c29)", {"sqlite": sqlite_schema.BASELINE}),
-    Migration(2, "outbox.requeued_at", {"sqlite": _requeued_at}),
-    Migration(3, "used_once (JWT jti replay cache)", {"sqlite": ONCE_SCHEMA}),
-    Migration(4, "Task search columns", {"sqlite": sqlite_search.add_search_columns}),
-    Migration(5, "monitoring facts", {"sqlite": MONITORING_SCHEMA}),
-    Migration(6, "care-services directory replica", {"sqlite": sqlite_directory.SCHEMA}),
-    Migration(7, "retention: purge marks, audit purge threshold", {"sqlite": add_retention}),
-    Migration(8, "readiness probe row", {"sqlite": sqlite_ready.SCHEMA}),
+    Migration(
+        1,
+        "baseline (release c422c29)",
+        {"sqlite": sqlite_schema.BASELINE, "postgresql": postgres_schema.baseline_step},
+    ),
+    Migration(2, "outbox.requeued_at", {"sqlite": _requeued_at, "postgresql": SKIP}),
+    Migration(3, "used_once (JWT jti replay cache)", {"sqlite": ONCE_SCHEMA, "postgresql": SKIP}),
+    Migration(
+        4, "Task search columns", {"sqlite": sqlite_search.add_search_columns, "postgresql": SKIP}
+    ),
+    Migration(5, "monitoring facts", {"sqlite": MONITORING_SCHEMA, "postgresql": SKIP}),
+    Migration(
+        6,
+        "care-services directory replica",
+        {"sqlite": sqlite_directory.SCHEMA, "postgresql": SKIP},
+    ),
+    Migration(
+        7,
+        "retention: purge marks, audit purge threshold",
+        {"sqlite": add_retention, "postgresql": postgres_schema.retention_step},
+    ),
+    Migration(
+        8,
+        "readiness probe row",
+        {"sqlite": sqlite_ready.SCHEMA, "postgresql": sqlite_ready.SCHEMA},
+    ),
     Migration(
         9,
         "monitoring facts derived for counting",
-        {"sqlite": sqlite_monitoring_derived.add_derived},
+        {
+            "sqlite": sqlite_monitoring_derived.add_derived,
+            "postgresql": sqlite_monitoring_derived.PG_DERIVED,
+        },
     ),
 )
 """Every step, oldest first; a new step is appended with the next number and a body for every
-dialect (``SKIP`` where a dialect's baseline already has it). Never edit a released step."""
+dialect (``SKIP`` where a dialect's baseline already has it). Never edit a released step.
+PostgreSQL stores began at version 6: their step 1 makes what SQLite's steps 1 to 6 make."""
 
 
 def upgrade_sqlite(path: str | Path) -> Upgraded:
@@ -238,4 +262,15 @@ def upgrade_sqlite(path: str | Path) -> Upgraded:
             after=done.after,
             backup=str(done.backup) if done.backup else None,
         )
+    return done
+
+
+def upgrade_postgres(db: Database, where: str = "postgresql") -> Upgraded:
+    """Bring the PostgreSQL store of ``db`` to the newest version (``postgres_schema``);
+    ``where`` names it in messages (never the DSN). Raises as ``upgrade`` does, psycopg.Error."""
+    done = upgrade(
+        postgres_schema.PostgresBackend(db), STEPS, lambda: dt.datetime.now(dt.UTC), where
+    )
+    if done.applied and done.before > 0:
+        log.info("store_upgraded", store=where, before=done.before, after=done.after)
     return done

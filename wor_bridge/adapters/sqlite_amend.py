@@ -9,12 +9,12 @@ payload is the new Bundle carries it as ``SHARED``."""
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Protocol
 
 from wor_bridge.adapters.sealing import Sealer
+from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_rows import (
     SHARED,
     insert_audit,
@@ -35,8 +35,9 @@ _RESTART = (
 
 class _Connected(Protocol):
     _sealer: Sealer
+    _row_lock: str
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def _write(self) -> AbstractContextManager[SqlConnection]: ...
 
 
 class SqliteAmendments:
@@ -49,8 +50,8 @@ class SqliteAmendments:
         new = amendment.referral
         with self._write() as conn:
             old = conn.execute(
-                "SELECT idempotency_key, destination, bundle FROM referral"
-                " WHERE task_id = ? AND version = ?",
+                "SELECT idempotency_key, destination, bundle FROM referral"  # noqa: S608 - a constant clause
+                f" WHERE task_id = ? AND version = ?{self._row_lock}",
                 (new.task_id, amendment.expected_version),
             ).fetchone()
             if old is None:
@@ -99,7 +100,7 @@ class SqliteAmendments:
             return amendment.expected_version + 1
 
 
-def _unshare(conn: sqlite3.Connection, sealer: Sealer, task_id: str, stored: bytes) -> None:
+def _unshare(conn: SqlConnection, sealer: Sealer, task_id: str, stored: bytes) -> None:
     """Give the entries that carry the referral's Bundle (``SHARED``) that Bundle as their own
     payload, before ``referral.bundle`` changes (inside the caller's transaction)."""
     rows = conn.execute(

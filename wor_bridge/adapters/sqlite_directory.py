@@ -15,8 +15,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, ClassVar, Final
 
+from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_files import private_file
 from wor_bridge.adapters.sqlite_rows import from_ts, ts
 from wor_bridge.core.directory import DirectoryRecord, SyncState, newer
@@ -47,7 +48,7 @@ CREATE TABLE IF NOT EXISTS directory_sync (
 """
 
 
-def _record(row: sqlite3.Row, keys: tuple[str, ...] = ()) -> DirectoryRecord:
+def _record(row: Any, keys: tuple[str, ...] = ()) -> DirectoryRecord:
     body = row["body"]
     return DirectoryRecord(
         row["resource_type"],
@@ -60,16 +61,25 @@ def _record(row: sqlite3.Row, keys: tuple[str, ...] = ()) -> DirectoryRecord:
 
 
 class SqliteDirectoryReplica:
-    """``DirectoryReplica`` in the SQLite store file; one connection per thread."""
+    """``DirectoryReplica`` in the SQLite store file; one connection per thread.
+
+    The SQL is shared with ``PostgresDirectoryReplica`` (``sql_conn``)."""
+
+    _apply_lock: ClassVar[str] = ""
+    """Run first in ``apply``'s transaction (PostgreSQL: an advisory lock, so replicas that sync
+    at once apply their pages one after the other and never keep an older version)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = str(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         private_file(self.path)
-        self._conn().executescript(SCHEMA)
+        self._sqlite().executescript(SCHEMA)
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> SqlConnection:
+        return self._sqlite()
+
+    def _sqlite(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
@@ -81,8 +91,8 @@ class SqliteDirectoryReplica:
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
+    def _write(self) -> Iterator[SqlConnection]:
+        conn = self._sqlite()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -102,6 +112,8 @@ class SqliteDirectoryReplica:
         """Keep each record newer than the kept version, with its index keys; one transaction."""
         changed = 0
         with self._write() as conn:
+            if self._apply_lock:
+                conn.execute(self._apply_lock)
             for record in records:
                 row = conn.execute(
                     "SELECT * FROM directory_resource WHERE resource_type = ? AND id = ?",
@@ -110,8 +122,10 @@ class SqliteDirectoryReplica:
                 if row is not None and not newer(record, _record(row)):
                     continue
                 conn.execute(
-                    "INSERT OR REPLACE INTO directory_resource (resource_type, id,"
-                    " last_updated_us, version_id, body) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO directory_resource (resource_type, id, last_updated_us,"
+                    " version_id, body) VALUES (?, ?, ?, ?, ?) ON CONFLICT (resource_type, id)"
+                    " DO UPDATE SET last_updated_us = excluded.last_updated_us,"
+                    " version_id = excluded.version_id, body = excluded.body",
                     (
                         record.resource_type,
                         record.id,
@@ -174,8 +188,9 @@ class SqliteDirectoryReplica:
         synced = ts(state.synced_at) if state.synced_at is not None else None
         with self._write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO directory_sync (name, since, ready, synced_at)"
-                " VALUES ('replica', ?, ?, ?)",
+                "INSERT INTO directory_sync (name, since, ready, synced_at)"
+                " VALUES ('replica', ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " since = excluded.since, ready = excluded.ready, synced_at = excluded.synced_at",
                 (state.since, int(state.ready), synced),
             )
 

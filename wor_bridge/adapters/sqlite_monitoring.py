@@ -13,10 +13,10 @@ tables hold no BSN, name, address, birth date, referral number or free text, and
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Mapping
 from typing import Final, Protocol
 
+from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_monitoring_derived import (
     activities_of,
     contact_days,
@@ -98,7 +98,7 @@ def _opt(moment: dt.datetime | None) -> float | None:
     return ts(moment) if moment is not None else None
 
 
-def insert_facts(conn: sqlite3.Connection, facts: ReferralFacts) -> None:
+def insert_facts(conn: SqlConnection, facts: ReferralFacts) -> None:
     """Record a new referral's facts (inside the intake transaction; ignored when the key is
     known: facts are recorded once per referral)."""
     received, authored = ts(facts.received_at), facts.authored_on.isoformat()
@@ -134,7 +134,7 @@ def insert_facts(conn: sqlite3.Connection, facts: ReferralFacts) -> None:
     )
 
 
-def apply_progress(conn: sqlite3.Connection, key: str, progress: Progress) -> None:
+def apply_progress(conn: SqlConnection, key: str, progress: Progress) -> None:
     """Add one change to a referral's facts (inside the Task update's transaction)."""
     once = ", ".join(f"{c} = COALESCE({c}, ?)" for c in _SET_ONCE)
     sql = (
@@ -142,7 +142,8 @@ def apply_progress(conn: sqlite3.Connection, key: str, progress: Progress) -> No
         " reason_code = COALESCE(?, reason_code),"
         f" {once}, waiting_until = CASE WHEN ? IS NOT NULL THEN ? ELSE waiting_until END,"
         " conversations = CASE WHEN ? IS NULL THEN conversations"
-        " ELSE MAX(COALESCE(conversations, 0), ?) END WHERE key = ?"
+        " WHEN COALESCE(conversations, 0) >= ? THEN COALESCE(conversations, 0) ELSE ? END"
+        " WHERE key = ?"
     )
     days = None
     if progress.first_contact_at is not None:
@@ -160,6 +161,7 @@ def apply_progress(conn: sqlite3.Connection, key: str, progress: Progress) -> No
             *(_opt(getattr(progress, c)) for c in _SET_ONCE),
             _opt(progress.waiting_until),
             _opt(progress.waiting_until),
+            progress.conversations,
             progress.conversations,
             progress.conversations,
             key,
@@ -181,7 +183,7 @@ def apply_progress(conn: sqlite3.Connection, key: str, progress: Progress) -> No
     )
 
 
-def note_attempt(conn: sqlite3.Connection, entry_id: int, state: str, now: dt.datetime) -> None:
+def note_attempt(conn: SqlConnection, entry_id: int, state: str, now: dt.datetime) -> None:
     """After a recorded attempt: feedback that reached the GP record, or a referral whose
     delivery was given up (inside ``record_attempt``'s transaction)."""
     if state not in ("delivered", "dead"):
@@ -210,11 +212,11 @@ def note_attempt(conn: sqlite3.Connection, entry_id: int, state: str, now: dt.da
 
 
 class _Connected(Protocol):
-    def _conn(self) -> sqlite3.Connection: ...
+    def _conn(self) -> SqlConnection: ...
 
 
 def _trajectory(
-    row: sqlite3.Row, reasons: tuple[str, ...], acts: tuple[tuple[str, str], ...]
+    row: Any, reasons: tuple[str, ...], acts: tuple[tuple[str, str], ...]
 ) -> Trajectory:
     facts = ReferralFacts(
         key=row["key"],

@@ -34,6 +34,12 @@ UNIT: Final = "\x1f"
 """Between the codes of a set, and between an activity's category and role."""
 RECORD: Final = "\x1e"
 """Between the activities of a set."""
+PG_DERIVED: Final = "".join(
+    f"ALTER TABLE monitoring_referral ADD COLUMN IF NOT EXISTS {name} "
+    f"{'DOUBLE PRECISION' if kind == 'REAL' else kind};\n"
+    for name, kind in DERIVED
+)
+"""Step 9 on PostgreSQL: the same columns (a PostgreSQL store has no rows older than them)."""
 
 
 def order_key(authored_on: str, received_at: float, key: str) -> str:

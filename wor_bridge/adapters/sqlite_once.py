@@ -5,10 +5,10 @@ restart. It uses that class's per-thread connection and ``BEGIN IMMEDIATE`` tran
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from contextlib import AbstractContextManager
 from typing import Final, Protocol
 
+from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_rows import ts
 
 ONCE_SCHEMA: Final = """
@@ -21,7 +21,7 @@ CREATE INDEX IF NOT EXISTS used_once_expiry ON used_once (expires_at);
 
 
 class _Connected(Protocol):
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def _write(self) -> AbstractContextManager[SqlConnection]: ...
 
 
 class SqliteOnceTable:

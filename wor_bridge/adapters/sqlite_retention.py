@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Final, Protocol
 
 from wor_bridge.adapters.sealing import Sealer
+from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_rows import (
     SHARED,
     insert_audit,
@@ -61,9 +62,9 @@ _MESSAGES: Final = "task_id = ? AND state != 'pending' AND purged_at IS NULL"
 class _Connected(Protocol):
     _sealer: Sealer
 
-    def _conn(self) -> sqlite3.Connection: ...
+    def _conn(self) -> SqlConnection: ...
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def _write(self) -> AbstractContextManager[SqlConnection]: ...
 
 
 class SqliteRetention:
@@ -83,7 +84,9 @@ class SqliteRetention:
         and truncated, so the removed values are left in neither file."""
         self._conn().execute(f"PRAGMA secure_delete = {'OFF' if dry_run else 'ON'}")
         try:
-            counts = _purge(self, payload_before, audit_before, now, audit=audit, dry_run=dry_run)
+            counts = purge_rows(
+                self, payload_before, audit_before, now, audit=audit, dry_run=dry_run
+            )
         finally:
             self._conn().execute("PRAGMA secure_delete = OFF")
         if not dry_run:
@@ -91,7 +94,7 @@ class SqliteRetention:
         return counts
 
 
-def _purge(
+def purge_rows(
     store: _Connected,
     payload_before: dt.datetime,
     audit_before: dt.datetime,
@@ -100,7 +103,8 @@ def _purge(
     audit: AuditEvent | None,
     dry_run: bool,
 ) -> PurgeCounts:
-    """The purge's one transaction (see ``SqliteRetention.purge``)."""
+    """The purge's one transaction (see ``SqliteRetention.purge``; the PostgreSQL store's
+    ``purge`` is this alone)."""
     with store._write() as conn:
         ended = conn.execute(_ENDED, (ts(payload_before),)).fetchall()
         payloads = sum(

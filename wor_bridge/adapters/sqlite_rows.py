@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from dataclasses import replace
 from typing import Final
 
 from wor_bridge.adapters.sealing import Sealer, aad
-from wor_bridge.records import AuditEvent, NewMessage
+from wor_bridge.adapters.sql_conn import SqlConnection
+from wor_bridge.records import Added, AuditEvent, NewMessage, NewReferral
 
 SHARED: Final = b""
 """``outbox.payload`` of an entry that carries its referral's Bundle (``referral.bundle``)."""
@@ -78,20 +80,29 @@ def open_payload(
     return sealer.open(bytes(stored), aad("outbox", "payload", idempotency_key))
 
 
-def insert_audit(
-    conn: sqlite3.Connection, sealer: Sealer, event: AuditEvent, now: dt.datetime
-) -> None:
-    """Append an audit record inside the caller's write transaction; ``patient_id`` sealed
-    under the record's id (taken here, under the write lock, as AUTOINCREMENT would)."""
-    record_id: int | None = None
-    patient: str | bytes = event.patient_id
-    if event.patient_id and sealer.active_key_id is not None:
+def _next_audit_id(conn: SqlConnection) -> int:
+    """The id the next audit record gets (SQLite: as AUTOINCREMENT would, under the write lock;
+    PostgreSQL: drawn from the identity's sequence)."""
+    if isinstance(conn, sqlite3.Connection):
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
         top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM audit").fetchone()[0]
-        record_id = max(int(seq[0]) if seq else 0, int(top)) + 1
+        return max(int(seq[0]) if seq else 0, int(top)) + 1
+    drawn = conn.execute("SELECT nextval(pg_get_serial_sequence('audit', 'id'))").fetchone()
+    return int(drawn[0])
+
+
+def insert_audit(conn: SqlConnection, sealer: Sealer, event: AuditEvent, now: dt.datetime) -> None:
+    """Append an audit record inside the caller's write transaction; ``patient_id`` sealed
+    under the record's id (taken here: ``_next_audit_id``)."""
+    record_id: int | None = None
+    patient: str | bytes = event.patient_id
+    sealing = bool(event.patient_id) and sealer.active_key_id is not None
+    if sealing or not isinstance(conn, sqlite3.Connection):  # PostgreSQL: no id from NULL
+        record_id = _next_audit_id(conn)
+    if sealing:
         patient = sealer.seal(event.patient_id.encode(), aad("audit", "patient_id", str(record_id)))
     conn.execute(
-        "INSERT INTO audit (id, at, event, action, outcome, user, responsible, source_system,"
+        'INSERT INTO audit (id, at, event, action, outcome, "user", responsible, source_system,'
         " patient_id, object_type, object_id, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             record_id,
@@ -111,13 +122,13 @@ def insert_audit(
 
 
 def insert_message(
-    conn: sqlite3.Connection, sealer: Sealer, message: NewMessage, now: dt.datetime
+    conn: SqlConnection, sealer: Sealer, message: NewMessage, now: dt.datetime
 ) -> int | None:
     """Queue a message (INSERT OR IGNORE on its key); the new entry's id, None if it existed.
     A ``message.payload`` of ``SHARED`` carries the referral's own Bundle."""
     cursor = conn.execute(
         "INSERT OR IGNORE INTO outbox (idempotency_key, task_id, destination, state, created_at,"
-        " next_attempt_at, payload) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+        " next_attempt_at, payload) VALUES (?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
         (
             message.idempotency_key,
             message.task_id,
@@ -127,4 +138,26 @@ def insert_message(
             seal_payload(sealer, message.idempotency_key, message.payload),
         ),
     )
-    return cursor.lastrowid if cursor.rowcount == 1 else None
+    row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def known_referral(
+    conn: SqlConnection,
+    sealer: Sealer,
+    referral: NewReferral,
+    now: dt.datetime,
+    audit: AuditEvent | None,
+) -> Added | None:
+    """The stored referral with this key or Task (audited as a duplicate), or None."""
+    row = conn.execute(
+        "SELECT o.id, o.task_id FROM outbox o WHERE o.idempotency_key = ? UNION ALL"
+        " SELECT o.id, o.task_id FROM referral r JOIN outbox o"
+        " ON o.idempotency_key = r.idempotency_key WHERE r.task_id = ? LIMIT 1",
+        (referral.idempotency_key, referral.task_id),
+    ).fetchone()
+    if row is None:
+        return None
+    if audit is not None:
+        insert_audit(conn, sealer, replace(audit, outcome="duplicate"), now)
+    return Added(row["task_id"], row["id"], created=False)

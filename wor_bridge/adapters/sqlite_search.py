@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol
 
 from wor_bridge.adapters.sealing import Sealer
+from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_rows import from_ts, open_bundle, open_text, ts
 from wor_bridge.adapters.sqlite_schema import add_columns
 from wor_bridge.core.search import referral_keys
@@ -27,11 +28,15 @@ TASK_COLUMNS: Final = (
     " r.business_status, r.reason_code, r.reason_text, r.version, r.deadline_at,"
     " r.first_contact_at, r.alerted_at, r.received_at, r.updated_at"
 )
-_ADDED: Final = (
+SEARCH_COLUMNS: Final = (
     ("his_system", "TEXT NOT NULL DEFAULT ''"),
     ("his_value", "TEXT NOT NULL DEFAULT ''"),
     ("owner_id", "TEXT NOT NULL DEFAULT ''"),
     ("updated_at", "REAL"),
+)
+SEARCH_INDEXES: Final = (
+    "CREATE INDEX IF NOT EXISTS referral_his ON referral (his_value)",
+    "CREATE INDEX IF NOT EXISTS referral_updated ON referral (updated_at)",
 )
 _STATUS: Final = (
     "(CASE WHEN r.status = 'requested' AND COALESCE(r.business_status, '') = ''"
@@ -50,12 +55,12 @@ _EXPRESSIONS: Final = {
 class _Connected(Protocol):
     _sealer: Sealer
 
-    def _conn(self) -> sqlite3.Connection: ...
+    def _conn(self) -> SqlConnection: ...
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def _write(self) -> AbstractContextManager[SqlConnection]: ...
 
 
-def task_record(sealer: Sealer, row: sqlite3.Row) -> TaskRecord:
+def task_record(sealer: Sealer, row: Any) -> TaskRecord:
     """A ``TASK_COLUMNS`` row as the port's value (its sealed columns opened)."""
     task_id = row["task_id"]
     return TaskRecord(
@@ -82,7 +87,7 @@ def add_search_columns(conn: sqlite3.Connection) -> None:
     the step's transaction; a column already there is kept). A store this old was written in
     clear: ``his_value`` is filled in clear, and ``store rotate-key`` indexes it (blind) when
     encryption is turned on."""
-    add_columns(conn, "referral", _ADDED)
+    add_columns(conn, "referral", SEARCH_COLUMNS)
     rows = conn.execute(
         "SELECT task_id, bundle, received_at FROM referral WHERE updated_at IS NULL"
     ).fetchall()
@@ -93,12 +98,12 @@ def add_search_columns(conn: sqlite3.Connection) -> None:
             " updated_at = ? WHERE task_id = ?",
             (his_system, his_value, owner, received_at, task_id),
         )
-    conn.execute("CREATE INDEX IF NOT EXISTS referral_his ON referral (his_value)")
-    conn.execute("CREATE INDEX IF NOT EXISTS referral_updated ON referral (updated_at)")
+    for index in SEARCH_INDEXES:
+        conn.execute(index)
 
 
 def index_referral(
-    conn: sqlite3.Connection, sealer: Sealer, referral: NewReferral, now: dt.datetime
+    conn: SqlConnection, sealer: Sealer, referral: NewReferral, now: dt.datetime
 ) -> None:
     """Note a new referral's search keys (``his_value`` as a blind index when sealing) and
     ``updated_at`` (inside its insert transaction)."""
@@ -115,12 +120,12 @@ def index_referral(
     )
 
 
-def touch(conn: sqlite3.Connection, task_id: str, now: dt.datetime) -> None:
+def touch(conn: SqlConnection, task_id: str, now: dt.datetime) -> None:
     """The Task changed now."""
     conn.execute("UPDATE referral SET updated_at = ? WHERE task_id = ?", (ts(now), task_id))
 
 
-def touch_delivery(conn: sqlite3.Connection, entry_ids: list[int], now: dt.datetime) -> None:
+def touch_delivery(conn: SqlConnection, entry_ids: list[int], now: dt.datetime) -> None:
     """The referrals whose own outbox entries are ``entry_ids`` reached (or, just before a
     requeue, are leaving) a final delivery state changed now."""
     marks = ",".join("?" * len(entry_ids))
@@ -158,13 +163,13 @@ class SqliteSearchTables:
                     values = self._sealer.lookups(value) if column == "his_value" else (value,)
                     terms.append(f"{_EXPRESSIONS[column]} IN ({','.join('?' * len(values))})")
                     args += values
-                options.append("(" + (" AND ".join(terms) or "1") + ")")
-            clauses.append("(" + (" OR ".join(options) or "0") + ")")
+                options.append("(" + (" AND ".join(terms) or "TRUE") + ")")
+            clauses.append("(" + (" OR ".join(options) or "FALSE") + ")")
         for op, moment in ((">=", search.updated_from), ("<", search.updated_before)):
             if moment is not None:
                 clauses.append(f"r.updated_at {op} ?")
                 args.append(ts(moment))
-        where = " AND ".join(clauses) or "1"
+        where = " AND ".join(clauses) or "TRUE"
         joined = "FROM referral r JOIN outbox o ON o.idempotency_key = r.idempotency_key"
         conn = self._conn()
         total = conn.execute(f"SELECT COUNT(*) {joined} WHERE {where}", args).fetchone()[0]

@@ -17,23 +17,26 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from wor_bridge.adapters import migrations, sqlite_search
 from wor_bridge.adapters import sqlite_monitoring as monitoring
 from wor_bridge.adapters.sealing import PLAIN, Sealer, is_sealed
+from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_amend import SqliteAmendments
 from wor_bridge.adapters.sqlite_entries import ENTRY_SELECT, SqliteEntryReads, entry
 from wor_bridge.adapters.sqlite_files import private_file, unusable
 from wor_bridge.adapters.sqlite_monitoring import SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import SqliteOnceTable
 from wor_bridge.adapters.sqlite_ready import SqliteReadiness, read_only_error, rw_uri
+from wor_bridge.adapters.sqlite_replicas import SqliteReplicas
 from wor_bridge.adapters.sqlite_reseal import SqliteResealing, check_keys
 from wor_bridge.adapters.sqlite_retention import SqliteRetention
 from wor_bridge.adapters.sqlite_rows import (
     SHARED,
     insert_audit,
     insert_message,
+    known_referral,
     open_bundle,
     open_text,
     seal_bundle,
@@ -67,14 +70,22 @@ class SqliteOutboxStore(
     SqliteResealing,
     SqliteRetention,
     SqliteReadiness,
+    SqliteReplicas,
 ):
-    """``OutboxStore`` on one SQLite file; one connection per thread.
+    """``OutboxStore`` on one SQLite file; one connection per thread. The SQL is shared with
+    ``PostgresOutboxStore`` (``sql_conn``): engines differ in the class attributes below and in
+    ``_conn``/``_write``.
 
     ``sealer`` encrypts the columns with patient data (``adapters/sealing.py``; default
     ``PLAIN``: stored in clear); ``StoreError`` when it cannot open the store's newest sealed
     values (``sqlite_reseal.check_keys``). A new file is created owner-only (0600), and so are
     its ``-wal`` and ``-shm`` files (SQLite gives them the database file's mode).
     """
+
+    _claim_lock: ClassVar[str] = ""
+    """Appended to the claim's choice of rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+    _row_lock: ClassVar[str] = ""
+    """Appended to a read that a transaction then changes (PostgreSQL: ``FOR UPDATE``)."""
 
     def __init__(
         self, path: str | Path, *, busy_timeout_ms: int = 10_000, sealer: Sealer = PLAIN
@@ -87,12 +98,15 @@ class SqliteOutboxStore(
             private_file(self.path)  # before SQLite creates it: 0600, and so its -wal and -shm
             migrations.upgrade_sqlite(self.path)  # schema versions: adapters/migrations.py
             # held open: the file's inode number cannot go to another file meanwhile
-            check_keys(self._conn(), sealer, self.path)
+            check_keys(self._sqlite(), sealer, self.path)
             self._remember_file()  # the file the connections write to (check_writable)
         except (sqlite3.Error, OSError) as err:
             raise StoreError(unusable(self.path, err)) from None
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> SqlConnection:
+        return self._sqlite()
+
+    def _sqlite(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "read_only", False) and self._writable():
             self.close()  # opened while the file was read-only: SQLite fell back to reading
@@ -112,8 +126,11 @@ class SqliteOutboxStore(
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
+    def _write(self, *, durable: bool = True) -> Iterator[SqlConnection]:
+        """``BEGIN IMMEDIATE``; ``durable=False`` (a lease: its loss costs nothing) commits with
+        ``synchronous = NORMAL`` (no wait for the disk; the next durable commit flushes it)."""
+        conn = self._sqlite()
+        conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -139,16 +156,9 @@ class SqliteOutboxStore(
     ) -> Added:
         """Store referral + outbox entry (+ audit) in one transaction; a known key: the existing."""
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT o.id, o.task_id FROM outbox o WHERE o.idempotency_key = ? UNION ALL"
-                " SELECT o.id, o.task_id FROM referral r JOIN outbox o"
-                " ON o.idempotency_key = r.idempotency_key WHERE r.task_id = ? LIMIT 1",
-                (referral.idempotency_key, referral.task_id),
-            ).fetchone()
-            if row is not None:
-                if audit is not None:
-                    insert_audit(conn, self._sealer, replace(audit, outcome="duplicate"), now)
-                return Added(row["task_id"], row["id"], created=False)
+            known = known_referral(conn, self._sealer, referral, now, audit)
+            if known is not None:
+                return known
             inserted = conn.execute(
                 "INSERT OR IGNORE INTO referral (task_id, idempotency_key, source_system,"
                 " destination, mapping, patient_id, responsible, client_id, received_at, bundle,"
@@ -174,6 +184,10 @@ class SqliteOutboxStore(
                     ts(referral.deadline_at) if referral.deadline_at else None,
                 ),
             )
+            if inserted.rowcount != 1:  # another process's transaction stored it meanwhile
+                known = known_referral(conn, self._sealer, referral, now, audit)
+                if known is not None:
+                    return known
             sqlite_search.index_referral(conn, self._sealer, referral, now)
             # the Bundle is stored once, in referral.bundle (SHARED), unless that row was there
             payload = SHARED if inserted.rowcount == 1 else referral.bundle
@@ -195,16 +209,19 @@ class SqliteOutboxStore(
         self, owner: str, now: dt.datetime, lease_s: float, limit: int
     ) -> list[OutboxEntry]:
         """Lease due pending entries whose lease is free or expired."""
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             ids = conn.execute(
-                "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("
+                "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("  # noqa: S608 - a constant clause
                 " SELECT id FROM outbox o WHERE state = 'pending' AND next_attempt_at <= ?"
                 " AND (lease_until IS NULL OR lease_until <= ?)"
                 " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.task_id = o.task_id"
                 " AND e.destination = o.destination AND e.state = 'pending' AND e.id < o.id)"
-                " ORDER BY next_attempt_at, id LIMIT ?) RETURNING id",
-                (owner, ts(now) + lease_s, ts(now), ts(now), limit),
+                f" ORDER BY next_attempt_at, id LIMIT ?{self._claim_lock})"
+                " AND (lease_until IS NULL OR lease_until <= ?) RETURNING id",
+                (owner, ts(now) + lease_s, ts(now), ts(now), limit, ts(now)),
             ).fetchall()
+            if not ids:
+                return []
             marks = ",".join("?" * len(ids))
             rows = conn.execute(
                 f"{ENTRY_SELECT} WHERE o.id IN ({marks})",
@@ -357,7 +374,7 @@ class SqliteOutboxStore(
 
 
 def _requeue_refusal(
-    conn: sqlite3.Connection, entry_id: int, wanted: State, now: dt.datetime
+    conn: SqlConnection, entry_id: int, wanted: State, now: dt.datetime
 ) -> str | None:
     """``outbox.requeue_refusal`` for one entry, read inside the caller's transaction."""
     row = conn.execute(

@@ -5,12 +5,12 @@ class's per-thread connection and ``BEGIN IMMEDIATE`` transactions."""
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from contextlib import AbstractContextManager
 from typing import Protocol
 
 from wor_bridge.adapters import sqlite_monitoring as monitoring
 from wor_bridge.adapters.sealing import Sealer
+from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_rows import insert_audit, insert_message, seal_text, ts
 from wor_bridge.adapters.sqlite_search import TASK_COLUMNS, task_record, touch
 from wor_bridge.core.monitoring_facts import monitoring_key
@@ -20,9 +20,9 @@ from wor_bridge.records import AuditEvent, NewMessage, TaskRecord, TaskUpdate
 class _Connected(Protocol):
     _sealer: Sealer
 
-    def _conn(self) -> sqlite3.Connection: ...
+    def _conn(self) -> SqlConnection: ...
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def _write(self) -> AbstractContextManager[SqlConnection]: ...
 
 
 class SqliteTaskTables:
@@ -77,7 +77,7 @@ class SqliteTaskTables:
                     update.business_status,
                     update.reason_code,
                     seal_text(self._sealer, "referral", "reason_text", task_id, update.reason_text),
-                    int(update.first_contact),
+                    bool(update.first_contact),
                     ts(now),
                     task_id,
                     expected_version,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
@@ -23,17 +25,30 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wor-bridge-dispatcher", daemon=True)
+        self._unsubscribe: Callable[[], None] | None = None
+        concurrency = components.config.delivery.concurrency
+        self._workers = (
+            ThreadPoolExecutor(concurrency, thread_name_prefix="wor-bridge-delivery")
+            if concurrency > 1
+            else None
+        )
 
     def start(self) -> None:
-        """Start the worker thread."""
+        """Start the worker thread, woken also when another replica queues a message (where the
+        store can tell: PostgreSQL ``NOTIFY``; the interval is the fallback)."""
         self._thread.start()
+        self._unsubscribe = self._c.store.subscribe(self.wake)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Ask the worker to stop and wait for it."""
         self._stop.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
 
     def wake(self) -> None:
         """Run a round now (after an intake) instead of at the next interval."""
@@ -58,6 +73,8 @@ class Dispatcher:
             lease_s=c.config.delivery.lease_s,
             limit=service.dispatcher_batch,
             directory=delivery.Directory(c.directory, c.config.directory),
+            workers=self._workers,
+            concurrency=c.config.delivery.concurrency,
         )
         if self._metrics is not None:
             for attempt in attempts:

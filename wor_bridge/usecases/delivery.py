@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import structlog
@@ -136,83 +138,126 @@ def deliver_due(
     limit: int,
     jitter: Callable[[], float] = random.random,
     directory: Directory | None = None,
+    workers: Executor | None = None,
+    concurrency: int = 1,
 ) -> list[Attempt]:
     """Claim due entries and attempt each once; one bad entry never blocks the others.
 
     A destination with a ``directory`` block is sent where the directory replica says at this
     moment (or to its static endpoint); the audit record of the attempt names which.
+    With ``workers`` and ``concurrency`` > 1, that many loops of claim-send-record run at once
+    on ``workers`` (up to ``limit`` claims in all); per-Task order holds, as only the oldest
+    pending message of a Task can be claimed.
     """
-    attempts = []
-    for _ in range(limit):
-        # one entry per claim: each lease starts when its delivery starts, so a slow round
-        # cannot outlive the leases of entries it has not reached yet
-        claimed = store.claim_due(owner, clock.now(), lease_s, 1)
-        if not claimed:
-            break
-        entry = claimed[0]
-        started = time.monotonic()
-        sent: list[str] = []
-        outcome, source = _send(
-            entry, settings, transport, clock, directory, store=store, sent=sent
-        )
-        duration = time.monotonic() - started
-        if isinstance(outcome, Delivered):
-            faults.hit("after_send")
-        now = clock.now()
-        number = entry.attempts + 1
-        age_s = (now - (entry.requeued_at or entry.created_at)).total_seconds()
-        decision = outbox.decide(policy, outcome, number, age_s, jitter())
-        next_at = now + dt.timedelta(seconds=decision.delay_s or 0)
-        status = getattr(outcome, "status", None)
-        error = None if isinstance(outcome, Delivered) else outcome.reason
-        record = store.get_referral(entry.task_id)
-        notice = None
-        if decision.state == "dead" and record and record.idempotency_key == entry.idempotency_key:
-            # the referral itself is a dead letter: the GP record hears the Task failed
-            notice = delivery_notice.notice(
-                store, settings, entry.task_id, delivery_notice.FAILED, now
+    budget = _Budget(limit)
+
+    def work() -> list[Attempt]:
+        attempts = []
+        while budget.take():
+            # one entry per claim: each lease starts when its delivery starts, so a slow round
+            # cannot outlive the leases of entries it has not reached yet
+            claimed = store.claim_due(owner, clock.now(), lease_s, 1)
+            if not claimed:
+                budget.close()
+                break
+            attempts.append(
+                _attempt(
+                    claimed[0], store, settings, transport, clock, policy, owner, jitter, directory
+                )
             )
-        recorded = store.record_attempt(
-            entry.id,
-            owner,
-            now=now,
-            state=decision.state,
-            next_attempt_at=next_at,
-            status=status,
-            error=error,
-            audit=AuditEvent(
-                event="referral_delivery",
-                action="E",
-                outcome=outcome_name(outcome),
-                user=f"dispatcher:{owner}",
-                responsible=entry.destination,
-                source_system=record.source_system if record else "",
-                patient_id=record.patient_id if record else "",
-                object_type="Task",
-                object_id=entry.task_id,
-                detail=f"attempt {number}; {error or 'delivered'}"
-                + (f"; endpoint: {source}" if source else ""),
-            ),
-            message=notice,
-        )
-        log.info(
-            "delivery_attempted",
-            outbox_id=entry.id,
-            task_id=entry.task_id,
-            destination=entry.destination,
-            attempt=number,
-            status_code=status,
-            result=outcome_name(outcome),
-            state=decision.state,
-            duration_ms=round(duration * 1000, 1),
-            lease_kept=recorded,
-            request_id=_named(sent),
-            **({"endpoint": source} if source else {}),
-        )
-        attempts.append(
-            Attempt(entry.id, entry.destination, outcome, decision.state, number, duration)
-        )
-    return attempts
+        return attempts
+
+    if workers is None or concurrency <= 1:
+        return work()
+    rounds = [workers.submit(work) for _ in range(concurrency)]
+    return [attempt for done in rounds for attempt in done.result()]
+
+
+class _Budget:
+    """How many claims a round may still make, shared by its workers."""
+
+    def __init__(self, limit: int) -> None:
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            self._left -= 1
+            return self._left >= 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._left = 0
+
+
+def _attempt(  # noqa: PLR0917 - one delivery with everything it needs
+    entry: OutboxEntry,
+    store: OutboxStore,
+    settings: Settings,
+    transport: Transport,
+    clock: Clock,
+    policy: outbox.RetryPolicy,
+    owner: str,
+    jitter: Callable[[], float],
+    directory: Directory | None,
+) -> Attempt:
+    """Send one claimed entry and record the attempt (with its audit record)."""
+    started = time.monotonic()
+    sent: list[str] = []
+    outcome, source = _send(entry, settings, transport, clock, directory, store=store, sent=sent)
+    duration = time.monotonic() - started
+    if isinstance(outcome, Delivered):
+        faults.hit("after_send")
+    now = clock.now()
+    number = entry.attempts + 1
+    age_s = (now - (entry.requeued_at or entry.created_at)).total_seconds()
+    decision = outbox.decide(policy, outcome, number, age_s, jitter())
+    next_at = now + dt.timedelta(seconds=decision.delay_s or 0)
+    status = getattr(outcome, "status", None)
+    error = None if isinstance(outcome, Delivered) else outcome.reason
+    record = store.get_referral(entry.task_id)
+    notice = None
+    if decision.state == "dead" and record and record.idempotency_key == entry.idempotency_key:
+        # the referral itself is a dead letter: the GP record hears the Task failed
+        notice = delivery_notice.notice(store, settings, entry.task_id, delivery_notice.FAILED, now)
+    recorded = store.record_attempt(
+        entry.id,
+        owner,
+        now=now,
+        state=decision.state,
+        next_attempt_at=next_at,
+        status=status,
+        error=error,
+        audit=AuditEvent(
+            event="referral_delivery",
+            action="E",
+            outcome=outcome_name(outcome),
+            user=f"dispatcher:{owner}",
+            responsible=entry.destination,
+            source_system=record.source_system if record else "",
+            patient_id=record.patient_id if record else "",
+            object_type="Task",
+            object_id=entry.task_id,
+            detail=f"attempt {number}; {error or 'delivered'}"
+            + (f"; endpoint: {source}" if source else ""),
+        ),
+        message=notice,
+    )
+    log.info(
+        "delivery_attempted",
+        outbox_id=entry.id,
+        task_id=entry.task_id,
+        destination=entry.destination,
+        attempt=number,
+        status_code=status,
+        result=outcome_name(outcome),
+        state=decision.state,
+        duration_ms=round(duration * 1000, 1),
+        lease_kept=recorded,
+        request_id=_named(sent),
+        **({"endpoint": source} if source else {}),
+    )
+    return Attempt(entry.id, entry.destination, outcome, decision.state, number, duration)
 
 
 def _named(request_ids: list[str]) -> str | list[str] | None:

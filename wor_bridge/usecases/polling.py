@@ -127,7 +127,16 @@ class Poller:
         return rounds
 
     def poll(self, destination: Destination) -> Round:
-        """Poll one destination: search, apply each of our Tasks, then move its cursor."""
+        """Poll one destination: search, apply each of our Tasks, then move its cursor; unless
+        another process on the store polls it right now (then nothing, ``error`` says so)."""
+        with self._c.store.exclusive(f"poll|{destination.id}") as held:
+            if not held:
+                log.info("poll_round_skipped", destination=destination.id, reason="busy")
+                cursor = self._c.store.poll_cursor(destination.id)
+                return Round(destination.id, 0, 0, 0, 0, 0, 0, False, cursor, "polled elsewhere")
+            return self._poll(destination)
+
+    def _poll(self, destination: Destination) -> Round:
         started = time.monotonic()
         store = self._c.store
         old = store.poll_cursor(destination.id)

@@ -1,0 +1,73 @@
+"""``[store]``: the backend, a DSN from the environment or a file, and clear start-up errors that
+never repeat the DSN (it may hold a password)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.service_harness import write_config
+from wor_bridge import bootstrap
+from wor_bridge.adapters.postgres_store import PostgresOutboxStore
+from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
+from wor_bridge.config import load_app
+from wor_bridge.errors import ConfigError
+
+SECRET = "not-a-real-password-3141"
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        ({"backend": "postgresql"}, "exactly one of dsn"),
+        ({"backend": "postgresql", "dsn": "x", "dsn_file": "f"}, "exactly one of dsn"),
+        ({"backend": "sqlite", "dsn": f"password={SECRET}"}, "for backend postgresql"),
+        ({"backend": "mysql"}, "store.backend"),
+    ],
+)
+def test_a_store_section_that_does_not_add_up_is_refused(
+    tmp_path: Path, store: dict[str, str], message: str
+) -> None:
+    """Missing, double or misplaced DSNs and unknown backends stop the start, DSN not echoed."""
+    config = write_config(tmp_path, "http://127.0.0.1:9/fhir", store=store)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_app(config)
+    assert SECRET not in str(caught.value)
+
+
+def test_an_unreadable_dsn_file_or_unreachable_database_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    """A missing ``dsn_file``, or a database that refuses, is a ConfigError without the DSN."""
+    missing = write_config(
+        tmp_path, "http://127.0.0.1:9/fhir", store={"backend": "postgresql", "dsn_file": "no"}
+    )
+    with pytest.raises(ConfigError, match="dsn_file: cannot read"):
+        bootstrap.load(missing)
+    (tmp_path / "dsn").write_text(
+        f"host=127.0.0.1 port=1 user=x password={SECRET} connect_timeout=1", encoding="utf-8"
+    )
+    refused = write_config(
+        tmp_path, "http://127.0.0.1:9/fhir", store={"backend": "postgresql", "dsn_file": "dsn"}
+    )
+    with pytest.raises(ConfigError, match="PostgreSQL unusable") as caught:
+        bootstrap.load(refused)
+    assert SECRET not in str(caught.value)
+
+
+def test_the_dsn_from_the_environment_wires_a_postgresql_store(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``WOR_BRIDGE_STORE__DSN`` with ``backend = "postgresql"`` gives the PostgreSQL store;
+    the default stays SQLite."""
+    config = write_config(tmp_path, "http://127.0.0.1:9/fhir", store={"backend": "postgresql"})
+    monkeypatch.setenv("WOR_BRIDGE_STORE__DSN", pg_dsn)
+    components = bootstrap.load(config)
+    assert isinstance(components.store, PostgresOutboxStore)
+    components.store.ping()
+    components.store.close()
+    monkeypatch.delenv("WOR_BRIDGE_STORE__DSN")
+    plain = bootstrap.load(write_config(tmp_path, "http://127.0.0.1:9/fhir"))
+    assert type(plain.store) is SqliteOutboxStore
+    plain.store.close()

@@ -1,0 +1,168 @@
+"""PostgreSQL implementation of ``OutboxStore`` (and ``MonitoringReader``): the SQLite store's
+SQL on a psycopg 3 connection pool, shared by every replica of the service.
+
+The statements are ``SqliteOutboxStore``'s and its mixins' (translated by ``postgres_db``); what
+differs: claims choose their rows ``FOR UPDATE SKIP LOCKED`` (replicas never wait on each other's
+claims, and a lease is held by one owner), an amendment reads its Task ``FOR UPDATE``, and every
+concurrent path is decided by a unique key or a conditional ``UPDATE`` in the database (READ
+COMMITTED): the same referral stored twice at once is one referral (``ON CONFLICT``), a deadline
+alert is flagged once (``alerted_at IS NULL``), a ``jti`` is used once (primary key). Monitoring
+tallies are counted by the pure path (``core.monitoring_grid``) over the stored trajectories.
+
+Dispatchers are woken by ``LISTEN``/``NOTIFY`` (``subscribe``), with their polling as fallback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import ClassVar
+
+from wor_bridge.adapters import migrations, postgres_schema, sqlite_retention
+from wor_bridge.adapters.postgres_db import Database
+from wor_bridge.adapters.sealing import PLAIN, Sealer
+from wor_bridge.adapters.sql_conn import SqlConnection
+from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
+from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
+from wor_bridge.core.monitoring_grid import Breakdown, Tally, tallies, visible
+from wor_bridge.core.monitoring_period import Period
+from wor_bridge.errors import StoreError
+from wor_bridge.ports import DirectoryReplica, OutboxStore
+from wor_bridge.records import AuditEvent, PurgeCounts
+
+
+class PostgresOutboxStore(SqliteOutboxStore):
+    """``OutboxStore`` on one PostgreSQL database (``dsn``: a libpq connection string)."""
+
+    _claim_lock: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
+    _row_lock: ClassVar[str] = " FOR UPDATE"
+
+    def __init__(
+        self, dsn: str, *, pool_size: int = 10, migrate: bool = True, sealer: Sealer = PLAIN
+    ) -> None:
+        """Open the pool (raises ``psycopg.OperationalError`` at once when the database cannot
+        be reached) and bring the schema up to date unless ``migrate`` is False; ``sealer``
+        encrypts the columns with patient data, as in the SQLite store."""
+        if sealer.active_key_id is not None:
+            raise StoreError(
+                'encryption = "aes-gcm" is not available on PostgreSQL yet (its sealed text'
+                " columns are SQLite's dynamic types): use the database's own encryption at rest"
+                ' and encryption = "off"'
+            )
+        self.path = "postgresql"
+        self._sealer = sealer
+        self.db = Database(dsn, pool_size=pool_size)
+        self._listeners: list[threading.Event] = []
+        if migrate:
+            migrations.upgrade_postgres(self.db)
+
+    def _conn(self) -> SqlConnection:
+        return self.db.reader
+
+    @contextmanager
+    def _write(self, *, durable: bool = True) -> Iterator[SqlConnection]:
+        with self.db.write() as conn:
+            if not durable:  # a lease: its loss in a crash costs nothing
+                conn.execute("SET LOCAL synchronous_commit = off")
+            yield conn
+
+    def close(self) -> None:
+        """Stop the listeners and close the pool."""
+        for stop in self._listeners:
+            stop.set()
+        self.db.close()
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """``pg_try_advisory_lock`` on a key drawn from ``name``, held on one pooled connection
+        for the block (released by PostgreSQL too if that connection dies)."""
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
+        with self.db.pool.connection() as conn:
+            held = bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
+            try:
+                yield held
+            finally:
+                if held:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def purge(
+        self,
+        payload_before: dt.datetime,
+        audit_before: dt.datetime,
+        now: dt.datetime,
+        *,
+        audit: AuditEvent | None = None,
+        dry_run: bool = False,
+    ) -> PurgeCounts:
+        """See ``OutboxStore.purge``: the SQLite store's one transaction, without its file
+        steps (``secure_delete``, WAL checkpoint): on PostgreSQL the old row versions stay in
+        the table files until ``VACUUM`` (autovacuum) reclaims them, and in the WAL and its
+        archive for their retention (README, Several replicas and PostgreSQL). One replica
+        purges at a time (an advisory lock); another that finds it held purges nothing."""
+        with self.exclusive("retention-purge") as held:
+            if not held:
+                return PurgeCounts(0, 0, 0)
+            return sqlite_retention.purge_rows(
+                self, payload_before, audit_before, now, audit=audit, dry_run=dry_run
+            )
+
+    def subscribe(self, wake: Callable[[], None], retry_s: float = 5.0) -> Callable[[], None]:
+        """Call ``wake`` when any replica queues a message (``NOTIFY``), from a daemon thread
+        that reconnects after ``retry_s``; returns the function that stops it."""
+        stop = threading.Event()
+        self._listeners.append(stop)
+        threading.Thread(
+            target=self.db.listen,
+            args=(wake, stop, retry_s),
+            name="wor-bridge-store-listen",
+            daemon=True,
+        ).start()
+        return stop.set
+
+    def tallies(
+        self,
+        *,
+        period: Period,
+        breakdown: Breakdown,
+        now: dt.datetime,
+        since: dt.date | None = None,
+        until: dt.date | None = None,
+        where: Mapping[str, str] | None = None,
+    ) -> dict[str, Tally]:
+        """The pure path: ``monitoring_grid.tallies`` over the visible stored trajectories."""
+        rows = self.trajectories(since, until)
+        return tallies([t for t in rows if visible(t, where)], period, breakdown, now)
+
+
+def _conforms(store: PostgresOutboxStore) -> OutboxStore:
+    """Lets mypy check that the class implements the port."""
+    return store
+
+
+class PostgresDirectoryReplica(SqliteDirectoryReplica):
+    """``DirectoryReplica`` in the PostgreSQL store's database (its pool, its schema)."""
+
+    _apply_lock: ClassVar[str] = f"SELECT pg_advisory_xact_lock({postgres_schema.LOCK_KEY + 1})"
+
+    def __init__(self, store: PostgresOutboxStore) -> None:
+        self.path = store.path
+        self._db = store.db
+
+    def _conn(self) -> SqlConnection:
+        return self._db.reader
+
+    @contextmanager
+    def _write(self) -> Iterator[SqlConnection]:
+        with self._db.write() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Nothing of its own to close (the store owns the pool)."""
+
+
+def _replica_conforms(replica: PostgresDirectoryReplica) -> DirectoryReplica:
+    """Lets mypy check that the class implements the port."""
+    return replica
