@@ -205,6 +205,13 @@ def _requeued_at(conn: Any) -> None:
     sqlite_schema.add_columns(conn, "outbox", (("requeued_at", "REAL"),))
 
 
+_DEADLINE_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS referral_deadline ON referral (deadline_at)"
+    " WHERE alerted_at IS NULL AND first_contact_at IS NULL;"
+)
+"""``overdue_tasks`` runs every ``deadline_check_interval_s`` in every process: without it, a
+scan of every referral ever stored (290 ms at 1,000,000 rows on PostgreSQL)."""
+
 STEPS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -238,6 +245,14 @@ STEPS: Final[tuple[Migration, ...]] = (
         {
             "sqlite": sqlite_monitoring_derived.add_derived,
             "postgresql": sqlite_monitoring_derived.PG_DERIVED,
+        },
+    ),
+    Migration(
+        10,
+        "index of the Tasks a deadline alert may be due for",
+        {
+            "sqlite": _DEADLINE_INDEX,
+            "postgresql": _DEADLINE_INDEX,
         },
     ),
 )
