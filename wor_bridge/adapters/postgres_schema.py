@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+import psycopg
+
 from wor_bridge.adapters import sqlite_directory, sqlite_schema, sqlite_search
 from wor_bridge.adapters.postgres_db import CHANNEL, Database, PgSession
 from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA
@@ -146,8 +148,9 @@ class PostgresBackend:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """``pg_advisory_lock`` on one pooled connection until the upgrade ends."""
-        with self.db.pool.connection() as conn:
+        """``pg_advisory_lock`` on a connection of its own (not the pool's: the steps borrow
+        from the pool meanwhile, which may hold one connection) until the upgrade ends."""
+        with psycopg.connect(self.db.dsn, autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
             try:
                 yield

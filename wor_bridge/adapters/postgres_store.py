@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import ClassVar
 
+import psycopg
+
 from wor_bridge.adapters import migrations, postgres_schema, sqlite_retention
 from wor_bridge.adapters.postgres_db import Database
 from wor_bridge.adapters.sealing import PLAIN, Sealer
@@ -77,10 +79,11 @@ class PostgresOutboxStore(SqliteOutboxStore):
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[bool]:
-        """``pg_try_advisory_lock`` on a key drawn from ``name``, held on one pooled connection
-        for the block (released by PostgreSQL too if that connection dies)."""
+        """``pg_try_advisory_lock`` on a key drawn from ``name``, held for the block on a
+        connection of its own (not the pool's, which the block uses; released by PostgreSQL too
+        if that connection dies)."""
         key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
-        with self.db.pool.connection() as conn:
+        with psycopg.connect(self.db.dsn, autocommit=True) as conn:
             held = bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
             try:
                 yield held
