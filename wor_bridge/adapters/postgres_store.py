@@ -84,7 +84,8 @@ class PostgresOutboxStore(SqliteOutboxStore):
         if that connection dies)."""
         key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
         with psycopg.connect(self.db.dsn, autocommit=True) as conn:
-            held = bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            held = row is not None and bool(row[0])
             try:
                 yield held
             finally:
