@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests import sealed
 from tests.service_harness import write_config
 from wor_bridge import bootstrap
 from wor_bridge.adapters.postgres_store import PostgresOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import load_app
-from wor_bridge.errors import ConfigError
+from wor_bridge.errors import ConfigError, StoreError
 
 SECRET = "not-a-real-password-3141"
 
@@ -71,3 +72,21 @@ def test_the_dsn_from_the_environment_wires_a_postgresql_store(
     plain = bootstrap.load(write_config(tmp_path, "http://127.0.0.1:9/fhir"))
     assert type(plain.store) is SqliteOutboxStore
     plain.store.close()
+
+
+def test_encryption_at_rest_on_postgresql_is_refused_for_now(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``aes-gcm`` with the PostgreSQL backend stops the start with a message naming the
+    alternative (the sealed text columns rely on SQLite's dynamic types)."""
+    (tmp_path / "store.keys").write_text(sealed.entries("k1"), encoding="utf-8")
+    config = write_config(
+        tmp_path,
+        "http://127.0.0.1:9/fhir",
+        store={"backend": "postgresql", "encryption": "aes-gcm", "key_file": "store.keys"},
+    )
+    monkeypatch.setenv("WOR_BRIDGE_STORE__DSN", pg_dsn)
+    with pytest.raises(ConfigError, match="not available on PostgreSQL"):
+        bootstrap.load(config)
+    with pytest.raises(StoreError, match="not available on PostgreSQL"):
+        PostgresOutboxStore(pg_dsn, sealer=sealed.sealer())
