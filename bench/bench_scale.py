@@ -199,7 +199,9 @@ def drain_part(work: Path, n: int, concurrency: int) -> dict[str, Any]:
     sqlite = open_store("sqlite", sqlite_path)
     fill(config, sqlite, "D", n)
     with receiver() as bare_sim:
-        bare = load("bare", "--store", sqlite_path, "--url", bare_sim.base_url)
+        bare = load(
+            "bare", "--store", sqlite_path, "--config", str(config), "--url", bare_sim.base_url
+        )
     results["bare_per_s"] = bare["rate_per_s"]
     with database() as dsn:
         pg = open_store("postgresql", dsn)
