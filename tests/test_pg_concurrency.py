@@ -148,3 +148,21 @@ def test_a_message_queued_by_one_replica_wakes_the_other(
         assert woken.wait(10)
     finally:
         stop()
+
+
+def test_the_write_probe_tells_a_writable_database_from_a_read_only_one(
+    pair: tuple[PostgresOutboxStore, PostgresOutboxStore],
+) -> None:
+    """``check_writable``: None while commits work; ``store-not-writable`` once the database
+    only accepts read-only transactions (as a standby does)."""
+    first, _ = pair
+    assert first.check_writable() is None
+    assert first.check_writable(probe=False) is None
+    name = first.db.reader.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    first.db.reader.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    try:
+        reader = PostgresOutboxStore(first.db.dsn, pool_size=1, migrate=False)
+        assert reader.check_writable() == "store-not-writable"
+        reader.close()
+    finally:
+        first.db.reader.execute(f"ALTER DATABASE {name} RESET default_transaction_read_only")

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from wor_bridge.adapters import migrations, postgres_schema, sqlite_retention
 from wor_bridge.adapters.postgres_db import Database
@@ -112,6 +113,24 @@ class PostgresOutboxStore(SqliteOutboxStore):
             return sqlite_retention.purge_rows(
                 self, payload_before, audit_before, now, audit=audit, dry_run=dry_run
             )
+
+    def check_writable(self, min_free_bytes: int = 0, *, probe: bool = True) -> str | None:
+        """Whether a write acknowledged now is durable: None, or ``store-not-writable``. The
+        files and the disk are the database server's (``min_free_bytes`` does not apply); with
+        ``probe``, a transaction of its own runs an ``UPDATE`` (of no row), takes a transaction id
+        and commits synchronously: that fails on a read-only database or standby, a full WAL
+        disk, a lost server. Never raises; names no DSN."""
+        del min_free_bytes
+        if not probe:
+            return None
+        try:
+            with self._write() as conn:
+                conn.execute("SET LOCAL synchronous_commit = on")
+                conn.execute("UPDATE schema_version SET name = name WHERE version < 0")
+                conn.execute("SELECT txid_current()")
+        except (psycopg.Error, PoolTimeout):
+            return "store-not-writable"
+        return None
 
     def subscribe(self, wake: Callable[[], None], retry_s: float = 5.0) -> Callable[[], None]:
         """Call ``wake`` when any replica queues a message (``NOTIFY``), from a daemon thread
