@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import ClassVar
 
 
 def _nothing() -> None:
@@ -13,7 +14,13 @@ def _nothing() -> None:
 
 
 class SqliteReplicas:
-    """``subscribe`` and ``exclusive`` of the port, for one process."""
+    """``subscribe`` and ``exclusive`` of the port, for one process; and the SQL the engines
+    differ in (the PostgreSQL store overrides these)."""
+
+    _claim_lock: ClassVar[str] = ""
+    """Appended to the claim's choice of rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+    _row_lock: ClassVar[str] = ""
+    """Appended to a read that a transaction then changes (PostgreSQL: ``FOR UPDATE``)."""
 
     def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
         """SQLite cannot notify other processes: their dispatchers poll. A no-op."""

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from wor_bridge.adapters import migrations, sqlite_search
 from wor_bridge.adapters import sqlite_monitoring as monitoring
@@ -72,20 +72,14 @@ class SqliteOutboxStore(
     SqliteReadiness,
     SqliteReplicas,
 ):
-    """``OutboxStore`` on one SQLite file; one connection per thread. The SQL is shared with
-    ``PostgresOutboxStore`` (``sql_conn``): engines differ in the class attributes below and in
-    ``_conn``/``_write``.
+    """``OutboxStore`` on one SQLite file; one connection per thread. Its SQL is shared with
+    ``PostgresOutboxStore`` (``sql_conn``; engines differ in ``SqliteReplicas``, ``_write``).
 
     ``sealer`` encrypts the columns with patient data (``adapters/sealing.py``; default
     ``PLAIN``: stored in clear); ``StoreError`` when it cannot open the store's newest sealed
     values (``sqlite_reseal.check_keys``). A new file is created owner-only (0600), and so are
     its ``-wal`` and ``-shm`` files (SQLite gives them the database file's mode).
     """
-
-    _claim_lock: ClassVar[str] = ""
-    """Appended to the claim's choice of rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
-    _row_lock: ClassVar[str] = ""
-    """Appended to a read that a transaction then changes (PostgreSQL: ``FOR UPDATE``)."""
 
     def __init__(
         self, path: str | Path, *, busy_timeout_ms: int = 10_000, sealer: Sealer = PLAIN
