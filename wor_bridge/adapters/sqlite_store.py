@@ -30,6 +30,7 @@ from wor_bridge.adapters.sqlite_monitoring import SqliteMonitoringTables
 from wor_bridge.adapters.sqlite_once import SqliteOnceTable
 from wor_bridge.adapters.sqlite_ready import SqliteReadiness, read_only_error, rw_uri
 from wor_bridge.adapters.sqlite_replicas import SqliteReplicas
+from wor_bridge.adapters.sqlite_requeue import requeue_refusal
 from wor_bridge.adapters.sqlite_reseal import SqliteResealing, check_keys
 from wor_bridge.adapters.sqlite_retention import SqliteRetention
 from wor_bridge.adapters.sqlite_rows import (
@@ -45,7 +46,6 @@ from wor_bridge.adapters.sqlite_rows import (
 )
 from wor_bridge.adapters.sqlite_search import SqliteSearchTables
 from wor_bridge.adapters.sqlite_tasks import SqliteTaskTables
-from wor_bridge.core import outbox
 from wor_bridge.core.outbox import State
 from wor_bridge.errors import StoreError
 from wor_bridge.ports import OutboxStore, ResealingStore
@@ -314,7 +314,7 @@ class SqliteOutboxStore(
         results: dict[int, str | None] = {}
         with self._write() as conn:
             for entry_id in dict.fromkeys(entry_ids):
-                results[entry_id] = refusal = _requeue_refusal(conn, entry_id, wanted, now)
+                results[entry_id] = refusal = requeue_refusal(conn, entry_id, wanted, now)
                 if refusal is not None:
                     continue
                 sqlite_search.touch_delivery(conn, [entry_id], now)  # it leaves its final state
@@ -365,40 +365,6 @@ class SqliteOutboxStore(
     def ping(self) -> None:
         """Run a trivial query; raises sqlite3.Error when the store is unusable."""
         self._conn().execute("SELECT 1").fetchone()
-
-
-def _requeue_refusal(
-    conn: SqlConnection, entry_id: int, wanted: State, now: dt.datetime
-) -> str | None:
-    """``outbox.requeue_refusal`` for one entry, read inside the caller's transaction."""
-    row = conn.execute(
-        "SELECT o.state, o.task_id, o.destination, o.purged_at, r.status AS task_status"
-        " FROM outbox o"
-        " LEFT JOIN referral r ON r.idempotency_key = o.idempotency_key WHERE o.id = ?",
-        (entry_id,),
-    ).fetchone()
-    if row is None:
-        return "unknown"
-    later = [
-        outbox.Neighbour(
-            state=cast(State, n["state"]),
-            attempts=n["attempts"],
-            last_status=n["last_status"],
-            leased=n["lease_until"] is not None and n["lease_until"] > ts(now),
-        )
-        for n in conn.execute(
-            "SELECT state, attempts, last_status, lease_until FROM outbox"
-            " WHERE task_id = ? AND destination = ? AND id > ?",
-            (row["task_id"], row["destination"], entry_id),
-        )
-    ]
-    return outbox.requeue_refusal(
-        cast(State, row["state"]),
-        wanted,
-        later,
-        row["task_status"],
-        purged=row["purged_at"] is not None,
-    )
 
 
 def _conforms(store: SqliteOutboxStore) -> tuple[OutboxStore, ResealingStore]:
