@@ -13,8 +13,9 @@ tables hold no BSN, name, address, birth date, referral number or free text, and
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Mapping
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_monitoring_derived import (
@@ -298,6 +299,6 @@ class SqliteMonitoringTables:
     ) -> dict[str, Tally]:
         """The tallies of the referrals authored in ``[since, until)`` visible in ``where``
         (counted by SQLite: ``sqlite_tallies.count_window``)."""
-        return count_window(
-            self._conn(), period, breakdown, now, since=since, until=until, where=where
-        )
+        conn = self._conn()
+        assert isinstance(conn, sqlite3.Connection)  # noqa: S101 - PostgreSQL counts its own way
+        return count_window(conn, period, breakdown, now, since=since, until=until, where=where)

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from wor_bridge.adapters import sqlite_schema
+from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.core.monitoring_grid import days
 
 DERIVED: Final = (
@@ -70,13 +71,13 @@ def contact_days(received_at: float, first_contact_at: float | None) -> float | 
     return days(at(received_at, utc), at(first_contact_at, utc))
 
 
-def reasons_of(conn: sqlite3.Connection, key: str) -> str | None:
+def reasons_of(conn: SqlConnection, key: str) -> str | None:
     """A referral's reasons as stored in ``monitoring_reason``, encoded."""
     rows = conn.execute("SELECT code FROM monitoring_reason WHERE key = ?", (key,))
     return encode_reasons(code for (code,) in rows)
 
 
-def activities_of(conn: sqlite3.Connection, key: str) -> str | None:
+def activities_of(conn: SqlConnection, key: str) -> str | None:
     """A referral's activities as stored in ``monitoring_activity``, encoded."""
     rows = conn.execute("SELECT category, role FROM monitoring_activity WHERE key = ?", (key,))
     return encode_activities((c, r) for c, r in rows)
