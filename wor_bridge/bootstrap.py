@@ -22,7 +22,15 @@ from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import AppConfig, load_app
 from wor_bridge.core.outbox import RetryPolicy
 from wor_bridge.errors import ConfigError, OperationError
-from wor_bridge.ports import Clock, DirectoryReplica, MonitoringReader, OutboxStore, Transport
+from wor_bridge.ports import (
+    AccountStore,
+    AuditReader,
+    Clock,
+    DirectoryReplica,
+    MonitoringReader,
+    OutboxStore,
+    Transport,
+)
 
 log = structlog.get_logger("wor_bridge.store")
 
@@ -49,6 +57,10 @@ class Components:
     """The care-services directory replica (with ``[directory]``; in the store's file)."""
     monitoring: MonitoringReader | None = None
     """The monitoring tables (in the store's file): what reports are computed from."""
+    accounts: AccountStore | None = None
+    """Console accounts and sessions (in the store's file; ``wor_bridge.console``)."""
+    audit: AuditReader | None = None
+    """The audit trail searched by the console (in the store's file)."""
 
 
 def build(config: AppConfig, *, read_clear: bool = False, create: bool = True) -> Components:
@@ -59,7 +71,11 @@ def build(config: AppConfig, *, read_clear: bool = False, create: bool = True) -
     instead of being created: an empty new store would answer "nothing pending" for the wrong
     file.
     """
-    missing = [d.id for d in config.core.destinations if not d.endpoint and not d.directory]
+    missing = [
+        d.id
+        for d in config.core.destinations
+        if not d.endpoint and not d.directory and d.type != "inbox"
+    ]
     if missing:
         raise ConfigError(f"{config.path}: destinations without an endpoint: {missing}")
     for dest in config.core.destinations:
@@ -89,6 +105,8 @@ def build(config: AppConfig, *, read_clear: bool = False, create: bool = True) -
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
         directory=directory,
         monitoring=store,
+        accounts=store,
+        audit=store,
     )
 
 

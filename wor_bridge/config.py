@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from wor_bridge import config_sources
 from wor_bridge.config_files import describe, load_codesystem, load_mapping
+from wor_bridge.core.account import ConsoleSettings
 from wor_bridge.core.directory import DirectorySettings, check_destinations
 from wor_bridge.core.retention import RetentionSettings
 from wor_bridge.core.settings import DEFAULT_PATIENT_RULES, MappingFile, Settings
@@ -108,6 +109,7 @@ class ServiceSettings(_Model):
     """Not ready (intake 503) below this free space where the store writes (0: not checked)."""
     readiness_probe_s: float = Field(default=5.0, gt=0, le=300)
     """At most one write probe of the store per this many seconds (``/readyz``, intake)."""
+    console: ConsoleSettings = ConsoleSettings()  # [service.console]: the browser console
 
 
 class ClientSettings(_Model):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
+from wor_bridge.core.account import Account, Session
 from wor_bridge.core.delivery import HttpRequest, HttpResponse
 from wor_bridge.core.directory import DirectoryRecord, SyncState
 from wor_bridge.core.monitoring_facts import Trajectory
@@ -23,6 +24,8 @@ from wor_bridge.records import (
     Added,
     Amendment,
     AuditEvent,
+    AuditQuery,
+    AuditRecord,
     NewMessage,
     NewReferral,
     OutboxEntry,
@@ -333,4 +336,62 @@ class ResealingStore(Protocol):
     def audit_keys(self) -> dict[str, int]:
         """Audit records with a patient identifier per key that sealed them (``clear``: not
         sealed); audit records are append-only and keep their key."""
+        ...
+
+
+class AuditReader(Protocol):
+    """Searches the append-only audit trail (the console's audit search and the NEN 7513 answer
+    to "who accessed this patient's data")."""
+
+    def find_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """The records matching ``query``, newest first, at most ``query.limit``."""
+        ...
+
+
+class AccountStore(Protocol):
+    """Console accounts, their sessions and failed sign-ins (in the store's file)."""
+
+    def add_account(self, account: Account, now: dt.datetime) -> bool:
+        """Store a new account; False when the username is taken."""
+        ...
+
+    def get_account(self, username: str) -> Account | None:
+        """The account, or None."""
+        ...
+
+    def change_account(self, account: Account) -> bool:
+        """Replace a stored account's fields (by username); False when unknown. Ends its
+        sessions when it is disabled or its password changes."""
+        ...
+
+    def list_accounts(self) -> list[Account]:
+        """Every account, by username."""
+        ...
+
+    def add_session(self, session: Session) -> None:
+        """Store a new session."""
+        ...
+
+    def get_session(self, id_hash: str) -> Session | None:
+        """The session with this id hash, or None."""
+        ...
+
+    def touch_session(self, id_hash: str, now: dt.datetime) -> None:
+        """Mark the session used at ``now`` (its idle timeout starts again)."""
+        ...
+
+    def end_session(self, id_hash: str) -> None:
+        """Forget the session (sign-out, timeout)."""
+        ...
+
+    def add_login_failure(self, key: str, now: dt.datetime) -> None:
+        """Remember one failed sign-in for ``key`` (``user:<name>`` or ``addr:<ip>``)."""
+        ...
+
+    def login_failures(self, key: str, since: dt.datetime) -> int:
+        """Failed sign-ins for ``key`` at or after ``since`` (older ones are forgotten)."""
+        ...
+
+    def clear_login_failures(self, key: str) -> None:
+        """Forget the failed sign-ins for ``key`` (after a successful one)."""
         ...

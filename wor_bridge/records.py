@@ -236,3 +236,25 @@ class PurgeCounts:
     def detail(self) -> str:
         """The counts as the purge's audit record states them."""
         return f"referrals={self.referrals} payloads={self.payloads} audit={self.audit}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """An audit search (NEN 7513: a patient's access request, an operator's look-up): every
+    given field must match; ``since`` inclusive, ``until`` exclusive; newest first."""
+
+    patient_id: str | None = None
+    user: str | None = None
+    object_id: str | None = None
+    event: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One stored audit record and when it was made."""
+
+    at: dt.datetime
+    event: AuditEvent

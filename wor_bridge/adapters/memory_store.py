@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from wor_bridge.adapters.memory_accounts import AccountRows, MemoryAccountTables
 from wor_bridge.adapters.memory_amend import MemoryAmendments
 from wor_bridge.adapters.memory_monitoring import MemoryMonitoringTables, MonitoringRows
 from wor_bridge.adapters.memory_retention import MemoryRetention
@@ -40,7 +41,12 @@ from wor_bridge.records import (
 
 
 class MemoryOutboxStore(
-    MemoryTaskTables, MemorySearchTables, MemoryMonitoringTables, MemoryAmendments, MemoryRetention
+    MemoryTaskTables,
+    MemorySearchTables,
+    MemoryMonitoringTables,
+    MemoryAmendments,
+    MemoryRetention,
+    MemoryAccountTables,
 ):
     """``OutboxStore`` in dictionaries, thread-safe, with ``SqliteOutboxStore``'s semantics."""
 
@@ -58,6 +64,7 @@ class MemoryOutboxStore(
         self._items: dict[str, str] = {}
         self._once: dict[str, float] = {}
         self._monitoring = MonitoringRows()
+        self._account_rows = AccountRows()
 
     def close(self) -> None:
         """Nothing to release (kept for parity with ``SqliteOutboxStore``)."""

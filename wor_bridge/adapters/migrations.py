@@ -46,6 +46,7 @@ from wor_bridge.adapters import (
     sqlite_search,
 )
 from wor_bridge.adapters.postgres_db import Database
+from wor_bridge.adapters.sqlite_accounts import ACCOUNT_SCHEMA
 from wor_bridge.adapters.sqlite_monitoring import MONITORING_SCHEMA
 from wor_bridge.adapters.sqlite_once import ONCE_SCHEMA
 from wor_bridge.adapters.sqlite_retention import add_retention
@@ -254,6 +255,11 @@ STEPS: Final[tuple[Migration, ...]] = (
             "sqlite": _DEADLINE_INDEX,
             "postgresql": _DEADLINE_INDEX,
         },
+    ),
+    Migration(
+        11,
+        "console accounts, sessions, failed sign-ins",
+        {"sqlite": ACCOUNT_SCHEMA, "postgresql": postgres_schema.ddl_step(ACCOUNT_SCHEMA)},
     ),
 )
 """Every step, oldest first; a new step is appended with the next number and a body for every

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -78,6 +78,16 @@ def ddl(schema: str) -> list[str]:
     text = re.sub(r"(?m)^(\s*)user TEXT", r'\1"user" TEXT', text)
     text = text.replace(") WITHOUT ROWID;", ");")
     return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def ddl_step(schema: str) -> Callable[[PgSession], None]:
+    """A ``Migration`` body that runs ``ddl(schema)`` (one SQLite schema text, translated)."""
+
+    def step(conn: PgSession) -> None:
+        for statement in ddl(schema):
+            conn.execute(statement)
+
+    return step
 
 
 def baseline() -> list[str]:

@@ -23,6 +23,7 @@ from wor_bridge.adapters import migrations, sqlite_search
 from wor_bridge.adapters import sqlite_monitoring as monitoring
 from wor_bridge.adapters.sealing import PLAIN, Sealer, is_sealed
 from wor_bridge.adapters.sql_conn import SqlConnection
+from wor_bridge.adapters.sqlite_accounts import SqliteAccountTables
 from wor_bridge.adapters.sqlite_amend import SqliteAmendments
 from wor_bridge.adapters.sqlite_entries import ENTRY_SELECT, SqliteEntryReads, entry
 from wor_bridge.adapters.sqlite_files import private_file, unusable
@@ -71,6 +72,7 @@ class SqliteOutboxStore(
     SqliteRetention,
     SqliteReadiness,
     SqliteReplicas,
+    SqliteAccountTables,
 ):
     """``OutboxStore`` on one SQLite file; one connection per thread. Its SQL is shared with
     ``PostgresOutboxStore`` (``sql_conn``; engines differ in ``SqliteReplicas``, ``_write``).

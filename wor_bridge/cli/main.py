@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 
 from wor_bridge import config, logs
-from wor_bridge.cli import operator, report, setup, store, store_commands
+from wor_bridge.cli import account, operator, report, setup, store, store_commands
 from wor_bridge.core import fhir, translation
 from wor_bridge.core.outcome import information, operation_outcome
 from wor_bridge.core.stu3 import intake as stu3_intake
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_command(sub)
     store.add_commands(sub)
     setup.add_commands(sub)
+    account.add_command(sub)
     p_demo = sub.add_parser("demo", help="run the service end to end on loopback")
     p_demo.set_defaults(func=_cmd_demo)
     return parser

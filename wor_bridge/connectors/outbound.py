@@ -13,7 +13,9 @@ every connector makes each request have one effect however often it is repeated:
   Notification per referral version (Twiin-01) and a cancellation of each (Twiin-02);
 - ``zorgdomein-stu3`` (``zorgdomein.render``): the referral as an STU3 document Bundle, created
   once (``If-None-Exist`` on ``Bundle.identifier``, or a PUT to its id); a Task update is the
-  STU3 Task, a conditional update on its identifier.
+  STU3 Task, a conditional update on its identifier;
+- ``inbox`` (``inbox.render``): no request at all. The referral stays at the bridge, where the
+  organisation's coaches see it in the browser console; storing it was its delivery.
 
 ``create`` (a destination setting) says how the STU3 types create: ``conditional`` (default),
 ``put``, or ``plain`` for a receiver that offers neither: then a create is delivered at least
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, get_args
 
-from wor_bridge.connectors import fhir_r4, notified_pull, ta_notified_pull, zorgdomein
+from wor_bridge.connectors import fhir_r4, inbox, notified_pull, ta_notified_pull, zorgdomein
 from wor_bridge.connectors.outgoing import Kind, Outgoing, outgoing
 from wor_bridge.core.delivery import HttpRequest
 from wor_bridge.core.settings import Destination, DestinationType, Settings
@@ -43,6 +45,8 @@ class Connector:
 
     render: Render
     kinds: frozenset[Kind]
+    on_the_wire: bool = True
+    """False for a type that sends nothing (``inbox``): no receiver, no answer to lose."""
 
 
 def _notified_pull(
@@ -61,6 +65,9 @@ TYPES: Final[dict[str, Connector]] = {
     ),
     "zorgdomein-stu3": Connector(
         zorgdomein.render, frozenset({"referral", "referral-update", "task-update"})
+    ),
+    "inbox": Connector(
+        inbox.render, frozenset({"referral", "referral-update", "task-update"}), on_the_wire=False
     ),
 }
 if set(TYPES) != set(get_args(DestinationType)):  # pragma: no cover - a programming error

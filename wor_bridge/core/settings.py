@@ -100,7 +100,7 @@ REASON_PATHS = frozenset(
 )
 
 
-DestinationType = Literal["fhir-r4", "notified-pull-stu3", "zorgdomein-stu3"]
+DestinationType = Literal["fhir-r4", "notified-pull-stu3", "zorgdomein-stu3", "inbox"]
 """Every destination type the bridge knows; ``connectors.outbound.TYPES`` has one connector each."""
 
 
@@ -129,7 +129,9 @@ class Destination(_Frozen):
     identifier: IdentifierSetting
     type: DestinationType = "fhir-r4"
     """``fhir-r4``: the transaction Bundle (or PUTs); ``notified-pull-stu3``: an STU3 notification
-    Task without personal data, the receiver pulls; ``zorgdomein-stu3``: an STU3 document Bundle."""
+    Task without personal data, the receiver pulls; ``zorgdomein-stu3``: an STU3 document Bundle;
+    ``inbox``: nothing is sent, the referral stays at the bridge in the organisation's inbox in
+    the browser console (``wor_bridge.console``)."""
     identifier_form: Literal["uri", "oid"] = "uri"
     """How STU3 messages write known Dutch identifier systems (VIPLive: AGB as ``urn:oid:``)."""
     endpoint: str | None = None
@@ -164,6 +166,13 @@ class Destination(_Frozen):
     def _create_fits(self) -> Destination:
         if self.pull_mode == "ta-np" and self.type != "notified-pull-stu3":
             raise ValueError(f"destination {self.id}: pull_mode ta-np needs notified-pull-stu3")
+        if self.type == "inbox" and (
+            self.endpoint or self.poll or self.directory is not None or self.create is not None
+        ):
+            raise ValueError(
+                f"destination {self.id}: an inbox is at the bridge: it takes no endpoint, poll,"
+                " directory or create"
+            )
         if self.type == "fhir-r4" and self.create is not None:
             raise ValueError(
                 f"destination {self.id}: a fhir-r4 destination takes no create (its mapping's"

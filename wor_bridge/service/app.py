@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wor_bridge import console
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import AppConfig, ClientSettings
 from wor_bridge.core.fhir import canonical_json
@@ -219,6 +220,7 @@ def create_app(components: Components, *, start_dispatcher: bool | None = None) 
     )
     SearchRoutes(routes).add(app)
     ReportRoutes(components, authorise, trail, _outcome, _denied).add(app)  # monitoring
+    console.install(app, components)  # the browser console and inbox, when enabled
 
     intake = _Intake(
         components, metrics, auth, dispatcher, run_dispatcher=run_dispatcher, routes=routes
