@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests import sealed
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.core.account import Account, Session
@@ -19,14 +20,16 @@ T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 COACH = Account("coach.a", "coach", "welzijn-voorbeeld", password_hash="h1")
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Any, Any]:
     """The store of one kind, as the outbox store and as the account store (one object)."""
-    store = (
-        SqliteOutboxStore(tmp_path / "store.sqlite")
-        if request.param == "sqlite"
-        else MemoryOutboxStore()
-    )
+    store: Any
+    if request.param == "memory":
+        store = MemoryOutboxStore()
+    elif request.param == "sqlite-sealed":  # encryption at rest: each patient_id sealed apart
+        store = SqliteOutboxStore(tmp_path / "store.sqlite", sealer=sealed.sealer())
+    else:
+        store = SqliteOutboxStore(tmp_path / "store.sqlite")
     return store, store
 
 
@@ -97,4 +100,5 @@ def test_the_audit_search_filters_and_orders_newest_first(stores: tuple[Any, Any
     window = AuditQuery(since=T0 + dt.timedelta(hours=1), until=T0 + dt.timedelta(hours=2))
     assert [r.event.user for r in accounts.find_audit(window)] == ["b"]
     assert len(accounts.find_audit(AuditQuery(limit=2))) == 2
+    assert len(accounts.find_audit(AuditQuery(patient_id="p1", limit=1))) == 1
     assert accounts.find_audit(AuditQuery(event="other")) == []

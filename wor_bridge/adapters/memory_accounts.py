@@ -29,7 +29,7 @@ class _Locked(Protocol):
     _lock: threading.Lock
     _account_rows: AccountRows
 
-    def audit_records(self: _Locked, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def audit_records(self, limit: int = 1000) -> list[dict[str, Any]]: ...
 
 
 class MemoryAccountTables:

@@ -15,7 +15,8 @@ import sqlite3
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol, cast
 
-from wor_bridge.adapters.sqlite_rows import from_ts, ts
+from wor_bridge.adapters.sealing import Sealer, is_sealed
+from wor_bridge.adapters.sqlite_rows import from_ts, open_text, ts
 from wor_bridge.core.account import Account, Role, Session
 from wor_bridge.records import AuditEvent, AuditQuery, AuditRecord
 
@@ -72,9 +73,11 @@ def _session(row: sqlite3.Row) -> Session:
 
 
 class _Connected(Protocol):
-    def _conn(self: _Connected) -> sqlite3.Connection: ...
+    _sealer: Sealer
 
-    def _write(self: _Connected) -> AbstractContextManager[sqlite3.Connection]: ...
+    def _conn(self) -> sqlite3.Connection: ...
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
 
 class SqliteAccountTables:
@@ -175,34 +178,48 @@ class SqliteAccountTables:
             conn.execute("DELETE FROM login_failure WHERE key = ?", (key,))
 
     def find_audit(self: _Connected, query: AuditQuery) -> list[AuditRecord]:
-        """Audit records matching ``query``, newest first."""
+        """Audit records matching ``query``, newest first.
+
+        A sealed ``patient_id`` (encryption at rest: sealed per record, so no two seals of one
+        BSN are equal) is opened and compared here; a clear one (a record from before
+        encryption) is compared in SQL. The patient in the answer is always in clear."""
         where, params = _audit_where(query)
-        rows = (
-            self._conn()
-            .execute(
-                f"SELECT * FROM audit{where} ORDER BY at DESC, id DESC LIMIT ?",  # noqa: S608 - fixed column names; values bound
-                (*params, query.limit),
-            )
-            .fetchall()
+        if query.patient_id:
+            where += (
+                " AND" if where else " WHERE"
+            ) + " (patient_id = ? OR typeof(patient_id) = 'blob')"
+            params = (*params, query.patient_id)
+        rows = self._conn().execute(
+            f"SELECT * FROM audit{where} ORDER BY at DESC, id DESC",  # noqa: S608 - fixed column names; values bound
+            params,
         )
-        return [
-            AuditRecord(
-                at=cast(dt.datetime, from_ts(r["at"])),
-                event=AuditEvent(
-                    event=r["event"],
-                    action=r["action"],
-                    outcome=r["outcome"],
-                    user=r["user"],
-                    responsible=r["responsible"],
-                    source_system=r["source_system"],
-                    patient_id=r["patient_id"],
-                    object_type=r["object_type"],
-                    object_id=r["object_id"],
-                    detail=r["detail"],
-                ),
+        found: list[AuditRecord] = []
+        for r in rows:
+            patient = r["patient_id"]
+            if is_sealed(patient):
+                patient = open_text(self._sealer, "audit", "patient_id", str(r["id"]), patient)
+            if query.patient_id and patient != query.patient_id:
+                continue
+            found.append(
+                AuditRecord(
+                    at=cast(dt.datetime, from_ts(r["at"])),
+                    event=AuditEvent(
+                        event=r["event"],
+                        action=r["action"],
+                        outcome=r["outcome"],
+                        user=r["user"],
+                        responsible=r["responsible"],
+                        source_system=r["source_system"],
+                        patient_id=patient or "",
+                        object_type=r["object_type"],
+                        object_id=r["object_id"],
+                        detail=r["detail"],
+                    ),
+                )
             )
-            for r in rows
-        ]
+            if len(found) >= query.limit:
+                break
+        return found
 
 
 def _fields(account: Account) -> tuple[Any, ...]:
@@ -222,7 +239,6 @@ def _audit_where(query: AuditQuery) -> tuple[str, tuple[Any, ...]]:
     terms: list[str] = []
     params: list[Any] = []
     for column, value in (
-        ("patient_id", query.patient_id),
         ("user", query.user),
         ("object_id", query.object_id),
         ("event", query.event),
