@@ -24,7 +24,7 @@ DEFAULT_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_
 TABLES = (
     "referral, poll_state, feedback_item, outbox, audit, used_once, monitoring_referral,"
     " monitoring_reason, monitoring_activity, monitoring_event, directory_resource,"
-    " directory_key, directory_sync"
+    " directory_key, directory_sync, account, console_session, login_failure"
 )
 
 

@@ -1,5 +1,5 @@
-"""The console's ``AccountStore`` and ``AuditReader``: the SQLite adapter and the in-memory fake
-pass the same contract."""
+"""The console's ``AccountStore`` and ``AuditReader``: the SQLite and PostgreSQL adapters and the
+in-memory fake pass the same contract."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 COACH = Account("coach.a", "coach", "welzijn-voorbeeld", password_hash="h1")
 
 
-@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory"])
+@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory", "postgresql"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Any, Any]:
     """The store of one kind, as the outbox store and as the account store (one object)."""
     store: Any
     if request.param == "memory":
         store = MemoryOutboxStore()
+    elif request.param == "postgresql":  # the same SQL on PostgreSQL (tests/pg.py)
+        store = request.getfixturevalue("pg_store")
     elif request.param == "sqlite-sealed":  # encryption at rest: each patient_id sealed apart
         store = SqliteOutboxStore(tmp_path / "store.sqlite", sealer=sealed.sealer())
     else:

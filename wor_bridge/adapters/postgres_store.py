@@ -42,6 +42,7 @@ class PostgresOutboxStore(SqliteOutboxStore):
 
     _claim_lock: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
     _row_lock: ClassVar[str] = " FOR UPDATE"
+    _sealed_patient: ClassVar[str] = "FALSE"  # encryption at rest is refused on PostgreSQL
 
     def __init__(
         self, dsn: str, *, pool_size: int = 10, migrate: bool = True, sealer: Sealer = PLAIN

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from contextlib import AbstractContextManager
-from typing import Any, Final, Protocol, cast
+from typing import Any, ClassVar, Final, Protocol, cast
 
 from wor_bridge.adapters.sealing import Sealer, is_sealed
 from wor_bridge.adapters.sqlite_rows import from_ts, open_text, ts
@@ -75,6 +75,9 @@ def _session(row: sqlite3.Row) -> Session:
 class _Connected(Protocol):
     _sealer: Sealer
 
+    @property
+    def _sealed_patient(self) -> str: ...
+
     def _conn(self) -> sqlite3.Connection: ...
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
@@ -82,6 +85,9 @@ class _Connected(Protocol):
 
 class SqliteAccountTables:
     """Tables ``account``, ``console_session`` and ``login_failure``; the audit search."""
+
+    _sealed_patient: ClassVar[str] = "typeof(patient_id) = 'blob'"
+    """SQL true for an audit row whose ``patient_id`` is sealed (SQLite keeps seals as BLOBs)."""
 
     def add_account(self: _Connected, account: Account, now: dt.datetime) -> bool:
         """Store a new account; False when the username is taken."""
@@ -187,7 +193,7 @@ class SqliteAccountTables:
         if query.patient_id:
             where += (
                 " AND" if where else " WHERE"
-            ) + " (patient_id = ? OR typeof(patient_id) = 'blob')"
+            ) + f" (patient_id = ? OR {self._sealed_patient})"
             params = (*params, query.patient_id)
         rows = self._conn().execute(
             f"SELECT * FROM audit{where} ORDER BY at DESC, id DESC",  # noqa: S608 - fixed column names; values bound
@@ -244,7 +250,7 @@ def _audit_where(query: AuditQuery) -> tuple[str, tuple[Any, ...]]:
         ("event", query.event),
     ):
         if value:
-            terms.append(f"{column} = ?")
+            terms.append(f'"{column}" = ?')  # quoted: user is reserved in PostgreSQL
             params.append(value)
     if query.since is not None:
         terms.append("at >= ?")
