@@ -1,7 +1,7 @@
 """The wheel works away from the repository (issue 13): built, installed into a fresh virtualenv
 from ``requirements/base.lock`` with hashes plus the wheel alone, then ``demo``, ``map``,
-``validate`` and ``init`` run from a temporary directory (``scripts/wheel_check.py``; CI runs the
-script too)."""
+``validate`` and ``init`` run from a temporary directory (``scripts/wheel_check.py``; CI runs it
+as part of the README's test command)."""
 
 from __future__ import annotations
 
