@@ -180,6 +180,7 @@ def test_environment_reaches_arrays_by_index_and_by_id(tmp_path: Path) -> None:
         ("WOR_BRIDGE_DESTINATIONS__3__ENDPOINT", "index 3 is beyond the 1 entries"),
         ("WOR_BRIDGE_DESTINATIONS__NOPE__ENDPOINT", "no entry with the id 'nope'"),
         ("WOR_BRIDGE_DESTINATIONS__0__ENDPOINT__X", "endpoint is a single value, not a table"),
+        ("WOR_BRIDGE_SERVCE__PORT", "'servce' is not a section of the configuration"),
     ],
 )
 def test_environment_names_that_match_nothing_are_refused(

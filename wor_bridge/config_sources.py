@@ -8,8 +8,10 @@ Applied by ``config.load_app`` to the parsed TOML (a dict) before any validation
    ``[[webhooks]]``, ...) a key is the entry's index (``WOR_BRIDGE_DESTINATIONS__0__ENDPOINT``)
    or its ``id`` with ``-`` written as ``_`` (``WOR_BRIDGE_CLIENTS__HIS_EXAMPLE__KEY_SHA256``).
    A value that starts with ``[``, ``{`` or ``"`` is read as JSON, anything else is the text
-   itself (pydantic converts numbers and booleans). Variables whose first key is not a section of
-   the configuration (``WOR_BRIDGE_FAULT``) are not configuration and are left alone.
+   itself (pydantic converts numbers and booleans). Variables without ``__`` whose first key is
+   not a section of the configuration (``WOR_BRIDGE_FAULT``) are not configuration and are left
+   alone; one with ``__`` and an unknown section (``WOR_BRIDGE_SERVCE__PORT``) is an error, so a
+   misspelt override is never silently ignored.
 2. **Secret files**: every secret ``S`` (``SECRET_KEYS``) may be given as ``S_file``, the path of
    a file holding it (one line; one trailing line break is removed). Setting both is an error.
 3. **Paths** (``PATH_KEYS``): every relative path, wherever it is in the file, is resolved against
@@ -70,6 +72,11 @@ def apply_environment(
             continue
         keys = name[len(ENV_PREFIX) :].lower().split("__")
         if keys[0] not in sections:
+            if len(keys) > 1:  # the configuration's form, a section the file cannot have
+                raise ConfigError(
+                    f"{source}: environment variable {name}: {keys[0]!r} is not a section of "
+                    f"the configuration (expected one of {', '.join(sorted(sections))})"
+                )
             continue
         if any(not k for k in keys):
             raise ConfigError(f"{source}: environment variable {name}: an empty key")
