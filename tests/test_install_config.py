@@ -207,6 +207,23 @@ def test_environment_overrides_a_loaded_configuration(
     assert config.clients[0].key_sha256 == other
 
 
+@pytest.mark.parametrize(
+    "endpoint", ["notaurl", "welfare.example.org/fhir", "ftp://w.example.org/fhir", "https:///fhir"]
+)
+def test_a_destination_endpoint_that_is_no_http_url_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    """An endpoint that is not an absolute http(s) URL is a configuration error naming the
+    setting (not a delivery that fails later), without repeating the value."""
+    path = _starter(tmp_path, key_line="")
+    monkeypatch.setenv("WOR_BRIDGE_DESTINATIONS__0__ENDPOINT", endpoint)
+    with pytest.raises(ConfigError) as err:
+        load_app(path)
+    assert "destinations.0.endpoint" in str(err.value)
+    assert "absolute http or https URL" in str(err.value)
+    assert endpoint not in str(err.value)
+
+
 def test_every_secret_can_come_from_a_file_relative_to_the_configuration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

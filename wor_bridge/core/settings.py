@@ -7,6 +7,7 @@ location of the problem, never half-applied.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -153,6 +154,17 @@ class Destination(_Frozen):
     """``notified-pull-stu3`` only: the bridge's one-Task variant, or Twiin TA Notified Pull
     v1.0.1 (Notification + workflow Task + authorization base; ``core.ta_np``)."""
     ta_np: TaNpSettings = TaNpSettings()
+
+    @field_validator("endpoint")
+    @classmethod
+    def _absolute_http(cls, value: str | None) -> str | None:
+        """The FHIR base is an absolute ``http``/``https`` URL with a host (RFC 3986), or the
+        delivery could only fail at run time; the value is not repeated (it may hold userinfo)."""
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("an absolute http or https URL (the FHIR base) is expected")
+        return value
 
     def identifiers(self) -> frozenset[tuple[str, str]]:
         """``(system, value)`` of every identifier the organisation is known by (its identifier
