@@ -3,15 +3,22 @@ never repeat the DSN (it may hold a password)."""
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from tests import sealed
+from tests.pg import admin_dsn, with_dbname
 from tests.service_harness import write_config
 from wor_bridge import bootstrap
 from wor_bridge.adapters.postgres_store import PostgresOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
+from wor_bridge.cli.main import main
 from wor_bridge.config import load_app
 from wor_bridge.errors import ConfigError, StoreError
 
@@ -90,3 +97,39 @@ def test_encryption_at_rest_on_postgresql_is_refused_for_now(
         bootstrap.load(config)
     with pytest.raises(StoreError, match="not available on PostgreSQL"):
         PostgresOutboxStore(pg_dsn, sealer=sealed.sealer())
+
+
+@pytest.fixture
+def bare_pg_dsn(pg_dsn: str) -> Iterator[str]:
+    """A database of its own without any table (``pg_dsn`` only to skip without PostgreSQL)."""
+    name = f"wor_bridge_bare_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield with_dbname(admin_dsn(), name)
+        finally:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def test_operator_commands_never_create_a_postgresql_store(
+    tmp_path: Path,
+    bare_pg_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An operator command on a database without the store's schema (a wrong dbname) says
+    ``no store`` and exits 1, creating no table; once ``serve``'s start made it, it works."""
+    config = write_config(tmp_path, "http://127.0.0.1:9/fhir", store={"backend": "postgresql"})
+    monkeypatch.setenv("WOR_BRIDGE_STORE__DSN", bare_pg_dsn)
+    for command in (["outbox", "list"], ["purge", "--dry-run"], ["deliver", "--once"]):
+        assert main([*command, "--config", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert "wor-bridge: no store in the PostgreSQL database" in err
+        assert bare_pg_dsn not in err
+    with psycopg.connect(bare_pg_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('schema_version')").fetchone() == (None,)
+    bootstrap.load(config).store.close()  # what serve does at start: the schema is made
+    assert main(["outbox", "list", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out) == []

@@ -13,8 +13,10 @@ import psycopg
 import structlog
 from psycopg_pool import PoolTimeout
 
+from wor_bridge.adapters import migrations
 from wor_bridge.adapters.clock import SystemClock
 from wor_bridge.adapters.http import RequestsTransport
+from wor_bridge.adapters.postgres_schema import PostgresBackend
 from wor_bridge.adapters.postgres_store import PostgresDirectoryReplica, PostgresOutboxStore
 from wor_bridge.adapters.sealing import PLAIN, AesGcmSealer, Sealer, SealingError, parse_keys
 from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
@@ -116,7 +118,8 @@ def _store(
     """The store ``[store]`` names (PostgreSQL: its schema brought up to date), and the directory
     replica in it when ``[directory]`` is set. Raises ``ConfigError`` for an unreadable
     ``dsn_file`` or an unreachable database (the error's type only: a DSN may hold a password);
-    ``NoStoreError`` for a missing SQLite file when ``create`` is false."""
+    ``NoStoreError`` for a missing SQLite file, or a PostgreSQL database without the store's
+    schema, when ``create`` is false."""
     settings = config.store
     if settings.backend == "postgresql":
         if sealer.active_key_id is not None:
@@ -134,7 +137,7 @@ def _store(
                 why = type(exc).__name__
                 raise ConfigError(f"{config.path}: store.dsn_file: cannot read ({why})") from None
         try:
-            pg = PostgresOutboxStore(dsn, pool_size=settings.pool_size, sealer=sealer)
+            pg = _postgres_store(dsn, settings.pool_size, sealer, create=create)
         except (psycopg.Error, PoolTimeout) as exc:
             why = type(exc).__name__
             raise ConfigError(f"{config.path}: store: PostgreSQL unusable ({why})") from None
@@ -147,6 +150,31 @@ def _store(
     return SqliteOutboxStore(store_path, sealer=sealer), (
         SqliteDirectoryReplica(store_path) if config.directory else None
     )
+
+
+def _postgres_store(
+    dsn: str, pool_size: int, sealer: Sealer, *, create: bool
+) -> PostgresOutboxStore:
+    """The PostgreSQL store, its schema brought up to date; with ``create`` false a database
+    without the store's schema (no ``schema_version``: a wrong ``dbname``, or ``serve`` never
+    ran) raises ``NoStoreError`` and is left as it was, as a missing SQLite file does."""
+    pg = PostgresOutboxStore(dsn, pool_size=pool_size, sealer=sealer, migrate=create)
+    if create:
+        return pg
+    try:
+        found = PostgresBackend(pg.db).read_version() > 0
+        if found:
+            migrations.upgrade_postgres(pg.db)
+    except BaseException:
+        pg.close()
+        raise
+    if not found:
+        pg.close()
+        raise NoStoreError(
+            "no store in the PostgreSQL database of store.dsn (no schema_version table; only"
+            " serve creates one)"
+        )
+    return pg
 
 
 def sealer_for(config: AppConfig, *, read_clear: bool = False) -> Sealer:
