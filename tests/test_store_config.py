@@ -133,3 +133,33 @@ def test_operator_commands_never_create_a_postgresql_store(
     bootstrap.load(config).store.close()  # what serve does at start: the schema is made
     assert main(["outbox", "list", "--config", str(config)]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["backup", "copy.bak"], "backup copies a SQLite store; with PostgreSQL use the database"),
+        (["store", "rotate-key"], "encryption at rest is not available on PostgreSQL"),
+    ],
+)
+def test_sqlite_only_store_commands_refuse_a_postgresql_store(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    message: str,
+) -> None:
+    """``backup`` and ``store rotate-key`` with ``backend = "postgresql"`` exit 1 with one line
+    saying what to use instead (not a SQLite path or an internal error); the DSN is not shown."""
+    config = write_config(tmp_path, "http://127.0.0.1:9/fhir", store={"backend": "postgresql"})
+    monkeypatch.setenv("WOR_BRIDGE_STORE__DSN", f"host=127.0.0.1 port=9 password={SECRET}")
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert SECRET not in err
+    assert [line for line in err.splitlines() if line.startswith("wor-bridge:")] == [
+        line for line in err.splitlines() if message in line
+    ]
+    assert "Traceback" not in err
+    assert not (tmp_path / "copy.bak").exists()

@@ -2,7 +2,8 @@
 [--dry-run]`` (the retention purge now; prints the counts, audited unless a dry run).
 
 ``backup`` never opens the store through the migrations (a backup of an older store is what one
-wants before upgrading it) and never creates one: a missing store is exit 1.
+wants before upgrading it) and never creates one: a missing store is exit 1, as is a PostgreSQL
+store (the database's own backups copy it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def _print(obj: Any) -> None:
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy the configured store to ``DEST`` and print where, size, schema version, integrity."""
     config = load_app(args.config)
+    if config.store.backend == "postgresql":
+        print(
+            "wor-bridge: backup copies a SQLite store; with PostgreSQL use the database's own"
+            " backups (pg_basebackup with WAL archiving, or the managed service's)",
+            file=sys.stderr,
+        )
+        return 1
     made = backup_store(Path(config.store.path), args.dest, dt.datetime.now(dt.UTC))
     _print(
         {
