@@ -88,6 +88,24 @@ def test_init_writes_a_starter_with_only_the_key_hash_and_never_overwrites(
     assert target.read_text(encoding="utf-8") == text
 
 
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("file", "is not a directory"), ("file/sub", "init cannot write into")],
+)
+def test_init_at_a_path_that_cannot_be_its_directory_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, message: str
+) -> None:
+    """init pointed at a file (or below one) exits 1 with one line naming the problem, not
+    "changed while init ran" or a traceback, and prints no key."""
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    assert main(["init", str(tmp_path / where)]) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+    assert (tmp_path / "file").read_text(encoding="utf-8") == "x"
+
+
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n", b""])
 def test_key_hash_removes_one_trailing_line_break(ending: bytes) -> None:
     """``echo KEY | wor-bridge key hash`` gives SHA-256 of the key alone (sha256sum would not)."""

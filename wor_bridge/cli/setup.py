@@ -66,6 +66,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     key = new_key()
     text = shipped("config", "starter.toml").read_text(encoding="utf-8")
     text = text.replace("{key_sha256}", hash_key(key))
+    if folder.exists() and not folder.is_dir():
+        print(
+            f"wor-bridge: {folder} is not a directory; init writes into a directory",
+            file=sys.stderr,
+        )
+        return 1
     for existing in (target, keys):
         if existing.exists():
             print(f"wor-bridge: {existing} exists; init never overwrites it", file=sys.stderr)
@@ -76,6 +82,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         _write_new(target, text)
     except FileExistsError:
         print(f"wor-bridge: {folder} changed while init ran; nothing overwritten", file=sys.stderr)
+        return 1
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        print(f"wor-bridge: init cannot write into {folder}: {why}", file=sys.stderr)
         return 1
     print(f"wrote {target} and {keys} (the store key; back it up apart from the store)")
     print(f"key of client 'his' (shown once, not stored; give it to the GP system): {key}")
