@@ -398,7 +398,8 @@ def test_operator_commands_never_create_a_store(
     path = _starter(tmp_path / "conf", extra if command[0] == "directory" else "")
     assert main([*command, "--config", str(path)]) == 1
     store = tmp_path / "conf" / "wor-bridge.sqlite"
-    assert f"wor-bridge: no store at {store}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"wor-bridge: no store at {store} (store.path of {path})" in err
     files = sorted(p.name for p in (tmp_path / "conf").iterdir())
     assert files == ["store.keys", "wor-bridge.toml"]
 

@@ -144,7 +144,7 @@ def _store(
         return pg, PostgresDirectoryReplica(pg) if config.directory else None
     store_path = Path(settings.path)
     if not create and not store_path.is_file():
-        raise NoStoreError(f"no store at {store_path}")
+        raise NoStoreError(f"no store at {store_path} (store.path of {config.path})")
     if store_path.parent and not store_path.parent.exists():
         store_path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteOutboxStore(store_path, sealer=sealer), (
