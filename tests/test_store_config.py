@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import structlog
 from psycopg import sql
 
 from tests import sealed
@@ -25,6 +26,14 @@ from wor_bridge.errors import ConfigError, StoreError
 SECRET = "not-a-real-password-3141"
 
 
+def cli(*argv: str) -> int:
+    """``wor-bridge ARGV`` in process; the CLI's logging set-up on the captured stream is undone."""
+    try:
+        return main(list(argv))
+    finally:
+        structlog.reset_defaults()
+
+
 @pytest.mark.parametrize(
     ("store", "message"),
     [
@@ -32,12 +41,15 @@ SECRET = "not-a-real-password-3141"
         ({"backend": "postgresql", "dsn": "x", "dsn_file": "f"}, "exactly one of dsn"),
         ({"backend": "sqlite", "dsn": f"password={SECRET}"}, "for backend postgresql"),
         ({"backend": "mysql"}, "store.backend"),
+        ({"encryption": "off", "key_file": "store.keys"}, 'encryption = "off" with key_file'),
+        ({"encryption": "off", "key_env": "KEYS"}, 'encryption = "off" with key_file or key_env'),
     ],
 )
 def test_a_store_section_that_does_not_add_up_is_refused(
     tmp_path: Path, store: dict[str, str], message: str
 ) -> None:
-    """Missing, double or misplaced DSNs and unknown backends stop the start, DSN not echoed."""
+    """Missing, double or misplaced DSNs, unknown backends and a key beside encryption "off"
+    stop the start, DSN not echoed."""
     config = write_config(tmp_path, "http://127.0.0.1:9/fhir", store=store)
     with pytest.raises(ConfigError, match=message) as caught:
         load_app(config)
@@ -124,14 +136,15 @@ def test_operator_commands_never_create_a_postgresql_store(
     config = write_config(tmp_path, "http://127.0.0.1:9/fhir", store={"backend": "postgresql"})
     monkeypatch.setenv("WOR_BRIDGE_STORE__DSN", bare_pg_dsn)
     for command in (["outbox", "list"], ["purge", "--dry-run"], ["deliver", "--once"]):
-        assert main([*command, "--config", str(config)]) == 1
+        assert cli(*command, "--config", str(config)) == 1
         err = capsys.readouterr().err
         assert "wor-bridge: no store in the PostgreSQL database" in err
         assert bare_pg_dsn not in err
     with psycopg.connect(bare_pg_dsn) as conn:
         assert conn.execute("SELECT to_regclass('schema_version')").fetchone() == (None,)
     bootstrap.load(config).store.close()  # what serve does at start: the schema is made
-    assert main(["outbox", "list", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert cli("outbox", "list", "--config", str(config)) == 0
     assert json.loads(capsys.readouterr().out) == []
 
 
@@ -154,7 +167,7 @@ def test_sqlite_only_store_commands_refuse_a_postgresql_store(
     config = write_config(tmp_path, "http://127.0.0.1:9/fhir", store={"backend": "postgresql"})
     monkeypatch.setenv("WOR_BRIDGE_STORE__DSN", f"host=127.0.0.1 port=9 password={SECRET}")
     monkeypatch.chdir(tmp_path)
-    assert main([*command, "--config", str(config)]) == 1
+    assert cli(*command, "--config", str(config)) == 1
     err = capsys.readouterr().err
     assert message in err
     assert SECRET not in err

@@ -15,8 +15,9 @@ class StoreSettings(BaseModel):
     at rest (``adapters/sealing.py``; README, Encryption at rest).
 
     ``encryption`` must be stated: ``"aes-gcm"`` with its keys from ``key_file`` (relative to
-    the configuration file) or the environment variable ``key_env``, or ``"off"``. Unset, the
-    service and the operator commands refuse to start (``ConfigError``).
+    the configuration file) or the environment variable ``key_env``, or ``"off"`` (without
+    either: a key beside ``"off"`` is refused). Unset, the service and the operator commands
+    refuse to start (``ConfigError``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,4 +44,9 @@ class StoreSettings(BaseModel):
             )
         if self.backend == "sqlite" and given:
             raise ValueError("dsn and dsn_file are for backend postgresql")
+        if self.encryption == "off" and (self.key_file is not None or self.key_env is not None):
+            raise ValueError(
+                'encryption = "off" with key_file or key_env: either encrypt (encryption ='
+                ' "aes-gcm") or remove the key setting; a key beside "off" is never guessed at'
+            )
         return self
