@@ -20,7 +20,8 @@ Against real ``wor-bridge serve`` processes (dispatchers inside) and a loopback
 Only timings and counts are printed. Run from the repository root::
 
     python bench/bench_scale.py [--parts drain,intake,big] [--drain-n 2000] [--concurrency 8]
-        [--rates 50,100,200,300,400,500] [--duration 5] [--big 1000000] [--json]
+        [--latency-ms 0] [--rates 50,100,200,300,400,500] [--duration 5] [--big 1000000]
+        [--json]
 """
 
 from __future__ import annotations
@@ -190,15 +191,17 @@ def drained(store: SqliteOutboxStore, n: int, timeout_s: float) -> dict[str, Any
         time.sleep(0.2)
 
 
-def drain_part(work: Path, n: int, concurrency: int) -> dict[str, Any]:
-    """SQLite 1 and ``concurrency`` workers, PostgreSQL 1 and 3 replicas; the bare loop."""
-    results: dict[str, Any] = {"n": n, "concurrency": concurrency}
+def drain_part(work: Path, n: int, concurrency: int, latency_s: float = 0.0) -> dict[str, Any]:
+    """SQLite 1 and ``concurrency`` workers, PostgreSQL 1 and 3 replicas; the bare loop. Every
+    receiver answers each write after ``latency_s`` (0: loopback; else a receiver across a
+    network)."""
+    results: dict[str, Any] = {"n": n, "concurrency": concurrency, "latency_ms": latency_s * 1000}
     with receiver() as sim:
         config = write_config(work, sim.base_url)
     sqlite_path = str(work / "drain.sqlite")
     sqlite = open_store("sqlite", sqlite_path)
     fill(config, sqlite, "D", n)
-    with receiver() as bare_sim:
+    with receiver(latency_s) as bare_sim:
         bare = load(
             "bare", "--store", sqlite_path, "--config", str(config), "--url", bare_sim.base_url
         )
@@ -214,7 +217,7 @@ def drain_part(work: Path, n: int, concurrency: int) -> dict[str, Any]:
         )
         for label, kind, where, store, count, workers in runs:
             requeue_all(store)
-            with receiver() as sim:
+            with receiver(latency_s) as sim:
                 config = write_config(work, sim.base_url)
                 env = store_env(kind, where, workers)
                 with replicas(config, count, env, work / f"{label}.log"):
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="drain,intake,big")
     parser.add_argument("--drain-n", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="receiver delay per write")
     parser.add_argument("--rates", default="50,100,200,300,400,500")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--big", type=int, default=1_000_000)
@@ -329,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="wor-bridge-scale-") as tmp:
         work = Path(tmp)
         if "drain" in parts:
-            figures["drain"] = drain_part(work, args.drain_n, args.concurrency)
+            figures["drain"] = drain_part(
+                work, args.drain_n, args.concurrency, args.latency_ms / 1000
+            )
         if "intake" in parts:
             rates = [float(r) for r in args.rates.split(",")]
             figures["intake"] = intake_part(work, rates, args.duration)

@@ -198,9 +198,9 @@ def running(service: Service) -> Iterator[Service]:
 
 
 @contextlib.contextmanager
-def receiver() -> Iterator[SimulatedFhirServer]:
-    """A fresh loopback FHIR receiver in this process."""
-    server = SimulatedFhirServer().start()
+def receiver(latency_s: float = 0.0) -> Iterator[SimulatedFhirServer]:
+    """A fresh loopback FHIR receiver in this process (``latency_s``: delay per write answer)."""
+    server = SimulatedFhirServer(latency_s=latency_s).start()
     try:
         yield server
     finally:

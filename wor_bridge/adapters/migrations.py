@@ -213,6 +213,19 @@ _DEADLINE_INDEX: Final = (
 """``overdue_tasks`` runs every ``deadline_check_interval_s`` in every process: without it, a
 scan of every referral ever stored (290 ms at 1,000,000 rows on PostgreSQL)."""
 
+_CLAIM_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS outbox_claim ON outbox (next_attempt_at, id)"
+    " WHERE state = 'pending';\n"
+    "CREATE INDEX IF NOT EXISTS outbox_task_pending ON outbox (task_id, destination, id)"
+    " WHERE state = 'pending';"
+)
+"""``claim_due`` takes the first pending entry in ``(next_attempt_at, id)`` order whose Task has
+no older pending message: with these indexes the database walks the pending entries in that
+order (``outbox_claim``) and asks for each whether an older one of its Task is pending (one probe
+of ``outbox_task_pending``), stopping at the first that qualifies; without them PostgreSQL sorted
+and anti-joined every pending entry for each claim (2.3 ms per claim at 1,000 pending, most of a
+drain's time; 180 ms with statistics from an emptier table)."""
+
 STEPS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -260,6 +273,11 @@ STEPS: Final[tuple[Migration, ...]] = (
         11,
         "console accounts, sessions, failed sign-ins",
         {"sqlite": ACCOUNT_SCHEMA, "postgresql": postgres_schema.ddl_step(ACCOUNT_SCHEMA)},
+    ),
+    Migration(
+        12,
+        "index of the pending outbox entries in claim order",
+        {"sqlite": _CLAIM_INDEX, "postgresql": _CLAIM_INDEX},
     ),
 )
 """Every step, oldest first; a new step is appended with the next number and a body for every

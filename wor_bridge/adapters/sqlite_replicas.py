@@ -21,6 +21,9 @@ class SqliteReplicas:
     """Appended to the claim's choice of rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
     _row_lock: ClassVar[str] = ""
     """Appended to a read that a transaction then changes (PostgreSQL: ``FOR UPDATE``)."""
+    _claim_plan: ClassVar[tuple[str, ...]] = ()
+    """Statements run in the claim's transaction before it (PostgreSQL: ``SET LOCAL`` planner
+    settings that keep the claim on its index, whatever the statistics say)."""
 
     def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
         """SQLite cannot notify other processes: their dispatchers poll. A no-op."""

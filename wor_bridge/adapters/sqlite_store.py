@@ -206,6 +206,8 @@ class SqliteOutboxStore(
     ) -> list[OutboxEntry]:
         """Lease due pending entries whose lease is free or expired."""
         with self._write(durable=False) as conn:
+            for setting in self._claim_plan:
+                conn.execute(setting)
             ids = conn.execute(
                 "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("  # noqa: S608 - a constant clause
                 " SELECT id FROM outbox o WHERE state = 'pending' AND next_attempt_at <= ?"

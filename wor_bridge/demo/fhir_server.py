@@ -29,6 +29,7 @@ import json
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -109,6 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(length) or b"null")
 
     def _scripted_failure(self) -> bool:
+        if self.server.latency_s > 0:  # a receiver across a network, or a slow one
+            time.sleep(self.server.latency_s)
         state = self.server.state
         with state.lock:
             state.requests.append((self.command, urlsplit(self.path).path))
@@ -193,11 +196,13 @@ class _Server(ThreadingHTTPServer):
         address: tuple[str, int],
         base_path: str,
         on_write: Callable[[str, dict[str, Any]], None] | None = None,
+        latency_s: float = 0.0,
     ) -> None:
         super().__init__(address, _Handler)
         self.base_path = base_path.rstrip("/")
         self.state = _State()
         self.on_write = on_write
+        self.latency_s = latency_s
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A peer gone mid-answer (killed, or the answer dropped on purpose) is no error of
@@ -250,15 +255,17 @@ class _Server(ThreadingHTTPServer):
 
 
 class SimulatedFhirServer:
-    """A FHIR R4 welfare endpoint on 127.0.0.1 that remembers what it received."""
+    """A FHIR R4 welfare endpoint on 127.0.0.1 that remembers what it received; ``latency_s``
+    (seconds, default 0) delays every write answer, as a receiver across a network would."""
 
     def __init__(
         self,
         base_path: str = "/fhir",
         port: int = 0,
         on_write: Callable[[str, dict[str, Any]], None] | None = None,
+        latency_s: float = 0.0,
     ) -> None:
-        self._server = _Server(("127.0.0.1", port), base_path, on_write)
+        self._server = _Server(("127.0.0.1", port), base_path, on_write, latency_s)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
