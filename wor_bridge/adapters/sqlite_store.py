@@ -90,7 +90,6 @@ class SqliteOutboxStore(
         self._busy_timeout_ms = busy_timeout_ms
         self._sealer = sealer
         self._local = threading.local()
-        self._writing = threading.RLock()
         try:
             private_file(self.path)  # before SQLite creates it: 0600, and so its -wal and -shm
             migrations.upgrade_sqlite(self.path)  # schema versions: adapters/migrations.py
@@ -126,21 +125,20 @@ class SqliteOutboxStore(
     def _write(self, *, durable: bool = True) -> Iterator[SqlConnection]:
         """``BEGIN IMMEDIATE``; ``durable=False`` (a lease: its loss costs nothing) commits with
         ``synchronous = NORMAL`` (no wait for the disk; the next durable commit flushes it)."""
-        with self._writing:
-            conn = self._sqlite()
-            conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
+        conn = self._sqlite()
+        conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.Error as err:
-                if read_only_error(err):
-                    self.close()  # the next write opens the file again
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
                 raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if read_only_error(err):
+                self.close()  # the next write opens the file again
+            raise
 
     def close(self) -> None:
         """Close this thread's connection."""
