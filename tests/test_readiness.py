@@ -314,7 +314,7 @@ def test_store_error_during_intake_is_503_not_500(tmp_path: Path) -> None:
         holder = sqlite3.connect(store_path(service.config), isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         try:
-            pushed = _push(service, "READY-LOCKED", timeout=30)
+            pushed = _push(service, "READY-LOCKED", timeout=60)
         finally:
             holder.execute("ROLLBACK")
             holder.close()
