@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from wor_bridge.adapters.sqlite_monitoring_derived import RECORD, UNIT
@@ -61,20 +62,74 @@ def micros(value: float | None) -> int | None:
     return (dt.datetime.fromtimestamp(value, tz=dt.UTC) - EPOCH) // US
 
 
-def _compare(a: str, op: str, b: str, b_us: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs in the counting SQL between SQLite and PostgreSQL: the placeholders
+    (``:name`` / ``%(name)s``), a condition as 0 or 1, a stored time in whole microseconds
+    exactly as ``from_ts`` rounds it, and the bytewise least ``order_key``."""
+
+    name: str
+
+    def param(self, name: str) -> str:
+        """The placeholder of the named parameter ``name``."""
+        return f":{name}" if self.name == "sqlite" else f"%({name})s"
+
+    def flag(self, condition: str) -> str:
+        """1 where ``condition`` holds, else 0 (SQLite's comparisons are integers already)."""
+        if self.name == "sqlite":
+            return f"({condition})"
+        return f"(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+    def us(self, value: str) -> str:
+        """``micros(value)`` in SQL. SQLite: the user function ``wor_us``. PostgreSQL: CPython's
+        own rounding (``datetime.fromtimestamp``: the whole seconds, then the fraction times
+        10**6 rounded half to even, which is ``round(float8)``'s ``rint``); the fraction
+        ``value - trunc(value)`` and its product are the same IEEE operations."""
+        if self.name == "sqlite":
+            return f"wor_us({value})"
+        return (
+            f"(CAST(trunc({value}) AS BIGINT) * 1000000 + CAST(round(({value} - trunc({value}))"
+            " * CAST(1000000 AS DOUBLE PRECISION)) AS BIGINT))"
+        )
+
+    def least_key(self) -> str:
+        """``MIN(order_key)`` compared bytewise (as Python compares the keys: code points)."""
+        return "MIN(order_key)" if self.name == "sqlite" else 'MIN(order_key COLLATE "C")'
+
+    def number(self, name: str) -> str:
+        """A REAL parameter (PostgreSQL: typed, so it is compared as a double)."""
+        if self.name == "sqlite":
+            return self.param(name)
+        return f"CAST({self.param(name)} AS DOUBLE PRECISION)"
+
+
+SQLITE: Final = Dialect("sqlite")
+POSTGRESQL: Final = Dialect("postgresql")
+
+
+def _compare(d: Dialect, a: str, op: str, b: str, b_us: str) -> str:
     """SQL for ``a op b`` on the times as ``from_ts`` reads them (whole microseconds): the
-    stored REALs decide unless they are within a millisecond, then ``wor_us`` does."""
-    return f"(CASE WHEN ABS({a} - {b}) > 0.001 THEN {a} {op} {b} ELSE wor_us({a}) {op} {b_us} END)"
+    stored REALs decide unless they are within a millisecond, then ``micros`` does."""
+    return f"(CASE WHEN ABS({a} - {b}) > 0.001 THEN {a} {op} {b} ELSE {d.us(a)} {op} {b_us} END)"
 
 
-FLAGS: Final = (
-    "(accepted_at IS NOT NULL) + 2 * (first_contact_at IS NOT NULL) + 4 * (intake_at IS NOT NULL)"
-    " + 8 * (activity_at IS NOT NULL) + 16 * (follow_up_at IS NOT NULL)"
-    " + 32 * (feedback_at IS NOT NULL) + 64 * (deadline_at IS NOT NULL)"
-    f" + 128 * (deadline_at IS NOT NULL AND {_compare('deadline_at', '<', ':now', ':now_us')})"
-    " + 256 * (deadline_at IS NOT NULL AND first_contact_at IS NOT NULL"
-    f" AND {_compare('first_contact_at', '<=', 'deadline_at', 'wor_us(deadline_at)')})"
-)
+def flags(d: Dialect) -> str:
+    """The milestone and deadline bits of a referral's profile (``_profile``) as one integer."""
+    now, now_us = d.number("now"), d.param("now_us")
+    return (
+        f"{d.flag('accepted_at IS NOT NULL')} + 2 * {d.flag('first_contact_at IS NOT NULL')}"
+        f" + 4 * {d.flag('intake_at IS NOT NULL')} + 8 * {d.flag('activity_at IS NOT NULL')}"
+        f" + 16 * {d.flag('follow_up_at IS NOT NULL')} + 32 * {d.flag('feedback_at IS NOT NULL')}"
+        f" + 64 * {d.flag('deadline_at IS NOT NULL')} + 128 * "
+        + d.flag(f"deadline_at IS NOT NULL AND {_compare(d, 'deadline_at', '<', now, now_us)}")
+        + " + 256 * "
+        + d.flag(
+            "deadline_at IS NOT NULL AND first_contact_at IS NOT NULL AND "
+            + _compare(d, "first_contact_at", "<=", "deadline_at", d.us("deadline_at"))
+        )
+    )
+
+
 CONTACT_BIN: Final = (
     "CASE WHEN contact_days IS NULL THEN NULL"
     + "".join(f" WHEN contact_days <= {top} THEN '{label}'" for top, label in CONTACT_BINS[:-1])
@@ -129,6 +184,10 @@ class Counting:
         }
 
 
+Run = Callable[[str, Mapping[str, Any]], Iterable[Sequence[Any]]]
+"""Runs one statement with named parameters and gives its rows (``sqlite3`` or psycopg)."""
+
+
 def count_window(
     conn: sqlite3.Connection,
     period: Period,
@@ -140,18 +199,42 @@ def count_window(
     where: Mapping[str, str] | None,
 ) -> dict[str, Tally]:
     """The tallies of the referrals authored in ``[since, until)`` whose facts match ``where``
-    (None: all; empty: none), as ``monitoring_grid.tallies`` gives them over ``trajectories``."""
+    (None: all; empty: none), as ``monitoring_grid.tallies`` gives them over ``trajectories``:
+    on a SQLite connection (``count_rows`` with ``SQLITE``)."""
+    conn.create_function("wor_us", 1, micros, deterministic=True)
+
+    def run(sql: str, params: Mapping[str, Any]) -> Iterable[Sequence[Any]]:
+        return conn.execute(sql, params)
+
+    return count_rows(run, SQLITE, period, breakdown, now, since=since, until=until, where=where)
+
+
+def count_rows(
+    run: Run,
+    dialect: Dialect,
+    period: Period,
+    breakdown: Breakdown,
+    now: dt.datetime,
+    *,
+    since: dt.date | None,
+    until: dt.date | None,
+    where: Mapping[str, str] | None,
+) -> dict[str, Tally]:
+    """``count_window`` in ``dialect``: two statements through ``run`` (the profiles grouped,
+    then one row per referral for the sets and samples), on any engine that has the monitoring
+    tables with the derived columns (schema step 9)."""
     if where is not None and not where:
         return {}
+    p = dialect.param
     column = GROUP_COLUMN.get(breakdown)
     head = f"{PERIOD_SQL[period]}, " + (
-        f"COALESCE(NULLIF({column}, ''), :unknown)" if column else ":total"
+        f"COALESCE(NULLIF({column}, ''), {p('unknown')})" if column else p("total")
     )
-    conditions = [f"{name} = :{name}" for name in SCOPE_FIELDS if where and name in where]
+    conditions = [f"{name} = {p(name)}" for name in SCOPE_FIELDS if where and name in where]
     if since is not None:
-        conditions.append("authored_on >= :low")
+        conditions.append(f"authored_on >= {p('low')}")
     if until is not None:
-        conditions.append("authored_on < :high")
+        conditions.append(f"authored_on < {p('high')}")
     params: dict[str, Any] = {
         "low": since.isoformat() if since is not None else None,
         "high": until.isoformat() if until is not None else None,
@@ -162,16 +245,17 @@ def count_window(
         **{name: where[name] for name in SCOPE_FIELDS if where and name in where},
     }
     test = " WHERE " + " AND ".join(conditions) if conditions else ""
-    conn.create_function("wor_us", 1, micros, deterministic=True)
-    profiles = conn.execute(
-        f"SELECT {head}, status, reason_code, referrer_type, {FLAGS}, {CONTACT_BIN}, {WAITING},"  # noqa: S608 - constant SQL only
-        f" conversations > 0, COUNT(*), MIN(order_key) FROM monitoring_referral{test}"
-        " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9",
-        params,
-    ).fetchall()
+    profiles = list(
+        run(
+            f"SELECT {head}, status, reason_code, referrer_type, {flags(dialect)}, {CONTACT_BIN},"  # noqa: S608 - constant SQL only
+            f" {WAITING}, {dialect.flag('conversations > 0')}, COUNT(*), {dialect.least_key()}"
+            f" FROM monitoring_referral{test} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9",
+            params,
+        )
+    )
     sets: dict[tuple[str, str, str], list[Any]] = {}
     samples = _each_referral(
-        conn.execute(
+        run(
             f"SELECT {head}, order_key, reasons, activities, contact_days, conversations,"  # noqa: S608 - constant SQL only
             f" waiting_since, status, waiting_until, closed_at FROM monitoring_referral{test}",
             params,
