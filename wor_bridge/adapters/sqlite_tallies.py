@@ -31,7 +31,7 @@ from wor_bridge.core.monitoring_grid import (
     overdue_cells,
     profile_cells,
     tail_cells,
-    tally_of_counts,
+    tally_of_groups,
     waiting_end,
 )
 from wor_bridge.core.monitoring_period import Period
@@ -154,33 +154,36 @@ def _profile(status: str, reason_code: str | None, referrer: str, bits: int) -> 
 
 
 class Counting:
-    """Counts per period label: ``(group, variable, category) -> [count, first rank]``."""
+    """Counts per period label and group: ``cell -> [count, least order_key]``."""
 
     def __init__(self) -> None:
-        self.cells: dict[str, dict[tuple[str, str, str], list[int]]] = {}
+        self.cells: dict[str, dict[str, dict[tuple[str, str], list[Any]]]] = {}
         self.samples: dict[str, dict[tuple[str, str], list[float]]] = {}
 
-    def add(self, label: str, g: str, cells: Iterable[tuple[str, str]], n: int, rank: int) -> None:
-        """``n`` referrals of group ``g`` whose first has ``rank`` count in each of ``cells``."""
-        mine = self.cells.get(label)
+    def add(self, label: str, g: str, cells: Iterable[tuple[str, str]], n: int, first: str) -> None:
+        """``n`` referrals of group ``g`` whose least ``order_key`` is ``first`` count in each
+        of ``cells``."""
+        groups = self.cells.get(label)
+        if groups is None:
+            groups = self.cells[label] = {}
+        mine = groups.get(g)
         if mine is None:
-            mine = self.cells[label] = {}
-        for var, category in cells:
-            seen = mine.get((g, var, category))
+            mine = groups[g] = {}
+        for cell in cells:
+            seen = mine.get(cell)
             if seen is None:
-                mine[(g, var, category)] = [n, rank]
+                mine[cell] = [n, first]
             else:
                 seen[0] += n
-                if rank < seen[1]:  # noqa: PLR1730 - a hot loop: no call
-                    seen[1] = rank
+                if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                    seen[1] = first
 
     def tallies(self) -> dict[str, Tally]:
+        """The tally of each label (cells ordered by their least ``order_key``, which sorts as
+        the referrals' ranks do)."""
         return {
-            label: tally_of_counts(
-                ((g, var, c, n, rank) for (g, var, c), (n, rank) in cells.items()),
-                self.samples.get(label, {}),
-            )
-            for label, cells in self.cells.items()
+            label: tally_of_groups(groups, self.samples.get(label, {}))
+            for label, groups in self.cells.items()
         }
 
 
@@ -263,62 +266,73 @@ def count_rows(
         sets,
         now,
     )
-    firsts = {row[-1] for row in profiles} | {first for _n, first in sets.values()}
-    ranks = {first: rank for rank, first in enumerate(sorted(firsts))}
     counting = Counting()
     counting.samples = samples
-    _count_profiles(profiles, ranks, counting)
-    _count_sets(sets, ranks, counting)
+    _count_profiles(profiles, counting)
+    _count_sets(sets, counting)
     return counting.tallies()
 
 
-def _each_referral(
+def _each_referral(  # noqa: PLR0912 - one hot loop, unrolled: no calls
     rows: Any, sets: dict[tuple[str, str, str], list[Any]], now: dt.datetime
 ) -> dict[str, dict[tuple[str, str], list[float]]]:
-    """One pass over the window's referrals: the groups of equal reasons and equal activities
-    into ``sets`` (``[count, least order_key]``), and the statistics' samples per label. A hot
-    loop over every referral: no calls but for the few on the waiting list."""
-    samples: dict[tuple[str, str, str], list[float]] = {}
+    """One pass over the window's referrals: the groups of equal reasons (``"r"``) and equal
+    activities (``"a"``) into ``sets`` (``(label, group, kind + set) -> [count, least
+    order_key]``), and the statistics' samples per label. A hot loop over every referral: no
+    calls but for the few on the waiting list."""
+    multi: dict[tuple[str, str, str, str], list[Any]] = {}
+    samples: dict[str, dict[tuple[str, str], list[float]]] = {}
     at, utc = dt.datetime.fromtimestamp, dt.UTC
     for label, g, first, reasons, activities, contact, conversations, since, *waiting in rows:
-        for multi in (reasons and "r" + reasons, activities and "a" + activities):
-            if multi:
-                seen = sets.get((label, g, multi))
-                if seen is None:
-                    sets[(label, g, multi)] = [1, first]
-                else:
-                    seen[0] += 1
-                    if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
-                        seen[1] = first
-        for var, value in (
-            ("contact_time", contact),
-            ("conversations", float(conversations) if conversations else None),
-        ):
-            if value is not None:
-                mine = samples.get((label, g, var))
-                if mine is None:
-                    samples[(label, g, var)] = [value]
-                else:
-                    mine.append(value)
+        if reasons:
+            seen = multi.get((label, g, "r", reasons))
+            if seen is None:
+                multi[(label, g, "r", reasons)] = [1, first]
+            else:
+                seen[0] += 1
+                if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                    seen[1] = first
+        if activities:
+            seen = multi.get((label, g, "a", activities))
+            if seen is None:
+                multi[(label, g, "a", activities)] = [1, first]
+            else:
+                seen[0] += 1
+                if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                    seen[1] = first
+        mine = samples.get(label)
+        if mine is None:
+            mine = samples[label] = {}
+        if contact is not None:
+            values = mine.get(("contact_time", g))
+            if values is None:
+                mine[("contact_time", g)] = [contact]
+            else:
+                values.append(contact)
+        if conversations:
+            values = mine.get(("conversations", g))
+            if values is None:
+                mine[("conversations", g)] = [float(conversations)]
+            else:
+                values.append(float(conversations))
         if since is not None:
             status, until, closed = waiting
             end = waiting_end(status, from_ts(until), from_ts(closed))
             value = days(at(since, utc), end or now)
-            samples.setdefault((label, g, "waiting_time"), []).append(value)
-    out: dict[str, dict[tuple[str, str], list[float]]] = {}
-    for (label, g, var), values in samples.items():
-        out.setdefault(label, {})[(var, g)] = values
-    return out
+            mine.setdefault(("waiting_time", g), []).append(value)
+    for (label, g, kind, text), counted in multi.items():
+        sets[(label, g, kind + text)] = counted
+    return {label: mine for label, mine in samples.items() if mine}
 
 
-def _count_profiles(rows: list[Any], ranks: dict[str, int], counting: Counting) -> None:
+def _count_profiles(rows: list[Any], counting: Counting) -> None:
     """The cells of each group of referrals with the same profile (cells of a profile once)."""
     known: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
     for label, g, *profile, n, first in rows:
         cells = known.get(tuple(profile))
         if cells is None:
             cells = known[tuple(profile)] = _cells(*profile)
-        counting.add(label, g, cells, n, ranks[first])
+        counting.add(label, g, cells, n, first)
 
 
 def _cells(  # noqa: PLR0917 - one profile row, read in order
@@ -345,15 +359,22 @@ def _cells(  # noqa: PLR0917 - one profile row, read in order
     return cells
 
 
-def _count_sets(
-    sets: dict[tuple[str, str, str], list[Any]], ranks: dict[str, int], counting: Counting
-) -> None:
-    """The cells of each group of referrals with the same reasons, or the same activities."""
+def _count_sets(sets: dict[tuple[str, str, str], list[Any]], counting: Counting) -> None:
+    """The cells of each group of referrals with the same reasons, or the same activities (the
+    cells of a set made once)."""
+    known: dict[str, list[tuple[str, str]]] = {}
     for (label, g, multi), (n, first) in sets.items():
-        if multi.startswith("r"):
-            cells = [("reason", code) for code in multi[1:].split(UNIT)]
-        else:
-            pairs = [pair.split(UNIT) for pair in multi[1:].split(RECORD)]
-            cells = [("activity_category", c) for c in sorted({c for c, _r in pairs})]
-            cells += [("activity_role", r) for r in sorted({r for _c, r in pairs})]
-        counting.add(label, g, cells, n, ranks[first])
+        cells = known.get(multi)
+        if cells is None:
+            cells = known[multi] = _set_cells(multi)
+        counting.add(label, g, cells, n, first)
+
+
+def _set_cells(multi: str) -> list[tuple[str, str]]:
+    """The cells of ``"r"`` and the reasons, or of ``"a"`` and the activities (category, then
+    role: each once)."""
+    if multi.startswith("r"):
+        return [("reason", code) for code in multi[1:].split(UNIT)]
+    pairs = [pair.split(UNIT) for pair in multi[1:].split(RECORD)]
+    cells = [("activity_category", c) for c in sorted({c for c, _r in pairs})]
+    return cells + [("activity_role", r) for r in sorted({r for _c, r in pairs})]

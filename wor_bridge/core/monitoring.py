@@ -145,7 +145,8 @@ def p75(values: Sequence[float]) -> float:
 def hidden_cells(grid: Grid, threshold: int) -> set[Key]:
     """What to withhold: the total row as the report without breakdown decides, then the rest."""
     total_values = {k: v for k, v in grid.values.items() if k[1] == TOTAL}
-    total_relations = [r for r in grid.relations if all(m in total_values for m in r.members())]
+    known = total_values.__contains__
+    total_relations = [r for r in grid.relations if all(map(known, r.members()))]
     hidden_total = suppress(total_values, total_relations, threshold)
     if len(grid.groups) == 1:
         return hidden_total
