@@ -51,8 +51,7 @@ def copied(
 def test_postgresql_monitoring_matches_the_pure_path_sqlite_and_memory(
     copied: tuple[PostgresOutboxStore, SqliteOutboxStore, MemoryOutboxStore],
 ) -> None:
-    """Trajectories equal; every period, breakdown and reader: the same report on PostgreSQL,
-    in memory, on SQLite and from ``compute`` over PostgreSQL's own trajectories."""
+    """Every period x breakdown x reader: PostgreSQL's report = pure path = memory = SQLite."""
     pg, sqlite, memory = copied
     assert pg.trajectories() == memory.trajectories() == sqlite.trajectories()
     settings = MonitoringSettings()
@@ -77,8 +76,7 @@ def test_postgresql_monitoring_matches_the_pure_path_sqlite_and_memory(
 def test_postgresql_tallies_give_the_same_grids_in_the_same_order(
     copied: tuple[PostgresOutboxStore, SqliteOutboxStore, MemoryOutboxStore],
 ) -> None:
-    """The completed grids agree with the pure path's cell by cell in insertion order, relation
-    by relation (secondary suppression's order) and sample by sample (as multisets)."""
+    """PostgreSQL's grids equal the pure path's: cells in order, relations, samples (multisets)."""
     pg, _sqlite, memory = copied
     for period in PERIODS:
         for breakdown in BREAKDOWNS:
@@ -113,8 +111,7 @@ def test_postgresql_window_and_scope_match_the_memory_reader(
 
 
 def test_postgresql_microseconds_round_as_python_does(pg_store: PostgresOutboxStore) -> None:
-    """PostgreSQL's ``micros`` expression gives ``from_ts``'s whole microseconds for stored
-    times, including fractions exactly half a microsecond off and values around whole seconds."""
+    """PostgreSQL's ``micros`` expression rounds stored times as ``from_ts`` does, halves too."""
     rng = random.Random(3)
     values = [1.0, 0.5e-6, 1.5e-6, 2.5e-6, 1_700_000_000.0000005, 1_700_000_000.9999995]
     values += [rng.uniform(1.6e9, 1.9e9) for _ in range(3000)]
