@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 from decimal import ROUND_HALF_UP, Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wor_bridge.core import report_formats
 from wor_bridge.core.feedback import FeedbackItem
-from wor_bridge.core.monitoring import compute, percent
+from wor_bridge.core.monitoring import Cell, Figure, Report, compute, percent
 from wor_bridge.core.monitoring_facts import (
     ReferralFacts,
     Trajectory,
@@ -251,3 +252,26 @@ def test_funnel_closures_activities_waiting_and_conversations() -> None:
     assert cell(report, "conversations", "median").value == 3.0
     assert cell(report, "conversations", "mean").value == 3.0
     assert [cell(report, "feedback", f).percent for f in ("yes", "no")] == [25.0, 75.0]
+
+
+@given(
+    st.builds(
+        Cell,
+        period=st.text(max_size=7),
+        group=st.text(max_size=12),
+        category=st.text(max_size=12),
+        count=st.none() | st.integers(min_value=0),
+        denominator=st.none() | st.integers(min_value=0),
+        percent=st.none() | st.floats(allow_nan=False),
+        value=st.none() | st.floats(allow_nan=False),
+        suppressed=st.booleans(),
+    )
+)
+def test_a_cell_is_written_as_all_its_fields_in_order(cell: Cell) -> None:
+    """A JSON cell has every field of ``Cell``, in declaration order, with its value."""
+    written = report_formats.to_json(
+        Report("month", "total", 5, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), ("2026-01",), "alles",
+               (Figure("f", "t", "u", "d", "", (cell,)),))
+    )["figures"][0]["cells"][0]  # fmt: skip
+    assert list(written) == [f.name for f in fields(Cell)]
+    assert written == asdict(cell)

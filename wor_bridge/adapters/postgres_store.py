@@ -7,7 +7,8 @@ claims, and a lease is held by one owner), an amendment reads its Task ``FOR UPD
 concurrent path is decided by a unique key or a conditional ``UPDATE`` in the database (READ
 COMMITTED): the same referral stored twice at once is one referral (``ON CONFLICT``), a deadline
 alert is flagged once (``alerted_at IS NULL``), a ``jti`` is used once (primary key). Monitoring
-tallies are counted by the pure path (``core.monitoring_grid``) over the stored trajectories.
+tallies are counted by the SQLite store's ``GROUP BY`` statements in PostgreSQL's dialect
+(``sqlite_tallies.count_rows``).
 
 Dispatchers are woken by ``LISTEN``/``NOTIFY`` (``subscribe``), with their polling as fallback.
 """
@@ -17,9 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg_pool import PoolTimeout
@@ -30,7 +31,8 @@ from wor_bridge.adapters.sealing import PLAIN, Sealer
 from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
-from wor_bridge.core.monitoring_grid import Breakdown, Tally, tallies, visible
+from wor_bridge.adapters.sqlite_tallies import POSTGRESQL, count_rows
+from wor_bridge.core.monitoring_grid import Breakdown, Tally
 from wor_bridge.core.monitoring_period import Period
 from wor_bridge.errors import StoreError
 from wor_bridge.ports import DirectoryReplica, OutboxStore
@@ -167,9 +169,20 @@ class PostgresOutboxStore(SqliteOutboxStore):
         until: dt.date | None = None,
         where: Mapping[str, str] | None = None,
     ) -> dict[str, Tally]:
-        """The pure path: ``monitoring_grid.tallies`` over the visible stored trajectories."""
-        rows = self.trajectories(since, until)
-        return tallies([t for t in rows if visible(t, where)], period, breakdown, now)
+        """The tallies of the referrals authored in ``[since, until)`` visible in ``where``,
+        counted by PostgreSQL with the SQLite store's statements (``sqlite_tallies.count_rows``
+        in the ``POSTGRESQL`` dialect), both in one read-only REPEATABLE READ transaction so they
+        see the same referrals. Raises ``psycopg.Error`` when the database fails."""
+        with self.db.pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+            def run(sql: str, params: Mapping[str, Any]) -> Iterable[Sequence[Any]]:
+                rows: list[Sequence[Any]] = conn.execute(sql, params).fetchall()
+                return rows
+
+            return count_rows(
+                run, POSTGRESQL, period, breakdown, now, since=since, until=until, where=where
+            )
 
 
 def _conforms(store: PostgresOutboxStore) -> OutboxStore:

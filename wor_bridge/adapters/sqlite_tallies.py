@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from wor_bridge.adapters.sqlite_monitoring_derived import RECORD, UNIT
@@ -30,7 +31,7 @@ from wor_bridge.core.monitoring_grid import (
     overdue_cells,
     profile_cells,
     tail_cells,
-    tally_of_counts,
+    tally_of_groups,
     waiting_end,
 )
 from wor_bridge.core.monitoring_period import Period
@@ -61,20 +62,74 @@ def micros(value: float | None) -> int | None:
     return (dt.datetime.fromtimestamp(value, tz=dt.UTC) - EPOCH) // US
 
 
-def _compare(a: str, op: str, b: str, b_us: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs in the counting SQL between SQLite and PostgreSQL: the placeholders
+    (``:name`` / ``%(name)s``), a condition as 0 or 1, a stored time in whole microseconds
+    exactly as ``from_ts`` rounds it, and the bytewise least ``order_key``."""
+
+    name: str
+
+    def param(self, name: str) -> str:
+        """The placeholder of the named parameter ``name``."""
+        return f":{name}" if self.name == "sqlite" else f"%({name})s"
+
+    def flag(self, condition: str) -> str:
+        """1 where ``condition`` holds, else 0 (SQLite's comparisons are integers already)."""
+        if self.name == "sqlite":
+            return f"({condition})"
+        return f"(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+    def us(self, value: str) -> str:
+        """``micros(value)`` in SQL. SQLite: the user function ``wor_us``. PostgreSQL: CPython's
+        own rounding (``datetime.fromtimestamp``: the whole seconds, then the fraction times
+        10**6 rounded half to even, which is ``round(float8)``'s ``rint``); the fraction
+        ``value - trunc(value)`` and its product are the same IEEE operations."""
+        if self.name == "sqlite":
+            return f"wor_us({value})"
+        return (
+            f"(CAST(trunc({value}) AS BIGINT) * 1000000 + CAST(round(({value} - trunc({value}))"
+            " * CAST(1000000 AS DOUBLE PRECISION)) AS BIGINT))"
+        )
+
+    def least_key(self) -> str:
+        """``MIN(order_key)`` compared bytewise (as Python compares the keys: code points)."""
+        return "MIN(order_key)" if self.name == "sqlite" else 'MIN(order_key COLLATE "C")'
+
+    def number(self, name: str) -> str:
+        """A REAL parameter (PostgreSQL: typed, so it is compared as a double)."""
+        if self.name == "sqlite":
+            return self.param(name)
+        return f"CAST({self.param(name)} AS DOUBLE PRECISION)"
+
+
+SQLITE: Final = Dialect("sqlite")
+POSTGRESQL: Final = Dialect("postgresql")
+
+
+def _compare(d: Dialect, a: str, op: str, b: str, b_us: str) -> str:
     """SQL for ``a op b`` on the times as ``from_ts`` reads them (whole microseconds): the
-    stored REALs decide unless they are within a millisecond, then ``wor_us`` does."""
-    return f"(CASE WHEN ABS({a} - {b}) > 0.001 THEN {a} {op} {b} ELSE wor_us({a}) {op} {b_us} END)"
+    stored REALs decide unless they are within a millisecond, then ``micros`` does."""
+    return f"(CASE WHEN ABS({a} - {b}) > 0.001 THEN {a} {op} {b} ELSE {d.us(a)} {op} {b_us} END)"
 
 
-FLAGS: Final = (
-    "(accepted_at IS NOT NULL) + 2 * (first_contact_at IS NOT NULL) + 4 * (intake_at IS NOT NULL)"
-    " + 8 * (activity_at IS NOT NULL) + 16 * (follow_up_at IS NOT NULL)"
-    " + 32 * (feedback_at IS NOT NULL) + 64 * (deadline_at IS NOT NULL)"
-    f" + 128 * (deadline_at IS NOT NULL AND {_compare('deadline_at', '<', ':now', ':now_us')})"
-    " + 256 * (deadline_at IS NOT NULL AND first_contact_at IS NOT NULL"
-    f" AND {_compare('first_contact_at', '<=', 'deadline_at', 'wor_us(deadline_at)')})"
-)
+def flags(d: Dialect) -> str:
+    """The milestone and deadline bits of a referral's profile (``_profile``) as one integer."""
+    now, now_us = d.number("now"), d.param("now_us")
+    return (
+        f"{d.flag('accepted_at IS NOT NULL')} + 2 * {d.flag('first_contact_at IS NOT NULL')}"
+        f" + 4 * {d.flag('intake_at IS NOT NULL')} + 8 * {d.flag('activity_at IS NOT NULL')}"
+        f" + 16 * {d.flag('follow_up_at IS NOT NULL')} + 32 * {d.flag('feedback_at IS NOT NULL')}"
+        f" + 64 * {d.flag('deadline_at IS NOT NULL')} + 128 * "
+        + d.flag(f"deadline_at IS NOT NULL AND {_compare(d, 'deadline_at', '<', now, now_us)}")
+        + " + 256 * "
+        + d.flag(
+            "deadline_at IS NOT NULL AND first_contact_at IS NOT NULL AND "
+            + _compare(d, "first_contact_at", "<=", "deadline_at", d.us("deadline_at"))
+        )
+    )
+
+
 CONTACT_BIN: Final = (
     "CASE WHEN contact_days IS NULL THEN NULL"
     + "".join(f" WHEN contact_days <= {top} THEN '{label}'" for top, label in CONTACT_BINS[:-1])
@@ -99,34 +154,41 @@ def _profile(status: str, reason_code: str | None, referrer: str, bits: int) -> 
 
 
 class Counting:
-    """Counts per period label: ``(group, variable, category) -> [count, first rank]``."""
+    """Counts per period label and group: ``cell -> [count, least order_key]``."""
 
     def __init__(self) -> None:
-        self.cells: dict[str, dict[tuple[str, str, str], list[int]]] = {}
+        self.cells: dict[str, dict[str, dict[tuple[str, str], list[Any]]]] = {}
         self.samples: dict[str, dict[tuple[str, str], list[float]]] = {}
 
-    def add(self, label: str, g: str, cells: Iterable[tuple[str, str]], n: int, rank: int) -> None:
-        """``n`` referrals of group ``g`` whose first has ``rank`` count in each of ``cells``."""
-        mine = self.cells.get(label)
+    def add(self, label: str, g: str, cells: Iterable[tuple[str, str]], n: int, first: str) -> None:
+        """``n`` referrals of group ``g`` whose least ``order_key`` is ``first`` count in each
+        of ``cells``."""
+        groups = self.cells.get(label)
+        if groups is None:
+            groups = self.cells[label] = {}
+        mine = groups.get(g)
         if mine is None:
-            mine = self.cells[label] = {}
-        for var, category in cells:
-            seen = mine.get((g, var, category))
+            mine = groups[g] = {}
+        for cell in cells:
+            seen = mine.get(cell)
             if seen is None:
-                mine[(g, var, category)] = [n, rank]
+                mine[cell] = [n, first]
             else:
                 seen[0] += n
-                if rank < seen[1]:  # noqa: PLR1730 - a hot loop: no call
-                    seen[1] = rank
+                if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                    seen[1] = first
 
     def tallies(self) -> dict[str, Tally]:
+        """The tally of each label (cells ordered by their least ``order_key``, which sorts as
+        the referrals' ranks do)."""
         return {
-            label: tally_of_counts(
-                ((g, var, c, n, rank) for (g, var, c), (n, rank) in cells.items()),
-                self.samples.get(label, {}),
-            )
-            for label, cells in self.cells.items()
+            label: tally_of_groups(groups, self.samples.get(label, {}))
+            for label, groups in self.cells.items()
         }
+
+
+Run = Callable[[str, Mapping[str, Any]], Iterable[Sequence[Any]]]
+"""Runs one statement with named parameters and gives its rows (``sqlite3`` or psycopg)."""
 
 
 def count_window(
@@ -140,18 +202,42 @@ def count_window(
     where: Mapping[str, str] | None,
 ) -> dict[str, Tally]:
     """The tallies of the referrals authored in ``[since, until)`` whose facts match ``where``
-    (None: all; empty: none), as ``monitoring_grid.tallies`` gives them over ``trajectories``."""
+    (None: all; empty: none), as ``monitoring_grid.tallies`` gives them over ``trajectories``:
+    on a SQLite connection (``count_rows`` with ``SQLITE``)."""
+    conn.create_function("wor_us", 1, micros, deterministic=True)
+
+    def run(sql: str, params: Mapping[str, Any]) -> Iterable[Sequence[Any]]:
+        return conn.execute(sql, params)
+
+    return count_rows(run, SQLITE, period, breakdown, now, since=since, until=until, where=where)
+
+
+def count_rows(
+    run: Run,
+    dialect: Dialect,
+    period: Period,
+    breakdown: Breakdown,
+    now: dt.datetime,
+    *,
+    since: dt.date | None,
+    until: dt.date | None,
+    where: Mapping[str, str] | None,
+) -> dict[str, Tally]:
+    """``count_window`` in ``dialect``: two statements through ``run`` (the profiles grouped,
+    then one row per referral for the sets and samples), on any engine that has the monitoring
+    tables with the derived columns (schema step 9)."""
     if where is not None and not where:
         return {}
+    p = dialect.param
     column = GROUP_COLUMN.get(breakdown)
     head = f"{PERIOD_SQL[period]}, " + (
-        f"COALESCE(NULLIF({column}, ''), :unknown)" if column else ":total"
+        f"COALESCE(NULLIF({column}, ''), {p('unknown')})" if column else p("total")
     )
-    conditions = [f"{name} = :{name}" for name in SCOPE_FIELDS if where and name in where]
+    conditions = [f"{name} = {p(name)}" for name in SCOPE_FIELDS if where and name in where]
     if since is not None:
-        conditions.append("authored_on >= :low")
+        conditions.append(f"authored_on >= {p('low')}")
     if until is not None:
-        conditions.append("authored_on < :high")
+        conditions.append(f"authored_on < {p('high')}")
     params: dict[str, Any] = {
         "low": since.isoformat() if since is not None else None,
         "high": until.isoformat() if until is not None else None,
@@ -162,16 +248,17 @@ def count_window(
         **{name: where[name] for name in SCOPE_FIELDS if where and name in where},
     }
     test = " WHERE " + " AND ".join(conditions) if conditions else ""
-    conn.create_function("wor_us", 1, micros, deterministic=True)
-    profiles = conn.execute(
-        f"SELECT {head}, status, reason_code, referrer_type, {FLAGS}, {CONTACT_BIN}, {WAITING},"  # noqa: S608 - constant SQL only
-        f" conversations > 0, COUNT(*), MIN(order_key) FROM monitoring_referral{test}"
-        " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9",
-        params,
-    ).fetchall()
+    profiles = list(
+        run(
+            f"SELECT {head}, status, reason_code, referrer_type, {flags(dialect)}, {CONTACT_BIN},"  # noqa: S608 - constant SQL only
+            f" {WAITING}, {dialect.flag('conversations > 0')}, COUNT(*), {dialect.least_key()}"
+            f" FROM monitoring_referral{test} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9",
+            params,
+        )
+    )
     sets: dict[tuple[str, str, str], list[Any]] = {}
     samples = _each_referral(
-        conn.execute(
+        run(
             f"SELECT {head}, order_key, reasons, activities, contact_days, conversations,"  # noqa: S608 - constant SQL only
             f" waiting_since, status, waiting_until, closed_at FROM monitoring_referral{test}",
             params,
@@ -179,62 +266,73 @@ def count_window(
         sets,
         now,
     )
-    firsts = {row[-1] for row in profiles} | {first for _n, first in sets.values()}
-    ranks = {first: rank for rank, first in enumerate(sorted(firsts))}
     counting = Counting()
     counting.samples = samples
-    _count_profiles(profiles, ranks, counting)
-    _count_sets(sets, ranks, counting)
+    _count_profiles(profiles, counting)
+    _count_sets(sets, counting)
     return counting.tallies()
 
 
-def _each_referral(
+def _each_referral(  # noqa: PLR0912 - one hot loop, unrolled: no calls
     rows: Any, sets: dict[tuple[str, str, str], list[Any]], now: dt.datetime
 ) -> dict[str, dict[tuple[str, str], list[float]]]:
-    """One pass over the window's referrals: the groups of equal reasons and equal activities
-    into ``sets`` (``[count, least order_key]``), and the statistics' samples per label. A hot
-    loop over every referral: no calls but for the few on the waiting list."""
-    samples: dict[tuple[str, str, str], list[float]] = {}
+    """One pass over the window's referrals: the groups of equal reasons (``"r"``) and equal
+    activities (``"a"``) into ``sets`` (``(label, group, kind + set) -> [count, least
+    order_key]``), and the statistics' samples per label. A hot loop over every referral: no
+    calls but for the few on the waiting list."""
+    multi: dict[tuple[str, str, str, str], list[Any]] = {}
+    samples: dict[str, dict[tuple[str, str], list[float]]] = {}
     at, utc = dt.datetime.fromtimestamp, dt.UTC
     for label, g, first, reasons, activities, contact, conversations, since, *waiting in rows:
-        for multi in (reasons and "r" + reasons, activities and "a" + activities):
-            if multi:
-                seen = sets.get((label, g, multi))
-                if seen is None:
-                    sets[(label, g, multi)] = [1, first]
-                else:
-                    seen[0] += 1
-                    if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
-                        seen[1] = first
-        for var, value in (
-            ("contact_time", contact),
-            ("conversations", float(conversations) if conversations else None),
-        ):
-            if value is not None:
-                mine = samples.get((label, g, var))
-                if mine is None:
-                    samples[(label, g, var)] = [value]
-                else:
-                    mine.append(value)
+        if reasons:
+            seen = multi.get((label, g, "r", reasons))
+            if seen is None:
+                multi[(label, g, "r", reasons)] = [1, first]
+            else:
+                seen[0] += 1
+                if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                    seen[1] = first
+        if activities:
+            seen = multi.get((label, g, "a", activities))
+            if seen is None:
+                multi[(label, g, "a", activities)] = [1, first]
+            else:
+                seen[0] += 1
+                if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                    seen[1] = first
+        mine = samples.get(label)
+        if mine is None:
+            mine = samples[label] = {}
+        if contact is not None:
+            values = mine.get(("contact_time", g))
+            if values is None:
+                mine[("contact_time", g)] = [contact]
+            else:
+                values.append(contact)
+        if conversations:
+            values = mine.get(("conversations", g))
+            if values is None:
+                mine[("conversations", g)] = [float(conversations)]
+            else:
+                values.append(float(conversations))
         if since is not None:
             status, until, closed = waiting
             end = waiting_end(status, from_ts(until), from_ts(closed))
             value = days(at(since, utc), end or now)
-            samples.setdefault((label, g, "waiting_time"), []).append(value)
-    out: dict[str, dict[tuple[str, str], list[float]]] = {}
-    for (label, g, var), values in samples.items():
-        out.setdefault(label, {})[(var, g)] = values
-    return out
+            mine.setdefault(("waiting_time", g), []).append(value)
+    for (label, g, kind, text), counted in multi.items():
+        sets[(label, g, kind + text)] = counted
+    return {label: mine for label, mine in samples.items() if mine}
 
 
-def _count_profiles(rows: list[Any], ranks: dict[str, int], counting: Counting) -> None:
+def _count_profiles(rows: list[Any], counting: Counting) -> None:
     """The cells of each group of referrals with the same profile (cells of a profile once)."""
     known: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
     for label, g, *profile, n, first in rows:
         cells = known.get(tuple(profile))
         if cells is None:
             cells = known[tuple(profile)] = _cells(*profile)
-        counting.add(label, g, cells, n, ranks[first])
+        counting.add(label, g, cells, n, first)
 
 
 def _cells(  # noqa: PLR0917 - one profile row, read in order
@@ -261,15 +359,22 @@ def _cells(  # noqa: PLR0917 - one profile row, read in order
     return cells
 
 
-def _count_sets(
-    sets: dict[tuple[str, str, str], list[Any]], ranks: dict[str, int], counting: Counting
-) -> None:
-    """The cells of each group of referrals with the same reasons, or the same activities."""
+def _count_sets(sets: dict[tuple[str, str, str], list[Any]], counting: Counting) -> None:
+    """The cells of each group of referrals with the same reasons, or the same activities (the
+    cells of a set made once)."""
+    known: dict[str, list[tuple[str, str]]] = {}
     for (label, g, multi), (n, first) in sets.items():
-        if multi.startswith("r"):
-            cells = [("reason", code) for code in multi[1:].split(UNIT)]
-        else:
-            pairs = [pair.split(UNIT) for pair in multi[1:].split(RECORD)]
-            cells = [("activity_category", c) for c in sorted({c for c, _r in pairs})]
-            cells += [("activity_role", r) for r in sorted({r for _c, r in pairs})]
-        counting.add(label, g, cells, n, ranks[first])
+        cells = known.get(multi)
+        if cells is None:
+            cells = known[multi] = _set_cells(multi)
+        counting.add(label, g, cells, n, first)
+
+
+def _set_cells(multi: str) -> list[tuple[str, str]]:
+    """The cells of ``"r"`` and the reasons, or of ``"a"`` and the activities (category, then
+    role: each once)."""
+    if multi.startswith("r"):
+        return [("reason", code) for code in multi[1:].split(UNIT)]
+    pairs = [pair.split(UNIT) for pair in multi[1:].split(RECORD)]
+    cells = [("activity_category", c) for c in sorted({c for c, _r in pairs})]
+    return cells + [("activity_role", r) for r in sorted({r for _c, r in pairs})]

@@ -145,7 +145,8 @@ def p75(values: Sequence[float]) -> float:
 def hidden_cells(grid: Grid, threshold: int) -> set[Key]:
     """What to withhold: the total row as the report without breakdown decides, then the rest."""
     total_values = {k: v for k, v in grid.values.items() if k[1] == TOTAL}
-    total_relations = [r for r in grid.relations if all(m in total_values for m in r.members())]
+    known = total_values.__contains__
+    total_relations = [r for r in grid.relations if all(map(known, r.members()))]
     hidden_total = suppress(total_values, total_relations, threshold)
     if len(grid.groups) == 1:
         return hidden_total
@@ -213,29 +214,34 @@ def compute_tallied(
 
 
 def _cells(spec: Spec, grid: Grid, hidden: set[Key], label: str, limit: int) -> list[Cell]:
+    """The cells of one figure in one period, group by group (a hot loop on fine grids: one
+    ``Cell`` per category and group, lookups hoisted)."""
     categories = spec.categories or tuple(grid.categories(spec.var))
     out: list[Cell] = []
+    append, value_of, var = out.append, grid.values.get, spec.var
+    shared = spec.denominator_cell is not None or len(categories) > 1
     for group in grid.groups:
-        row = [(spec.var, group, c) for c in categories]
+        row = [(var, group, c) for c in categories]
+        withheld = [key in hidden for key in row]
         if spec.denominator_cell is not None:
             dkey: Key = (spec.denominator_cell[0], group, spec.denominator_cell[1])
-            denom = None if dkey in hidden else grid.values.get(dkey, 0)
+            denom = None if dkey in hidden else value_of(dkey, 0)
         else:
-            whole = all(k not in hidden for k in row)
-            denom = sum(grid.values.get(k, 0) for k in row) if whole else None
-        for key in row:
-            count = None if key in hidden else grid.values.get(key, 0)
-            rate = None
-            shared = spec.denominator_cell is not None or len(row) > 1
-            if shared and count is not None and denom is not None and denom >= limit and denom:
-                rate = percent(count, denom)
-            out.append(Cell(label, group, key[2], count, denom, rate, None, key in hidden))
-        n_key: Key = (spec.var, group, "n")
+            denom = None if any(withheld) else sum(value_of(k, 0) for k in row)
+        rated = denom if shared and denom is not None and denom >= limit and denom > 0 else 0
+        for key, out_of_sight in zip(row, withheld, strict=True):
+            if out_of_sight:
+                append(Cell(label, group, key[2], None, denom, None, None, True))
+                continue
+            count = value_of(key, 0)
+            rate = percent(count, rated) if rated else None
+            append(Cell(label, group, key[2], count, denom, rate, None, False))
+        n_key: Key = (var, group, "n")
         for stat in spec.stats:
-            sample = grid.samples.get((spec.var, group), [])
+            sample = grid.samples.get((var, group), [])
             ok = n_key not in hidden and len(sample) >= limit
-            out.append(Cell(label, group, stat, value=_stat(stat, sample) if ok else None,
-                            suppressed=not ok and bool(sample)))  # fmt: skip
+            append(Cell(label, group, stat, value=_stat(stat, sample) if ok else None,
+                        suppressed=not ok and bool(sample)))  # fmt: skip
     return out
 
 

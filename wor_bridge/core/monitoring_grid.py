@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from wor_bridge.core.monitoring_facts import CLOSED, UNKNOWN, Trajectory
 from wor_bridge.core.monitoring_period import Period, period_label
@@ -231,35 +231,57 @@ CELL_ORDER: Final = {
 """The order in which one referral counts in its cells (``_cells_of``)."""
 
 
+F = TypeVar("F", int, str)
+"""What orders referrals: a rank, or a text that sorts as the ranks would (``order_key``)."""
+
+
 def tally_of_counts(
-    counted: Iterable[tuple[str, str, str, int, int]],
+    counted: Iterable[tuple[str, str, str, int, F]],
     samples: dict[tuple[str, str], list[float]],
 ) -> Tally:
     """A tally from counts already made elsewhere (a store's ``GROUP BY``): each entry is
     ``(group, variable, category, count, first)`` with ``first`` the rank of the first referral
-    (oldest first, as ``MonitoringReader.trajectories`` orders them) counted in it; entries of
-    the same cell add up. Groups and cells get the order ``tally`` would give them."""
-    cells: dict[Key, list[int]] = {}
+    (oldest first, as ``MonitoringReader.trajectories`` orders them) counted in it, or any
+    value that compares as that rank does; entries of the same cell add up. Groups and cells
+    get the order ``tally`` would give them."""
+    groups: dict[str, dict[tuple[str, str], list[Any]]] = {}
     for g, var, category, n, first in counted:
-        seen = cells.get((g, var, category))
+        mine = groups.get(g)
+        if mine is None:
+            mine = groups[g] = {}
+        seen = mine.get((var, category))
         if seen is None:
-            cells[(g, var, category)] = [n, first]
+            mine[(var, category)] = [n, first]
         else:
             seen[0] += n
-            seen[1] = min(seen[1], first)
-    group_first: dict[str, int] = {}
-    for (g, _var, _category), (_n, first) in cells.items():
-        group_first[g] = min(first, group_first.get(g, first))
+            if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                seen[1] = first
+    return tally_of_groups(groups, samples)
 
-    def order(key: Key) -> tuple[int, int, int, int, str]:
-        g, var, category = key
-        sub = STAGES.index(category) if var == "funnel" else 0
-        return (group_first[g], cells[key][1], CELL_ORDER[var], sub, category)
 
-    counts: dict[str, dict[tuple[str, str], int]] = {}
-    for key in sorted(cells, key=order):
-        counts.setdefault(key[0], {})[(key[1], key[2])] = cells[key][0]
-    return Tally(counts, samples)
+def tally_of_groups(
+    groups: Mapping[str, Mapping[tuple[str, str], Sequence[Any]]],
+    samples: dict[tuple[str, str], list[float]],
+) -> Tally:
+    """``tally_of_counts`` of counts already added up per group: ``groups[group][(variable,
+    category)]`` is ``(count, first)``. Groups in the order of their least ``first``, and each
+    group's cells by ``(first, CELL_ORDER, funnel stage, category)``: the order ``tally``
+    gives."""
+    stage = {s: i for i, s in enumerate(STAGES)}
+    order = CELL_ORDER
+    ranked = []
+    for g, mine in groups.items():
+        cells = sorted(
+            (first, order[var], stage[category] if var == "funnel" else 0, category, var, n)
+            for (var, category), (n, first) in mine.items()
+        )
+        if cells:
+            ranked.append((cells[0][0], g, cells))
+    ranked.sort(key=lambda entry: entry[0])
+    return Tally(
+        {g: {(cell[4], cell[3]): cell[5] for cell in cells} for _f, g, cells in ranked},
+        samples,
+    )
 
 
 def grid_of(counted: Tally) -> Grid:

@@ -58,7 +58,8 @@ def suppress(
     fixed = dict(frozen or {})
     hidden = {k for k, v in values.items() if 0 < v < threshold and k not in fixed}
     hidden |= {k for k, withheld in fixed.items() if withheld and k in values}
-    relations = [r for r in relations if all(m in values for m in r.members())]
+    known = values.__contains__
+    relations = [r for r in relations if all(map(known, r.members()))]
     while True:
         _line_rule(values, relations, hidden, fixed)
         determined = {
@@ -98,11 +99,13 @@ def _line_rule(
     hidden: set[K],
     fixed: Mapping[K, bool],
 ) -> None:
+    members = [relation.members() for relation in relations]
+    withheld = hidden.__contains__  # ``hidden`` grows below: the bound method sees it
     changed = True
     while changed:
         changed = False
-        for relation in relations:
-            if sum(m in hidden for m in relation.members()) != 1:
+        for relation, mine in zip(relations, members, strict=True):
+            if sum(map(withheld, mine)) != 1:
                 continue
             options = _candidates(relation, values, hidden, fixed)
             if options:
@@ -144,6 +147,8 @@ def _determined(
     index = {k: i for i, k in enumerate(unknowns)}
     rows: list[dict[int, int]] = []
     for relation in relations:
+        if hidden.isdisjoint(relation.members()):
+            continue  # its row would be empty
         row: dict[int, int] = {}
         for member, sign in ((relation.total, 1), *((p, -1) for p in relation.parts)):
             if member in index:
@@ -166,8 +171,10 @@ def pinned(rows: list[dict[int, int]]) -> set[int]:
         if not row:
             continue
         col = min(row)
-        inverse = pow(row[col], PRIME - 2, PRIME)
-        row = {c: v * inverse % PRIME for c, v in row.items()}
+        lead = row[col]
+        if lead != 1:  # most leading entries are 1 already (coefficients are 0 and +-1)
+            inverse = PRIME - 1 if lead == PRIME - 1 else pow(lead, PRIME - 2, PRIME)
+            row = {c: v * inverse % PRIME for c, v in row.items()}
         for other in pivots.values():
             if col in other:
                 _eliminate(other, row, col)
