@@ -5,7 +5,7 @@
   ``MonitoringReader.trajectories`` gives (a cell's first referral is the least key in it);
 - ``reasons`` / ``activities``: the sorted set of the referral's reason codes and of its
   activities (category, role), as one text each (``encode_reasons``, ``encode_activities``);
-- ``contact_days``: days from receipt to first contact, exactly as ``monitoring_grid.days``
+- ``contact_days``: days from receipt to first contact, exactly as ``monitoring_cells.days``
   gives them on the stored times (``from_ts``), set with the first contact.
 
 ``add_derived`` is schema step 9 (``adapters.migrations``): it adds the columns to
@@ -23,7 +23,7 @@ from typing import Final
 
 from wor_bridge.adapters import sqlite_schema
 from wor_bridge.adapters.sql_conn import SqlConnection
-from wor_bridge.core.monitoring_grid import days
+from wor_bridge.core.monitoring_cells import days
 
 DERIVED: Final = (
     ("order_key", "TEXT"),

@@ -19,20 +19,22 @@ from typing import Any, Final
 
 from wor_bridge.adapters.sqlite_monitoring_derived import RECORD, UNIT
 from wor_bridge.adapters.sqlite_rows import from_ts
-from wor_bridge.core.monitoring_facts import CLOSED, UNKNOWN
-from wor_bridge.core.monitoring_grid import (
+from wor_bridge.core.monitoring_cells import (
     CONTACT_BINS,
-    SCOPE_FIELDS,
-    TOTAL,
-    Breakdown,
     Profile,
-    Tally,
     days,
     overdue_cells,
     profile_cells,
     tail_cells,
-    tally_of_groups,
     waiting_end,
+)
+from wor_bridge.core.monitoring_facts import CLOSED, UNKNOWN
+from wor_bridge.core.monitoring_grid import (
+    SCOPE_FIELDS,
+    TOTAL,
+    Breakdown,
+    Tally,
+    tally_of_groups,
 )
 from wor_bridge.core.monitoring_period import Period
 
@@ -135,13 +137,13 @@ CONTACT_BIN: Final = (
     + "".join(f" WHEN contact_days <= {top} THEN '{label}'" for top, label in CONTACT_BINS[:-1])
     + f" ELSE '{CONTACT_BINS[-1][1]}' END"
 )
-"""``monitoring_grid.contact_bin`` of the stored ``contact_days`` (the same comparisons)."""
+"""``monitoring_cells.contact_bin`` of the stored ``contact_days`` (the same comparisons)."""
 _CLOSED_SQL: Final = ", ".join(f"'{status}'" for status in sorted(CLOSED))
 WAITING: Final = (
     "CASE WHEN waiting_since IS NULL THEN NULL WHEN waiting_until IS NOT NULL"
     f" OR (status IN ({_CLOSED_SQL}) AND closed_at IS NOT NULL) THEN 'ended' ELSE 'now' END"
 )
-"""Whether a referral that was on the waiting list still is (``monitoring_grid.waiting_end``)."""
+"""Whether a referral that was on the waiting list still is (``monitoring_cells.waiting_end``)."""
 
 
 def _profile(status: str, reason_code: str | None, referrer: str, bits: int) -> Profile:
