@@ -6,7 +6,7 @@ import pytest
 
 import wor_bridge
 from tests.loopback_bridge import bridge, receivers  # noqa: F401 - fixtures shared by the modules
-from tests.pg import pg_dsn, pg_store  # noqa: F401 - PostgreSQL for the store contract tests
+from tests.pg import pg_dsn, pg_sealed_store, pg_store  # noqa: F401 - PostgreSQL for the store contract tests
 from wor_bridge.core.settings import Settings
 
 

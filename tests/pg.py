@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests import sealed
 from wor_bridge.adapters import migrations
 from wor_bridge.adapters.postgres_db import Database
 from wor_bridge.adapters.postgres_store import PostgresOutboxStore
@@ -74,7 +75,17 @@ def empty(dsn: str) -> None:
 @pytest.fixture
 def pg_store(pg_dsn: str) -> Iterator[PostgresOutboxStore]:
     """An empty PostgreSQL store on the session's database."""
+    empty(pg_dsn)  # first: what an earlier test sealed would stop a store in clear opening
     store = PostgresOutboxStore(pg_dsn, pool_size=4)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def pg_sealed_store(pg_dsn: str) -> Iterator[PostgresOutboxStore]:
+    """An empty PostgreSQL store on the session's database, its patient columns sealed
+    (AES-GCM, a fresh key ``k1``)."""
     empty(pg_dsn)
+    store = PostgresOutboxStore(pg_dsn, pool_size=4, sealer=sealed.sealer())
     yield store
     store.close()

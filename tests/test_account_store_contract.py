@@ -20,7 +20,7 @@ T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 COACH = Account("coach.a", "coach", "welzijn-voorbeeld", password_hash="h1")
 
 
-@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory", "postgresql"])
+@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory", "postgresql", "postgresql-sealed"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Any, Any]:
     """The store of one kind, as the outbox store and as the account store (one object)."""
     store: Any
@@ -28,6 +28,8 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Any, Any]:
         store = MemoryOutboxStore()
     elif request.param == "postgresql":  # the same SQL on PostgreSQL (tests/pg.py)
         store = request.getfixturevalue("pg_store")
+    elif request.param == "postgresql-sealed":  # and sealed, each patient_id apart
+        store = request.getfixturevalue("pg_sealed_store")
     elif request.param == "sqlite-sealed":  # encryption at rest: each patient_id sealed apart
         store = SqliteOutboxStore(tmp_path / "store.sqlite", sealer=sealed.sealer())
     else:

@@ -35,12 +35,15 @@ RIVIERENLAND = "welzijn-rivierenland"
 JSON = "application/fhir+json"
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-sealed"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-sealed", "postgresql-sealed"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStore]:
-    """Both store adapters (SQLite in clear and sealed): the amendment semantics are the
-    port's, not one adapter's."""
+    """Every store adapter (SQLite in clear and sealed, PostgreSQL sealed): the amendment
+    semantics are the port's, not one adapter's."""
     if request.param == "memory":
         yield MemoryOutboxStore()
+        return
+    if request.param == "postgresql-sealed":
+        yield request.getfixturevalue("pg_sealed_store")
         return
     keys = sealed.sealer() if request.param == "sqlite-sealed" else PLAIN
     sqlite = SqliteOutboxStore(tmp_path / "outbox.sqlite", sealer=keys)

@@ -1,4 +1,6 @@
-"""The monitoring tables' contract, held against SqliteOutboxStore and MemoryOutboxStore."""
+"""The monitoring tables' contract, held against SqliteOutboxStore and MemoryOutboxStore, and
+against the SQLite and PostgreSQL stores with encryption at rest (their facts hold no patient
+data, so sealing leaves them as they are)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests import sealed
 from tests.test_store_contract import T0, at, referral
 from wor_bridge.adapters.memory_store import MemoryOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
@@ -19,13 +22,17 @@ from wor_bridge.records import AuditEvent, NewMessage, TaskUpdate
 Store = SqliteOutboxStore | MemoryOutboxStore
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "sqlite-sealed", "postgresql-sealed"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A fresh store of each kind."""
     impl: Store = (
         SqliteOutboxStore(tmp_path / "m.sqlite")
         if request.param == "sqlite"
+        else SqliteOutboxStore(tmp_path / "m.sqlite", sealer=sealed.sealer())
+        if request.param == "sqlite-sealed"
         else MemoryOutboxStore()
+        if request.param == "memory"
+        else request.getfixturevalue("pg_sealed_store")
     )
     yield impl
     impl.close()

@@ -34,7 +34,7 @@ AUDIT = AuditEvent(
 )
 
 
-@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory"])
+@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory", "postgresql-sealed"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStore]:
     """A fresh, empty store of each kind."""
     impl: SqliteOutboxStore | MemoryOutboxStore = (
@@ -43,6 +43,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStor
         else SqliteOutboxStore(tmp_path / "outbox.sqlite")
         if request.param == "sqlite"
         else MemoryOutboxStore()
+        if request.param == "memory"
+        else request.getfixturevalue("pg_sealed_store")
     )
     yield impl
     impl.close()

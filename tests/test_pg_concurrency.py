@@ -20,8 +20,8 @@ from wor_bridge.records import AuditEvent, NewMessage
 @pytest.fixture
 def pair(pg_dsn: str) -> Iterator[tuple[PostgresOutboxStore, PostgresOutboxStore]]:
     """Two stores on one emptied database, as two replicas see it."""
-    first = PostgresOutboxStore(pg_dsn, pool_size=4)
     empty(pg_dsn)
+    first = PostgresOutboxStore(pg_dsn, pool_size=4)
     second = PostgresOutboxStore(pg_dsn, pool_size=4)
     yield first, second
     first.close()

@@ -14,10 +14,12 @@ import structlog
 from psycopg import sql
 
 from tests import sealed
-from tests.pg import admin_dsn, with_dbname
+from tests.pg import admin_dsn, empty, with_dbname
 from tests.service_harness import write_config
+from tests.test_store_sealed import T0, referral
 from wor_bridge import bootstrap
 from wor_bridge.adapters.postgres_store import PostgresOutboxStore
+from wor_bridge.adapters.sealing import header
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.cli.main import main
 from wor_bridge.config import load_app
@@ -93,11 +95,12 @@ def test_the_dsn_from_the_environment_wires_a_postgresql_store(
     plain.store.close()
 
 
-def test_encryption_at_rest_on_postgresql_is_refused_for_now(
+def test_encryption_at_rest_on_postgresql_wires_a_sealed_store(
     tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``aes-gcm`` with the PostgreSQL backend stops the start with a message naming the
-    alternative (the sealed text columns rely on SQLite's dynamic types)."""
+    """``aes-gcm`` with the PostgreSQL backend gives a store that seals what it stores; the same
+    database opened with ``encryption = "off"`` is then refused (a store error naming no DSN)."""
+    empty(pg_dsn)
     (tmp_path / "store.keys").write_text(sealed.entries("k1"), encoding="utf-8")
     config = write_config(
         tmp_path,
@@ -105,10 +108,20 @@ def test_encryption_at_rest_on_postgresql_is_refused_for_now(
         store={"backend": "postgresql", "encryption": "aes-gcm", "key_file": "store.keys"},
     )
     monkeypatch.setenv("WOR_BRIDGE_STORE__DSN", pg_dsn)
-    with pytest.raises(ConfigError, match="not available on PostgreSQL"):
-        bootstrap.load(config)
-    with pytest.raises(StoreError, match="not available on PostgreSQL"):
-        PostgresOutboxStore(pg_dsn, sealer=sealed.sealer())
+    store = bootstrap.load(config).store
+    try:
+        store.add_referral(referral(), T0)
+    finally:
+        store.close()
+    with psycopg.connect(pg_dsn) as conn:
+        (patient,) = conn.execute("SELECT patient_id FROM referral").fetchone() or (None,)
+    assert isinstance(patient, bytes)
+    assert patient.startswith(header("k1"))
+    off = write_config(tmp_path, "http://127.0.0.1:9/fhir", store={"backend": "postgresql"})
+    with pytest.raises(StoreError, match="holds encrypted values") as caught:
+        bootstrap.load(off)
+    assert pg_dsn not in str(caught.value)
+    empty(pg_dsn)
 
 
 @pytest.fixture
@@ -148,22 +161,12 @@ def test_operator_commands_never_create_a_postgresql_store(
     assert json.loads(capsys.readouterr().out) == []
 
 
-@pytest.mark.parametrize(
-    ("command", "message"),
-    [
-        (["backup", "copy.bak"], "backup copies a SQLite store; with PostgreSQL use the database"),
-        (["store", "rotate-key"], "encryption at rest is not available on PostgreSQL"),
-    ],
-)
-def test_sqlite_only_store_commands_refuse_a_postgresql_store(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    command: list[str],
-    message: str,
+def test_backup_refuses_a_postgresql_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``backup`` and ``store rotate-key`` with ``backend = "postgresql"`` exit 1 with one line
-    saying what to use instead (not a SQLite path or an internal error); the DSN is not shown."""
+    """``backup`` with ``backend = "postgresql"`` exits 1 with one line saying what to use
+    instead (not a SQLite path or an internal error); the DSN is not shown."""
+    command, message = ["backup", "copy.bak"], "backup copies a SQLite store; with PostgreSQL"
     config = write_config(tmp_path, "http://127.0.0.1:9/fhir", store={"backend": "postgresql"})
     monkeypatch.setenv("WOR_BRIDGE_STORE__DSN", f"host=127.0.0.1 port=9 password={SECRET}")
     monkeypatch.chdir(tmp_path)

@@ -66,7 +66,7 @@ def record(
     )
 
 
-@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory", "postgresql"])
+@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory", "postgresql", "postgresql-sealed"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStore]:
     """A fresh, empty store of each kind."""
     impl: SqliteOutboxStore | MemoryOutboxStore = (
@@ -77,6 +77,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStor
         else MemoryOutboxStore()
         if request.param == "memory"
         else request.getfixturevalue("pg_store")
+        if request.param == "postgresql"
+        else request.getfixturevalue("pg_sealed_store")
     )
     yield impl
     impl.close()

@@ -49,7 +49,7 @@ def referral(n: int, *, source: str = "his", destination: str = "welzijn-a") -> 
     )
 
 
-@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory", "postgresql"])
+@pytest.fixture(params=["sqlite", "sqlite-sealed", "memory", "postgresql", "postgresql-sealed"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStore]:
     """A fresh store of each kind with three referrals: two from ``his`` (to a, b), one from
     ``other`` (to a), received one second apart."""
@@ -61,6 +61,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxStor
         else MemoryOutboxStore()
         if request.param == "memory"
         else request.getfixturevalue("pg_store")
+        if request.param == "postgresql"
+        else request.getfixturevalue("pg_sealed_store")
     )
     impl.add_referral(referral(1), at(1))
     impl.add_referral(referral(2, destination="welzijn-b"), at(2))

@@ -122,11 +122,6 @@ def _store(
     schema, when ``create`` is false."""
     settings = config.store
     if settings.backend == "postgresql":
-        if sealer.active_key_id is not None:
-            raise ConfigError(
-                f'{config.path}: store: encryption = "aes-gcm" is not available on PostgreSQL'
-                ' yet; use the database\'s encryption at rest and encryption = "off"'
-            )
         if settings.dsn is not None:
             dsn = settings.dsn.get_secret_value()
         else:
@@ -165,6 +160,7 @@ def _postgres_store(
         found = PostgresBackend(pg.db).read_version() > 0
         if found:
             migrations.upgrade_postgres(pg.db)
+            pg.check_keys()
     except BaseException:
         pg.close()
         raise

@@ -279,6 +279,12 @@ STEPS: Final[tuple[Migration, ...]] = (
         "index of the pending outbox entries in claim order",
         {"sqlite": _CLAIM_INDEX, "postgresql": _CLAIM_INDEX},
     ),
+    Migration(
+        13,
+        "sealable text columns as bytes (PostgreSQL)",
+        # SQLite's dynamic typing already keeps a sealed value as a BLOB in these TEXT columns
+        {"sqlite": SKIP, "postgresql": postgres_schema.bytea_step},
+    ),
 )
 """Every step, oldest first; a new step is appended with the next number and a body for every
 dialect (``SKIP`` where a dialect's baseline already has it). Never edit a released step.

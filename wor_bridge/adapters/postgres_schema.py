@@ -133,6 +133,27 @@ _RETENTION: Final = (
 )
 
 
+SEALABLE_TEXT: Final = (
+    ("referral", "patient_id"),
+    ("referral", "reason_text"),
+    ("audit", "patient_id"),
+)
+"""The text columns the store seals (``sqlite_rows``): ``BYTEA`` on PostgreSQL from step 13."""
+
+
+def bytea_step(conn: PgSession) -> None:
+    """Migration step 13 for PostgreSQL: ``SEALABLE_TEXT`` from ``TEXT`` to ``BYTEA``, each
+    clear value kept as its UTF-8 bytes (``convert_to``), so a column holds clear and sealed
+    values alike as bytes and a sealed one is told by its envelope (``sealing.MAGIC``, a NUL
+    first: never the start of a PostgreSQL text). Rewrites ``referral`` and ``audit`` under an
+    ``ACCESS EXCLUSIVE`` lock (their indexes rebuilt; no row trigger fires)."""
+    for table, column in SEALABLE_TEXT:
+        conn.execute(
+            f"ALTER TABLE {table} ALTER COLUMN {column} TYPE BYTEA"
+            f" USING convert_to({column}, 'UTF8')"
+        )
+
+
 def retention_step(conn: PgSession) -> None:
     """Migration step 7 for PostgreSQL: what SQLite's ``add_retention`` makes (purge marks, the
     purge's audit threshold, the delete trigger that reads it)."""

@@ -11,6 +11,11 @@ tallies are counted by the SQLite store's ``GROUP BY`` statements in PostgreSQL'
 (``sqlite_tallies.count_rows``).
 
 Dispatchers are woken by ``LISTEN``/``NOTIFY`` (``subscribe``), with their polling as fallback.
+
+Encryption at rest (``sealer``) seals the same columns as on SQLite, with the same envelopes
+(``adapters/sealing.py``); the sealed text columns are ``BYTEA`` here (migration step 13,
+``sqlite_rows.text_param``), and the few statements that look inside an envelope in SQL are
+PostgreSQL's own (``_sealed_patient``, ``_NEWEST``, ``audit_keys``).
 """
 
 from __future__ import annotations
@@ -20,23 +25,45 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from wor_bridge.adapters import migrations, postgres_schema, sqlite_retention
+from wor_bridge.adapters import migrations, postgres_schema, sqlite_reseal, sqlite_retention
 from wor_bridge.adapters.postgres_db import Database
-from wor_bridge.adapters.sealing import PLAIN, Sealer
+from wor_bridge.adapters.sealing import MAGIC, PLAIN, Sealer
 from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_directory import SqliteDirectoryReplica
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.adapters.sqlite_tallies import POSTGRESQL, count_rows
 from wor_bridge.core.monitoring_grid import Breakdown, Tally
 from wor_bridge.core.monitoring_period import Period
-from wor_bridge.errors import StoreError
 from wor_bridge.ports import DirectoryReplica, OutboxStore
 from wor_bridge.records import AuditEvent, PurgeCounts
+
+_NEWEST: Final = (
+    (
+        "referral",
+        "bundle",
+        "SELECT task_id, bundle FROM referral WHERE updated_at IS NOT NULL"
+        " ORDER BY updated_at DESC LIMIT 1",
+    ),
+    (
+        "outbox",
+        "payload",
+        "SELECT idempotency_key, payload FROM outbox WHERE length(payload) > 0"
+        " ORDER BY id DESC LIMIT 1",
+    ),
+    (
+        "audit",
+        "patient_id",
+        "SELECT CAST(id AS TEXT), patient_id FROM audit WHERE length(patient_id) > 0"
+        " ORDER BY id DESC LIMIT 1",
+    ),
+)
+"""``sqlite_reseal._NEWEST`` without SQLite's ``rowid``: the referral touched last
+(``referral_updated``), the newest outbox entry and audit record (by id, backwards)."""
 
 
 class PostgresOutboxStore(SqliteOutboxStore):
@@ -55,26 +82,46 @@ class PostgresOutboxStore(SqliteOutboxStore):
         "SET LOCAL enable_hashjoin = off",
         "SET LOCAL enable_mergejoin = off",
     )
-    _sealed_patient: ClassVar[str] = "FALSE"  # encryption at rest is refused on PostgreSQL
+    _sealed_patient: ClassVar[str] = (
+        f"substr(patient_id, 1, {len(MAGIC)}) = '\\x{MAGIC.hex()}'::bytea"
+    )
 
     def __init__(
         self, dsn: str, *, pool_size: int = 10, migrate: bool = True, sealer: Sealer = PLAIN
     ) -> None:
         """Open the pool (raises ``psycopg.OperationalError`` at once when the database cannot
-        be reached) and bring the schema up to date unless ``migrate`` is False; ``sealer``
-        encrypts the columns with patient data, as in the SQLite store."""
-        if sealer.active_key_id is not None:
-            raise StoreError(
-                'encryption = "aes-gcm" is not available on PostgreSQL yet (its sealed text'
-                " columns are SQLite's dynamic types): use the database's own encryption at rest"
-                ' and encryption = "off"'
-            )
+        be reached) and, unless ``migrate`` is False, bring the schema up to date and check the
+        keys (``check_keys``); ``sealer`` encrypts the columns with patient data, as in the
+        SQLite store."""
         self.path = "postgresql"
         self._sealer = sealer
         self.db = Database(dsn, pool_size=pool_size)
         self._listeners: list[threading.Event] = []
         if migrate:
-            migrations.upgrade_postgres(self.db)
+            try:
+                migrations.upgrade_postgres(self.db)
+                self.check_keys()
+            except BaseException:
+                self.db.close()
+                raise
+
+    def check_keys(self) -> None:
+        """``StoreError`` when the store's newest sealed values do not open with the sealer's
+        keys, or are sealed while encryption is off (``sqlite_reseal.check_keys``; the store's
+        name, never the DSN). Needs the schema (``migrate``, or ``upgrade_postgres``)."""
+        sqlite_reseal.check_keys(self.db.reader, self._sealer, self.path, _NEWEST)
+
+    def audit_keys(self) -> dict[str, int]:
+        """Audit records with a patient identifier, per key that sealed it (``clear``: none),
+        read from each envelope's header (``sealing.header``) in SQL."""
+        rows = self.db.reader.execute(
+            "SELECT CASE WHEN substr(patient_id, 1, ?) = ?"
+            " THEN convert_from(substr(patient_id, 6, get_byte(patient_id, 4)), 'UTF8')"
+            " ELSE 'clear' END AS key, COUNT(*) AS n FROM audit WHERE length(patient_id) > 0"
+            " GROUP BY 1 ORDER BY 1",
+            (len(MAGIC), MAGIC),
+        )
+        return {str(r["key"]): int(r["n"]) for r in rows.fetchall()}
 
     def _conn(self) -> SqlConnection:
         return self.db.reader

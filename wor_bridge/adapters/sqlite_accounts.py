@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Final, Protocol, cast
 
 from wor_bridge.adapters.sealing import Sealer, is_sealed
-from wor_bridge.adapters.sqlite_rows import from_ts, open_text, ts
+from wor_bridge.adapters.sqlite_rows import clear_text, from_ts, open_text, text_param, ts
 from wor_bridge.core.account import Account, Role, Session
 from wor_bridge.records import AuditEvent, AuditQuery, AuditRecord
 
@@ -87,7 +87,8 @@ class SqliteAccountTables:
     """Tables ``account``, ``console_session`` and ``login_failure``; the audit search."""
 
     _sealed_patient: ClassVar[str] = "typeof(patient_id) = 'blob'"
-    """SQL true for an audit row whose ``patient_id`` is sealed (SQLite keeps seals as BLOBs)."""
+    """SQL true for an audit row whose ``patient_id`` is sealed (SQLite keeps seals as BLOBs;
+    PostgreSQL: its envelope's first bytes)."""
 
     def add_account(self: _Connected, account: Account, now: dt.datetime) -> bool:
         """Store a new account; False when the username is taken."""
@@ -190,12 +191,13 @@ class SqliteAccountTables:
         BSN are equal) is opened and compared here; a clear one (a record from before
         encryption) is compared in SQL. The patient in the answer is always in clear."""
         where, params = _audit_where(query)
+        conn = self._conn()
         if query.patient_id:
             where += (
                 " AND" if where else " WHERE"
             ) + f" (patient_id = ? OR {self._sealed_patient})"
-            params = (*params, query.patient_id)
-        rows = self._conn().execute(
+            params = (*params, text_param(conn, query.patient_id))
+        rows = conn.execute(
             f"SELECT * FROM audit{where} ORDER BY at DESC, id DESC",  # noqa: S608 - fixed column names; values bound
             params,
         )
@@ -204,6 +206,8 @@ class SqliteAccountTables:
             patient = r["patient_id"]
             if is_sealed(patient):
                 patient = open_text(self._sealer, "audit", "patient_id", str(r["id"]), patient)
+            else:
+                patient = clear_text(patient)
             if query.patient_id and patient != query.patient_id:
                 continue
             found.append(

@@ -27,6 +27,7 @@ from wor_bridge.adapters.sealing import (
     header,
     is_sealed,
 )
+from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_rows import (
     SHARED,
     open_bundle,
@@ -43,10 +44,11 @@ from wor_bridge.records import ResealCount
 
 class _Connected(Protocol):
     _sealer: Sealer
+    _row_lock: str
 
-    def _conn(self) -> sqlite3.Connection: ...
+    def _conn(self) -> SqlConnection: ...
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def _write(self) -> AbstractContextManager[SqlConnection]: ...
 
 
 def _active(sealer: Sealer) -> str:
@@ -73,14 +75,20 @@ _NEWEST: Final = (
 """Per sealed column: the newest row's key and stored value (cheap: by rowid, backwards)."""
 
 
-def check_keys(conn: sqlite3.Connection, sealer: Sealer, where: str) -> None:
+def check_keys(
+    conn: SqlConnection,
+    sealer: Sealer,
+    where: str,
+    newest: tuple[tuple[str, str, str], ...] = _NEWEST,
+) -> None:
     """Raise ``StoreError`` when the newest referral Bundle, outbox payload or audit patient
     identifier is sealed and encryption is off (values written in clear beside them would defeat
     it), or when the newest Bundle or payload does not open with ``sealer``'s keys: its key is
     missing or another secret stands under its id (values written with that one could never be
     read with the right one). Audit records keep the key that sealed them (README, Rotation).
-    Names the key id, never a value; values in clear are left to ``rotate-key``."""
-    for table, column, sql in _NEWEST:
+    Names the key id, never a value; values in clear are left to ``rotate-key``. ``newest``:
+    the statements that read each column's newest value (``_NEWEST``, SQLite's)."""
+    for table, column, sql in newest:
         row = conn.execute(sql).fetchone()
         if row is None or not is_sealed(row[1]):
             continue
@@ -107,25 +115,29 @@ class SqliteResealing:
 
     def reseal(self: _Connected, limit: int) -> ResealCount:
         """Seal up to ``limit`` referrals and ``limit`` outbox entries again under the active
-        key, in one transaction; counts of what moved (0 and 0: nothing left)."""
+        key, in one transaction (on PostgreSQL their rows locked ``FOR UPDATE``: a Task update
+        meanwhile waits, so nothing it writes is overwritten); counts of what moved (0 and 0:
+        nothing left)."""
         sealer = self._sealer
         key_id = _active(sealer)
         head, index = header(key_id), f"{INDEX_PREFIX}{key_id}:"
+        lock = self._row_lock
         with self._write() as conn:
             referrals = conn.execute(
-                "SELECT task_id, bundle, patient_id, reason_text FROM referral"
-                " WHERE substr(bundle, 1, ?) IS NOT ?"
-                " OR (patient_id != '' AND substr(patient_id, 1, ?) IS NOT ?)"
-                " OR (COALESCE(reason_text, '') != '' AND substr(reason_text, 1, ?) IS NOT ?)"
-                " OR (his_value != '' AND substr(his_value, 1, ?) IS NOT ?) LIMIT ?",
+                "SELECT task_id, bundle, patient_id, reason_text FROM referral"  # noqa: S608 - a constant clause
+                " WHERE substr(bundle, 1, ?) != ?"
+                " OR (patient_id != '' AND substr(patient_id, 1, ?) != ?)"
+                " OR (COALESCE(reason_text, '') != '' AND substr(reason_text, 1, ?) != ?)"
+                f" OR (his_value != '' AND substr(his_value, 1, ?) != ?) LIMIT ?{lock}",
                 (*(len(head), head) * 3, len(index), index, limit),
             ).fetchall()
             for row in referrals:
                 _reseal_referral(conn, sealer, row)
             entries = conn.execute(
-                "SELECT o.id, o.idempotency_key, o.task_id, o.payload, r.bundle FROM outbox o"
+                "SELECT o.id, o.idempotency_key, o.task_id, o.payload, r.bundle FROM outbox o"  # noqa: S608 - a constant clause
                 " LEFT JOIN referral r ON r.task_id = o.task_id"
-                " WHERE length(o.payload) > 0 AND substr(o.payload, 1, ?) IS NOT ? LIMIT ?",
+                " WHERE length(o.payload) > 0 AND substr(o.payload, 1, ?) != ?"
+                f" LIMIT ?{lock and f'{lock} OF o'}",
                 (len(head), head, limit),
             ).fetchall()
             for row in entries:
@@ -144,7 +156,7 @@ class SqliteResealing:
         return {str(r["key"]): int(r["n"]) for r in rows.fetchall()}
 
 
-def _reseal_referral(conn: sqlite3.Connection, sealer: Sealer, row: sqlite3.Row) -> None:
+def _reseal_referral(conn: SqlConnection, sealer: Sealer, row: sqlite3.Row) -> None:
     task_id = row["task_id"]
     bundle = open_bundle(sealer, task_id, row["bundle"])
     patient = open_text(sealer, "referral", "patient_id", task_id, row["patient_id"])
@@ -155,15 +167,15 @@ def _reseal_referral(conn: sqlite3.Connection, sealer: Sealer, row: sqlite3.Row)
         " WHERE task_id = ?",
         (
             seal_bundle(sealer, task_id, bundle),
-            seal_text(sealer, "referral", "patient_id", task_id, patient),
-            seal_text(sealer, "referral", "reason_text", task_id, reason),
+            seal_text(sealer, "referral", "patient_id", task_id, patient, conn=conn),
+            seal_text(sealer, "referral", "reason_text", task_id, reason, conn=conn),
             sealer.index(his_value),
             task_id,
         ),
     )
 
 
-def _reseal_entry(conn: sqlite3.Connection, sealer: Sealer, row: sqlite3.Row) -> None:
+def _reseal_entry(conn: SqlConnection, sealer: Sealer, row: sqlite3.Row) -> None:
     payload = open_payload(sealer, row["idempotency_key"], row["payload"], row["task_id"], None)
     own = row["bundle"]
     if own is not None and payload == open_bundle(sealer, row["task_id"], own):

@@ -7,6 +7,12 @@ Sealed columns and the row key each value is bound to (``sealing.aad``):
 ``outbox.payload`` (the entry's idempotency key), ``audit.patient_id`` (the record's id).
 ``referral.his_value`` holds a blind index. An outbox entry whose ``payload`` is empty carries
 its referral's own Bundle: the Bundle is stored once, in ``referral.bundle``.
+
+The sealed text columns are ``TEXT`` on SQLite (a sealed value is a BLOB in them: dynamic
+typing) and ``BYTEA`` on PostgreSQL (migration step 13): there a clear value is stored as its
+UTF-8 bytes (``text_param``) and read back as text (``clear_text``). A sealed value starts with a
+NUL byte (``sealing.MAGIC``); a clear text with a NUL is refused on PostgreSQL, as its ``TEXT``
+columns refused it, so no clear value can pass for a sealed one.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Final
 
 from wor_bridge.adapters.sealing import Sealer, aad
 from wor_bridge.adapters.sql_conn import SqlConnection
+from wor_bridge.errors import StoreError
 from wor_bridge.records import Added, AuditEvent, NewMessage, NewReferral
 
 SHARED: Final = b""
@@ -32,13 +39,29 @@ def from_ts(value: float | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromtimestamp(value, tz=dt.UTC)
 
 
-def seal_text(
-    sealer: Sealer, table: str, column: str, row: str, value: str | None
-) -> str | bytes | None:
-    """A text column's stored value: the text itself with encryption off, else sealed bytes
-    ('' and None stay as they are: nothing to hide)."""
-    if not value or sealer.active_key_id is None:
+def text_param(conn: SqlConnection, value: str | bytes | None) -> str | bytes | None:
+    """A sealable text column's parameter on ``conn``: as it is on SQLite; on PostgreSQL
+    (``BYTEA``) a text as its UTF-8 bytes. ``StoreError`` for a text with a NUL character on
+    PostgreSQL (it could pass for a sealed value; PostgreSQL's text never held one)."""
+    if not isinstance(value, str) or isinstance(conn, sqlite3.Connection):
         return value
+    if "\x00" in value:
+        raise StoreError("a text value holds a NUL character, which the store does not keep")
+    return value.encode()
+
+
+def clear_text(stored: str | bytes | None) -> str | None:
+    """A clear value of a sealable text column as text (PostgreSQL reads it as bytes)."""
+    return stored.decode() if isinstance(stored, bytes) else stored
+
+
+def seal_text(
+    sealer: Sealer, table: str, column: str, row: str, value: str | None, *, conn: SqlConnection
+) -> str | bytes | None:
+    """A text column's stored value on ``conn``: the text itself with encryption off (as
+    ``text_param`` makes it), else sealed bytes ('' and None stay empty: nothing to hide)."""
+    if not value or sealer.active_key_id is None:
+        return text_param(conn, value)
     return sealer.seal(value.encode(), aad(table, column, row))
 
 
@@ -95,12 +118,14 @@ def insert_audit(conn: SqlConnection, sealer: Sealer, event: AuditEvent, now: dt
     """Append an audit record inside the caller's write transaction; ``patient_id`` sealed
     under the record's id (taken here: ``_next_audit_id``)."""
     record_id: int | None = None
-    patient: str | bytes = event.patient_id
     sealing = bool(event.patient_id) and sealer.active_key_id is not None
     if sealing or not isinstance(conn, sqlite3.Connection):  # PostgreSQL: no id from NULL
         record_id = _next_audit_id(conn)
-    if sealing:
-        patient = sealer.seal(event.patient_id.encode(), aad("audit", "patient_id", str(record_id)))
+    patient = (
+        sealer.seal(event.patient_id.encode(), aad("audit", "patient_id", str(record_id)))
+        if sealing
+        else text_param(conn, event.patient_id)
+    )
     conn.execute(
         'INSERT INTO audit (id, at, event, action, outcome, "user", responsible, source_system,'
         " patient_id, object_type, object_id, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",

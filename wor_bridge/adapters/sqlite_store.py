@@ -36,6 +36,7 @@ from wor_bridge.adapters.sqlite_reseal import SqliteResealing, check_keys
 from wor_bridge.adapters.sqlite_retention import SqliteRetention
 from wor_bridge.adapters.sqlite_rows import (
     SHARED,
+    clear_text,
     insert_audit,
     insert_message,
     known_referral,
@@ -171,6 +172,7 @@ class SqliteOutboxStore(
                         "patient_id",
                         referral.task_id,
                         referral.patient_id,
+                        conn=conn,
                     ),
                     referral.responsible,
                     referral.client_id,
@@ -347,10 +349,12 @@ class SqliteOutboxStore(
         rows = self._conn().execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         found = [dict(r) for r in rows.fetchall()]
         for record in found:  # a record from before encryption stays in clear (append-only)
-            if is_sealed(record["patient_id"]):
-                record["patient_id"] = open_text(
-                    self._sealer, "audit", "patient_id", str(record["id"]), record["patient_id"]
-                )
+            patient = record["patient_id"]
+            record["patient_id"] = (
+                open_text(self._sealer, "audit", "patient_id", str(record["id"]), patient)
+                if is_sealed(patient)
+                else clear_text(patient)
+            )
         return found
 
     def stats(self, now: dt.datetime) -> QueueStats:

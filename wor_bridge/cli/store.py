@@ -5,8 +5,8 @@ or the key variable; nothing is stored. ``store rotate-key`` moves every referra
 entry to the active key (the first entry) in batches of ``--batch`` rows, each its own
 transaction: a run that stops can be started again. It prints the counts and, per key, the
 audit records still sealed with it (append-only: keep that key until they are purged); the run
-is audited (``store_rotate_key``). Exit 0 done, 1 no key, a value that does not open, or a
-PostgreSQL store (no encryption at rest there yet).
+is audited (``store_rotate_key``). Exit 0 done, 1 no key or a value that does not open. On
+PostgreSQL each batch locks its rows (``FOR UPDATE``), so it runs beside serving replicas.
 """
 
 from __future__ import annotations
@@ -53,13 +53,6 @@ def cmd_new_key(args: argparse.Namespace) -> int:
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     """Seal every row again under the active key, batch by batch; audited."""
     config = load_app(args.config)
-    if config.store.backend == "postgresql":
-        print(
-            "wor-bridge: store rotate-key: encryption at rest is not available on PostgreSQL"
-            ' (encryption = "off"): nothing is sealed, nothing to rotate',
-            file=sys.stderr,
-        )
-        return 1
     components = bootstrap.build(config, read_clear=True, create=False)  # also a clear store
     store, clock = components.store, components.clock
     if not isinstance(store, ResealingStore):
