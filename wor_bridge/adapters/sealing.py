@@ -1,6 +1,6 @@
 """Encryption at rest for the store's patient columns: AES-GCM envelopes and blind indexes.
 
-Backend-neutral (SQLite today, PostgreSQL next): bytes in, bytes out. A **sealed value** is::
+Backend-neutral (the SQLite and PostgreSQL stores): bytes in, bytes out. A **sealed value** is::
 
     b"\\x00wb" | version (1 byte, 1) | key id length (1 byte) | key id (ASCII) | nonce (12 bytes)
     | AES-256-GCM ciphertext with its 16-byte tag

@@ -1,4 +1,4 @@
-"""Key rotation in the SQLite store (a mixin of ``SqliteOutboxStore``): ``reseal`` moves a batch
+"""Key rotation in the store (a mixin of ``SqliteOutboxStore``, so also PostgreSQL's): ``reseal`` moves a batch
 of rows to the active key (``wor-bridge store rotate-key``).
 
 A row needs it when one of its sealed columns is sealed under another key, or is still in
