@@ -1,11 +1,12 @@
-"""Key rotation in the store (a mixin of ``SqliteOutboxStore``, so also PostgreSQL's): ``reseal`` moves a batch
-of rows to the active key (``wor-bridge store rotate-key``).
+"""Key rotation in the store (a mixin of ``SqliteOutboxStore``, so of ``PostgresOutboxStore``
+too): ``reseal`` moves a batch of rows to the active key (``wor-bridge store rotate-key``).
 
 A row needs it when one of its sealed columns is sealed under another key, or is still in
 clear (a store from before encryption): its values are opened with whatever key sealed them
 and sealed again, and ``referral.his_value`` is indexed again from the referral's Bundle. An
 outbox entry whose payload is its referral's Bundle becomes ``SHARED`` (each Bundle stored
-once, also in a store written before that). Each batch is one ``BEGIN IMMEDIATE`` transaction,
+once, also in a store written before that). Each batch is one transaction (SQLite: ``BEGIN
+IMMEDIATE``; PostgreSQL: its rows locked ``FOR UPDATE``),
 so a run that stops can be started again: what is done stays done, what is not is still
 readable with the older key. Audit records are append-only and keep the key that sealed them;
 ``audit_keys`` counts them per key, so an older key stays configured while they exist.
