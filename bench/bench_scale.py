@@ -14,6 +14,8 @@ Against real ``wor-bridge serve`` processes (dispatchers inside) and a loopback
 * ``intake``: open-loop load (``load_client.py intake``, round-robin over the replicas) at each
   of ``--rates`` for ``--duration`` s; the capacity is the highest rate whose p99 is at most
   50 ms with every answer 201; SQLite (1 process) and PostgreSQL with 1, 2 and 3 replicas.
+* ``--encryption aes-gcm``: the drain and intake parts with the store encrypted at rest (one
+  fresh key for the run; the stores this process fills use it too).
 * ``big``: PostgreSQL with ``--big`` old rows (delivered referrals, bulk-inserted by SQL) against
   an empty database: drain rate and intake p99 at ``--big-rate``.
 
@@ -21,7 +23,7 @@ Only timings and counts are printed. Run from the repository root::
 
     python bench/bench_scale.py [--parts drain,intake,big] [--drain-n 2000] [--concurrency 8]
         [--latency-ms 0] [--rates 50,100,200,300,400,500] [--duration 5] [--big 1000000]
-        [--json]
+        [--encryption off|aes-gcm] [--json]
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import requests
 from bench_service import (
     GOAL_P99_MS,
     HIS_KEY,
+    encryption_edits,
     free_port,
     load,
     machine,
@@ -56,6 +59,7 @@ from load_client import FIXTURE, referral_bodies
 from wor_bridge import logs
 from wor_bridge.adapters.clock import SystemClock
 from wor_bridge.adapters.postgres_store import PostgresOutboxStore
+from wor_bridge.adapters.sealing import PLAIN, AesGcmSealer, Sealer, parse_keys
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
 from wor_bridge.config import load_app
 from wor_bridge.usecases import intake
@@ -147,9 +151,25 @@ def store_env(
     return {**env, "WOR_BRIDGE_STORE__PATH": where}
 
 
-def open_store(kind: str, where: str) -> SqliteOutboxStore:
+Sealing = tuple[tuple[tuple[str, str], ...], Sealer]
+"""``write_config`` edits for ``--encryption`` and the sealer of the stores this process opens."""
+CLEAR: Sealing = ((), PLAIN)
+
+
+def sealing(work: Path, mode: str) -> Sealing:
+    """For ``--encryption``: nothing for ``off``; for ``aes-gcm`` one fresh key file in ``work``
+    (``bench_service.encryption_edits``), the edits that use it and its sealer."""
+    if mode == "off":
+        return CLEAR
+    edits = encryption_edits(work, mode)
+    return edits, AesGcmSealer(parse_keys((work / "store.keys").read_text(encoding="utf-8")))
+
+
+def open_store(kind: str, where: str, sealer: Sealer = PLAIN) -> SqliteOutboxStore:
     """The store object of a kind (a PostgreSQL store is a SqliteOutboxStore subclass)."""
-    return PostgresOutboxStore(where) if kind == "postgresql" else SqliteOutboxStore(where)
+    if kind == "postgresql":
+        return PostgresOutboxStore(where, sealer=sealer)
+    return SqliteOutboxStore(where, sealer=sealer)
 
 
 def fill(config: Path, store: SqliteOutboxStore, prefix: str, n: int) -> None:
@@ -191,15 +211,18 @@ def drained(store: SqliteOutboxStore, n: int, timeout_s: float) -> dict[str, Any
         time.sleep(0.2)
 
 
-def drain_part(work: Path, n: int, concurrency: int, latency_s: float = 0.0) -> dict[str, Any]:
+def drain_part(
+    work: Path, n: int, concurrency: int, latency_s: float = 0.0, sealed: Sealing = CLEAR
+) -> dict[str, Any]:
     """SQLite 1 and ``concurrency`` workers, PostgreSQL 1 and 3 replicas; the bare loop. Every
     receiver answers each write after ``latency_s`` (0: loopback; else a receiver across a
-    network)."""
+    network). ``sealed``: encryption at rest (``sealing``)."""
     results: dict[str, Any] = {"n": n, "concurrency": concurrency, "latency_ms": latency_s * 1000}
+    edits, sealer = sealed
     with receiver() as sim:
-        config = write_config(work, sim.base_url)
+        config = write_config(work, sim.base_url, extra=edits)
     sqlite_path = str(work / "drain.sqlite")
-    sqlite = open_store("sqlite", sqlite_path)
+    sqlite = open_store("sqlite", sqlite_path, sealer)
     fill(config, sqlite, "D", n)
     with receiver(latency_s) as bare_sim:
         bare = load(
@@ -207,7 +230,7 @@ def drain_part(work: Path, n: int, concurrency: int, latency_s: float = 0.0) -> 
         )
     results["bare_per_s"] = bare["rate_per_s"]
     with database() as dsn:
-        pg = open_store("postgresql", dsn)
+        pg = open_store("postgresql", dsn, sealer)
         fill(config, pg, "D", n)
         runs = (
             ("sqlite_1_worker", "sqlite", sqlite_path, sqlite, 1, 1),
@@ -218,7 +241,7 @@ def drain_part(work: Path, n: int, concurrency: int, latency_s: float = 0.0) -> 
         for label, kind, where, store, count, workers in runs:
             requeue_all(store)
             with receiver(latency_s) as sim:
-                config = write_config(work, sim.base_url)
+                config = write_config(work, sim.base_url, extra=edits)
                 env = store_env(kind, where, workers)
                 with replicas(config, count, env, work / f"{label}.log"):
                     found = drained(store, n, max(120.0, n / 5))
@@ -247,11 +270,14 @@ def capacity(work: Path, urls: list[str], rates: list[float], duration: float) -
     return {"capacity_per_s": best, "steps": steps}
 
 
-def intake_part(work: Path, rates: list[float], duration: float) -> dict[str, Any]:
-    """Intake capacity: SQLite 1 process; PostgreSQL 1, 2, 3 replicas."""
+def intake_part(
+    work: Path, rates: list[float], duration: float, edits: tuple[tuple[str, str], ...] = ()
+) -> dict[str, Any]:
+    """Intake capacity: SQLite 1 process; PostgreSQL 1, 2, 3 replicas (``edits``: the
+    configuration edits of ``--encryption``)."""
     results: dict[str, Any] = {}
     with receiver() as sim:
-        config = write_config(work, sim.base_url)
+        config = write_config(work, sim.base_url, extra=edits)
         env = store_env("sqlite", str(work / "intake.sqlite"))
         with replicas(config, 1, env, work / "intake-sqlite.log") as group:
             results["sqlite_1"] = capacity(work, group.urls, rates, duration)
@@ -325,20 +351,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--big", type=int, default=1_000_000)
     parser.add_argument("--big-rate", type=float, default=50.0)
+    parser.add_argument("--encryption", choices=("off", "aes-gcm"), default="off")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logs.configure(logging.WARNING)
     parts = set(args.parts.split(","))
     figures: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg()}
+    figures["encryption"] = args.encryption
     with tempfile.TemporaryDirectory(prefix="wor-bridge-scale-") as tmp:
         work = Path(tmp)
+        sealed = sealing(work, args.encryption)
         if "drain" in parts:
             figures["drain"] = drain_part(
-                work, args.drain_n, args.concurrency, args.latency_ms / 1000
+                work, args.drain_n, args.concurrency, args.latency_ms / 1000, sealed
             )
         if "intake" in parts:
             rates = [float(r) for r in args.rates.split(",")]
-            figures["intake"] = intake_part(work, rates, args.duration)
+            figures["intake"] = intake_part(work, rates, args.duration, sealed[0])
         if "big" in parts:
             figures["big"] = big_part(
                 work, args.big, min(args.drain_n, 1000), args.big_rate, args.duration
