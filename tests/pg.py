@@ -84,8 +84,10 @@ def pg_store(pg_dsn: str) -> Iterator[PostgresOutboxStore]:
 @pytest.fixture
 def pg_sealed_store(pg_dsn: str) -> Iterator[PostgresOutboxStore]:
     """An empty PostgreSQL store on the session's database, its patient columns sealed
-    (AES-GCM, a fresh key ``k1``)."""
+    (AES-GCM, a fresh key ``k1``); emptied afterwards too, so no sealed row stops a later
+    store in clear opening the database."""
     empty(pg_dsn)
     store = PostgresOutboxStore(pg_dsn, pool_size=4, sealer=sealed.sealer())
     yield store
     store.close()
+    empty(pg_dsn)
