@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.monitoring_grid import BREAKDOWNS
 from wor_bridge.core.monitoring_period import PERIODS
 from wor_bridge.core.report_html import to_html
+from wor_bridge.core.report_json import json_text
 from wor_bridge.usecases.monitoring import Reader, monitoring_report
 
 FORMATS = ("json", "csv", "html", "measurereport")
@@ -65,7 +65,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         }
         text = canonical_json(bundle, pretty=True).decode("utf-8") + "\n"
     else:
-        text = json.dumps(formats.to_json(report), ensure_ascii=False, indent=2) + "\n"
+        text = json_text(report, ensure_ascii=False, indent=2) + "\n"
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
         if dictionary is not None:

@@ -10,7 +10,6 @@ dictionary), ``html`` (self-contained; a Content-Security-Policy forbids loading
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
 from typing import Final, cast, get_args
 
@@ -25,6 +24,7 @@ from wor_bridge.core.monitoring import Report, compute
 from wor_bridge.core.monitoring_grid import Breakdown
 from wor_bridge.core.monitoring_period import Period
 from wor_bridge.core.report_html import to_html
+from wor_bridge.core.report_json import json_text
 from wor_bridge.service.access import AccessLog, Attempt
 from wor_bridge.service.auth import Denied
 from wor_bridge.usecases.monitoring import Reader, monitoring_report
@@ -62,9 +62,7 @@ def render(report: Report, form: str) -> Response:
             "entry": [{"resource": r} for r in formats.measure_reports(report)],
         }
         return Response(canonical_json(bundle), media_type="application/fhir+json")
-    return Response(
-        json.dumps(formats.to_json(report), ensure_ascii=False), media_type="application/json"
-    )
+    return Response(json_text(report, ensure_ascii=False), media_type="application/json")
 
 
 class ReportRoutes:
