@@ -16,6 +16,7 @@ from typing import Final, cast, get_args
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from wor_bridge import collection
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
 from wor_bridge.core import report_formats as formats
@@ -46,7 +47,13 @@ def reader_of(client: ClientSettings) -> Reader:
 
 
 def render(report: Report, form: str) -> Response:
-    """The report in one of ``FORMATS``."""
+    """The report in one of ``FORMATS`` (the cyclic garbage collector paused while it is
+    written: ``collection.paused``)."""
+    with collection.paused():
+        return _render(report, form)
+
+
+def _render(report: Report, form: str) -> Response:
     if form == "csv":
         return Response(formats.to_csv(report), media_type="text/csv; charset=utf-8")
     if form == "html":
