@@ -185,7 +185,9 @@ def hidden_cells(grid: Grid, threshold: int) -> set[Key]:
     """What to withhold: the total row as the report without breakdown decides, then the rest."""
     total_values = {k: v for k, v in grid.values.items() if k[1] == TOTAL}
     known = total_values.__contains__
-    total_relations = [r for r in grid.relations if all(map(known, r.members()))]
+    total_relations = [
+        r for r in grid.relations if r.total[1] == TOTAL and all(map(known, r.members()))
+    ]
     hidden_total = suppress(total_values, total_relations, threshold)
     if len(grid.groups) == 1:
         return hidden_total
@@ -258,31 +260,31 @@ def _cells(spec: Spec, grid: Grid, hidden: set[Key], label: str, limit: int) -> 
     tuple per category and group, lookups hoisted, ``percent`` inlined)."""
     categories = spec.categories or tuple(grid.categories(spec.var))
     out: list[Row] = []
-    append, value_of, var = out.append, grid.values.get, spec.var
+    value_of, var = grid.values.get, spec.var
     shared = spec.denominator_cell is not None or len(categories) > 1
     for group in grid.groups:
         row = [(var, group, c) for c in categories]
         withheld = [key in hidden for key in row]
+        counts = [value_of(key, 0) for key in row]
         if spec.denominator_cell is not None:
             dkey: Key = (spec.denominator_cell[0], group, spec.denominator_cell[1])
             denom = None if dkey in hidden else value_of(dkey, 0)
         else:
-            denom = None if True in withheld else sum(value_of(k, 0) for k in row)
+            denom = None if True in withheld else sum(counts)
         rated = denom if shared and denom is not None and denom >= limit and denom > 0 else 0
-        for key, out_of_sight in zip(row, withheld, strict=True):
-            if out_of_sight:
-                append((label, group, key[2], None, denom, None, None, True))
-                continue
-            count = value_of(key, 0)
+        out += [
+            (label, group, c, None, denom, None, None, True) if w
             # ``percent`` of the count, written out (one call less per cell)
-            rate = (2000 * count + rated) // (2 * rated) / 10 if rated else None
-            append((label, group, key[2], count, denom, rate, None, False))
+            else (label, group, c, n, denom, (2000 * n + rated) // (2 * rated) / 10 if rated
+                  else None, None, False)
+            for c, w, n in zip(categories, withheld, counts, strict=True)
+        ]  # fmt: skip
         if spec.stats:
             sample = grid.samples.get((var, group), [])
             ok = (var, group, "n") not in hidden and len(sample) >= limit
             for stat in spec.stats:
                 value = _stat(stat, sample) if ok else None
-                append((label, group, stat, None, None, None, value, not ok and bool(sample)))
+                out.append((label, group, stat, None, None, None, value, not ok and bool(sample)))
     return out
 
 
