@@ -17,9 +17,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from wor_bridge.adapters.sqlite_tally_pass import Sets, count_referrals, set_cells
+from wor_bridge.adapters.sqlite_monitoring_derived import RECORD, UNIT
+from wor_bridge.adapters.sqlite_rows import from_ts
 from wor_bridge.core.monitoring_cells import (
     CONTACT_BINS,
+    Profile,
+    days,
+    overdue_cells,
+    profile_cells,
+    tail_cells,
+    waiting_end,
 )
 from wor_bridge.core.monitoring_facts import CLOSED, UNKNOWN
 from wor_bridge.core.monitoring_grid import (
@@ -87,9 +94,9 @@ class Dialect:
             " * CAST(1000000 AS DOUBLE PRECISION)) AS BIGINT))"
         )
 
-    def key(self) -> str:
-        """``order_key`` compared bytewise (as Python compares the keys: code points)."""
-        return "order_key" if self.name == "sqlite" else 'order_key COLLATE "C"'
+    def least_key(self) -> str:
+        """``MIN(order_key)`` compared bytewise (as Python compares the keys: code points)."""
+        return "MIN(order_key)" if self.name == "sqlite" else 'MIN(order_key COLLATE "C")'
 
     def number(self, name: str) -> str:
         """A REAL parameter (PostgreSQL: typed, so it is compared as a double)."""
@@ -137,43 +144,15 @@ WAITING: Final = (
     f" OR (status IN ({_CLOSED_SQL}) AND closed_at IS NOT NULL) THEN 'ended' ELSE 'now' END"
 )
 """Whether a referral that was on the waiting list still is (``monitoring_cells.waiting_end``)."""
-CLOSURE: Final = (
-    f"CASE WHEN status IN ({_CLOSED_SQL}) THEN status || ':' ||"
-    " COALESCE(NULLIF(reason_code, ''), 'zonder-reden') END"
-)
-"""The closure category of a closed referral (``monitoring_cells.profile_cells``), else NULL."""
 
 
-_CLOSED: Final = f"st IN ({_CLOSED_SQL})"
-_DEADLINE: Final = "(f & 64) <> 0 AND ((f & 2) <> 0 OR (f & 128) <> 0)"
-_LATE: Final = "(f & 64) <> 0 AND (f & 128) <> 0 AND (f & 2) = 0"
-FIXED: Final = (
-    (("funnel", "accepted"), "(f & 15) <> 0"),
-    (("funnel", "first-contact"), "(f & 14) <> 0"),
-    (("funnel", "intake"), "(f & 12) <> 0"),
-    (("funnel", "activity"), "(f & 8) <> 0"),
-    (("funnel", "closed"), _CLOSED),
-    (("funnel", "follow-up"), "(f & 16) <> 0"),
-    (("outcome", "open"), f"NOT ({_CLOSED})"),
-    *((("outcome", status), f"st = '{status}'") for status in sorted(CLOSED)),
-    (("feedback", "yes"), "(f & 32) <> 0"),
-    (("feedback", "no"), "(f & 32) = 0"),
-    (("contact_deadline", "within"), f"{_DEADLINE} AND (f & 256) <> 0"),
-    (("contact_deadline", "late"), f"{_DEADLINE} AND (f & 256) = 0"),
-    (("contact_time", "n"), "cb IS NOT NULL"),
-    *((("contact_days", label), f"cb = '{label}'") for _top, label in CONTACT_BINS),
-    (("overdue", "overdue"), f"NOT ({_CLOSED}) AND {_LATE}"),
-    (("overdue", "not-overdue"), f"NOT ({_CLOSED}) AND NOT ({_LATE})"),
-    (("waiting", "now"), "w = 'now'"),
-    (("waiting_time", "n"), "w IS NOT NULL"),
-    (("conversations", "n"), "cv = 1"),
-)
-"""The cells every referral may count in apart from ``("funnel", "referred")`` (all of them),
-the closure, referrer, reasons and activities, each with its condition on a referral's
-profile: ``f`` the milestone and deadline bits (``flags``), ``st`` the status, ``cb`` the
-contact-days bin, ``w`` the waiting state, ``cv`` 1 with conversations (as
-``monitoring_cells.profile_cells``, ``tail_cells``, ``overdue_cells`` and ``cells_of``)."""
-FIXED_CELLS: Final = (("funnel", "referred"), *(cell for cell, _condition in FIXED))
+def _profile(status: str, reason_code: str | None, referrer: str, bits: int) -> Profile:
+    return Profile(
+        status=status, reason_code=reason_code, referrer_type=referrer, accepted=bool(bits & 1),
+        first_contact=bool(bits & 2), intake=bool(bits & 4), activity=bool(bits & 8),
+        follow_up=bool(bits & 16), feedback=bool(bits & 32), deadline=bool(bits & 64),
+        deadline_passed=bool(bits & 128), on_time=bool(bits & 256),
+    )  # fmt: skip
 
 
 class Counting:
@@ -200,21 +179,6 @@ class Counting:
                 seen[0] += n
                 if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
                     seen[1] = first
-
-    def add_fixed(self, rows: Iterable[Sequence[Any]]) -> None:
-        """The rows of the per-group statement: label, group, then count and least
-        ``order_key`` of each of ``FIXED_CELLS`` (cells counted 0 left out). Each label and group
-        once, before any ``add``."""
-        fixed = FIXED_CELLS
-        for label, g, *counted in rows:
-            groups = self.cells.get(label)
-            if groups is None:
-                groups = self.cells[label] = {}
-            groups[g] = {
-                cell: [n, first]
-                for cell, n, first in zip(fixed, counted[0::2], counted[1::2], strict=True)
-                if n
-            }
 
     def tallies(self) -> dict[str, Tally]:
         """The tally of each label (cells ordered by their least ``order_key``, which sorts as
@@ -268,10 +232,8 @@ def count_rows(
         return {}
     p = dialect.param
     column = GROUP_COLUMN.get(breakdown)
-    head = (
-        f"{PERIOD_SQL[period]} AS label, "
-        + (f"COALESCE(NULLIF({column}, ''), {p('unknown')})" if column else p("total"))
-        + " AS grp"
+    head = f"{PERIOD_SQL[period]}, " + (
+        f"COALESCE(NULLIF({column}, ''), {p('unknown')})" if column else p("total")
     )
     conditions = [f"{name} = {p(name)}" for name in SCOPE_FIELDS if where and name in where]
     if since is not None:
@@ -288,39 +250,133 @@ def count_rows(
         **{name: where[name] for name in SCOPE_FIELDS if where and name in where},
     }
     test = " WHERE " + " AND ".join(conditions) if conditions else ""
-    profile = (
-        f"SELECT {head}, {dialect.key()} AS k, {flags(dialect)} AS f, status AS st,"  # noqa: S608 - constant SQL only
-        f" {CONTACT_BIN} AS cb, {WAITING} AS w, {dialect.flag('conversations > 0')} AS cv"
-        f" FROM monitoring_referral{test}"
+    profiles = list(
+        run(
+            f"SELECT {head}, status, reason_code, referrer_type, {flags(dialect)}, {CONTACT_BIN},"  # noqa: S608 - constant SQL only
+            f" {WAITING}, {dialect.flag('conversations > 0')}, COUNT(*), {dialect.least_key()}"
+            f" FROM monitoring_referral{test} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9",
+            params,
+        )
     )
-    counted = ", ".join(
-        f"SUM({dialect.flag(condition)}), MIN(CASE WHEN {condition} THEN k END)"
-        for _cell, condition in FIXED
-    )
-    per_group = run(
-        f"WITH q AS MATERIALIZED ({profile}) SELECT label, grp, COUNT(*), MIN(k), {counted}"  # noqa: S608 - constant SQL only
-        " FROM q GROUP BY label, grp",
-        params,
+    sets: dict[tuple[str, str, str], list[Any]] = {}
+    samples = _each_referral(
+        run(
+            f"SELECT {head}, order_key, reasons, activities, contact_days, conversations,"  # noqa: S608 - constant SQL only
+            f" waiting_since, status, waiting_until, closed_at FROM monitoring_referral{test}",
+            params,
+        ),
+        sets,
+        now,
     )
     counting = Counting()
-    counting.add_fixed(per_group)
-    rows = run(
-        f"SELECT {head}, order_key, referrer_type, {CLOSURE}, reasons, activities,"  # noqa: S608 - constant SQL only
-        " contact_days, conversations, waiting_since, status, waiting_until, closed_at"
-        f" FROM monitoring_referral{test} ORDER BY {dialect.key()} DESC",
-        params,
-    )
-    sets, counting.samples = count_referrals(list(rows), now)
-    count_sets(sets, counting)
+    counting.samples = samples
+    _count_profiles(profiles, counting)
+    _count_sets(sets, counting)
     return counting.tallies()
 
 
-def count_sets(sets: Sets, counting: Counting) -> None:
-    """The cells of each group of referrals with the same referrer type, closure, reasons or
-    activities (the cells of each made once)."""
+def _each_referral(  # noqa: PLR0912 - one hot loop, unrolled: no calls
+    rows: Any, sets: dict[tuple[str, str, str], list[Any]], now: dt.datetime
+) -> dict[str, dict[tuple[str, str], list[float]]]:
+    """One pass over the window's referrals: the groups of equal reasons (``"r"``) and equal
+    activities (``"a"``) into ``sets`` (``(label, group, kind + set) -> [count, least
+    order_key]``), and the statistics' samples per label. A hot loop over every referral: no
+    calls but for the few on the waiting list."""
+    multi: dict[tuple[str, str, str, str], list[Any]] = {}
+    samples: dict[str, dict[tuple[str, str], list[float]]] = {}
+    at, utc = dt.datetime.fromtimestamp, dt.UTC
+    for label, g, first, reasons, activities, contact, conversations, since, *waiting in rows:
+        if reasons:
+            seen = multi.get((label, g, "r", reasons))
+            if seen is None:
+                multi[(label, g, "r", reasons)] = [1, first]
+            else:
+                seen[0] += 1
+                if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                    seen[1] = first
+        if activities:
+            seen = multi.get((label, g, "a", activities))
+            if seen is None:
+                multi[(label, g, "a", activities)] = [1, first]
+            else:
+                seen[0] += 1
+                if first < seen[1]:  # noqa: PLR1730 - a hot loop: no call
+                    seen[1] = first
+        mine = samples.get(label)
+        if mine is None:
+            mine = samples[label] = {}
+        if contact is not None:
+            values = mine.get(("contact_time", g))
+            if values is None:
+                mine[("contact_time", g)] = [contact]
+            else:
+                values.append(contact)
+        if conversations:
+            values = mine.get(("conversations", g))
+            if values is None:
+                mine[("conversations", g)] = [float(conversations)]
+            else:
+                values.append(float(conversations))
+        if since is not None:
+            status, until, closed = waiting
+            end = waiting_end(status, from_ts(until), from_ts(closed))
+            value = days(at(since, utc), end or now)
+            mine.setdefault(("waiting_time", g), []).append(value)
+    for (label, g, kind, text), counted in multi.items():
+        sets[(label, g, kind + text)] = counted
+    return {label: mine for label, mine in samples.items() if mine}
+
+
+def _count_profiles(rows: list[Any], counting: Counting) -> None:
+    """The cells of each group of referrals with the same profile (cells of a profile once)."""
+    known: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+    for label, g, *profile, n, first in rows:
+        cells = known.get(tuple(profile))
+        if cells is None:
+            cells = known[tuple(profile)] = _cells(*profile)
+        counting.add(label, g, cells, n, first)
+
+
+def _cells(  # noqa: PLR0917 - one profile row, read in order
+    status: str,
+    code: str | None,
+    referrer: str,
+    bits: int,
+    contact: str | None,
+    waiting: str | None,
+    conversations: int | None,
+) -> list[tuple[str, str]]:
+    """A profile's cells, in the order one referral counts in them (``monitoring_grid``)."""
+    p = _profile(status, code, referrer, bits)
+    cells = [*profile_cells(p), ("referrer", referrer), *tail_cells(p)]
+    if contact is not None:
+        cells += [("contact_time", "n"), ("contact_days", contact)]
+    cells += overdue_cells(p)
+    if waiting == "now":
+        cells.append(("waiting", "now"))
+    if waiting is not None:
+        cells.append(("waiting_time", "n"))
+    if conversations:
+        cells.append(("conversations", "n"))
+    return cells
+
+
+def _count_sets(sets: dict[tuple[str, str, str], list[Any]], counting: Counting) -> None:
+    """The cells of each group of referrals with the same reasons, or the same activities (the
+    cells of a set made once)."""
     known: dict[str, list[tuple[str, str]]] = {}
     for (label, g, multi), (n, first) in sets.items():
         cells = known.get(multi)
         if cells is None:
-            cells = known[multi] = set_cells(multi)
+            cells = known[multi] = _set_cells(multi)
         counting.add(label, g, cells, n, first)
+
+
+def _set_cells(multi: str) -> list[tuple[str, str]]:
+    """The cells of ``"r"`` and the reasons, or of ``"a"`` and the activities (category, then
+    role: each once)."""
+    if multi.startswith("r"):
+        return [("reason", code) for code in multi[1:].split(UNIT)]
+    pairs = [pair.split(UNIT) for pair in multi[1:].split(RECORD)]
+    cells = [("activity_category", c) for c in sorted({c for c, _r in pairs})]
+    return cells + [("activity_role", r) for r in sorted({r for _c, r in pairs})]
