@@ -10,8 +10,9 @@ round trip) or, by default, by ``COPY`` of the rows those hooks wrote into a SQL
 (``--load copy``: the same rows, ``tests/test_bench_report_load.py``), then ``VACUUM ANALYZE``
 (what autovacuum does to a table this size). Then it times
 ``usecases.monitoring.monitoring_report`` (counted by the store with ``GROUP BY``, figures,
-suppression) and its JSON rendering, for a few period/breakdown
-combinations (the median of 3 runs each; ``--all``: all 21 periods x breakdowns).
+suppression) and its JSON text as the service writes it (``report_json.json_text``), for a
+few period/breakdown combinations (the median of 3 runs each; ``--all``: all 21 periods x
+breakdowns).
 ``--before`` also times the earlier path on the same store (every referral read into a
 ``Trajectory`` and counted in Python: ``core.monitoring.compute`` over ``store.trajectories()``,
 as the in-memory store still does) and checks that both reports are identical. Run from the
@@ -39,6 +40,7 @@ from typing import Any
 
 import psycopg
 
+from wor_bridge import collection
 from wor_bridge.adapters import sqlite_monitoring as hooks
 from wor_bridge.adapters.postgres_store import PostgresOutboxStore
 from wor_bridge.adapters.sqlite_store import SqliteOutboxStore
@@ -46,7 +48,7 @@ from wor_bridge.core.monitoring import Report, compute
 from wor_bridge.core.monitoring_facts import Progress, ReferralFacts
 from wor_bridge.core.monitoring_grid import BREAKDOWNS
 from wor_bridge.core.monitoring_settings import MonitoringSettings
-from wor_bridge.core.report_formats import to_json
+from wor_bridge.core.report_json import json_text
 from wor_bridge.usecases.monitoring import Reader, monitoring_report
 
 REASONS = ("eenzaamheid", "psychische-klachten", "vastlopen", "chronische-ziekte", "rouw-verlies")
@@ -153,13 +155,15 @@ def _rows(store: SqliteOutboxStore, period: Any, breakdown: Any) -> Report:
 
 def timed(store: SqliteOutboxStore, period: Any, breakdown: Any, repeat: int = 3,
           path: Any = _sql) -> tuple[float, float, Report]:  # fmt: skip
-    """Median of ``repeat`` runs of one report (read, compute, JSON): wall-clock seconds and
+    """Median of ``repeat`` runs of one report (read, compute, JSON text as the service
+    writes it): wall-clock seconds and
     this process's CPU seconds (less moved by other work on the machine)."""
     seconds, cpu = [], []
     for _ in range(repeat):
         started, used = time.perf_counter(), time.process_time()
         report = path(store, period, breakdown)
-        json.dumps(to_json(report))
+        with collection.paused():  # as the service's ``render`` does
+            json_text(report, ensure_ascii=False)
         seconds.append(time.perf_counter() - started)
         cpu.append(time.process_time() - used)
     return statistics.median(seconds), statistics.median(cpu), report

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from wor_bridge.core import report_formats
 from wor_bridge.core.feedback import FeedbackItem
-from wor_bridge.core.monitoring import Cell, Figure, Report, compute, percent
+from wor_bridge.core.monitoring import Cell, Cells, Figure, Report, compute, percent
 from wor_bridge.core.monitoring_facts import (
     ReferralFacts,
     Trajectory,
@@ -271,7 +271,7 @@ def test_a_cell_is_written_as_all_its_fields_in_order(cell: Cell) -> None:
     """A JSON cell has every field of ``Cell``, in declaration order, with its value."""
     written = report_formats.to_json(
         Report("month", "total", 5, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), ("2026-01",), "alles",
-               (Figure("f", "t", "u", "d", "", (cell,)),))
+               (Figure("f", "t", "u", "d", "", Cells.of((cell,))),))
     )["figures"][0]["cells"][0]  # fmt: skip
     assert list(written) == [f.name for f in fields(Cell)]
     assert written == asdict(cell)

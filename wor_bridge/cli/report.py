@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from wor_bridge import bootstrap
+from wor_bridge import bootstrap, collection
 from wor_bridge.core import report_formats as formats
 from wor_bridge.core.fhir import canonical_json
 from wor_bridge.core.monitoring_grid import BREAKDOWNS
 from wor_bridge.core.monitoring_period import PERIODS
 from wor_bridge.core.report_html import to_html
+from wor_bridge.core.report_json import json_text
 from wor_bridge.usecases.monitoring import Reader, monitoring_report
 
 FORMATS = ("json", "csv", "html", "measurereport")
@@ -51,21 +51,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         audit=components.store,
         channel=f"cli; format={args.format}",
     )
-    dictionary = None
-    if args.format == "csv":
-        text = formats.to_csv(report)
-        dictionary = formats.data_dictionary(report)
-    elif args.format == "html":
-        text = to_html(report)
-    elif args.format == "measurereport":
-        bundle: dict[str, Any] = {
-            "resourceType": "Bundle",
-            "type": "collection",
-            "entry": [{"resource": r} for r in formats.measure_reports(report)],
-        }
-        text = canonical_json(bundle, pretty=True).decode("utf-8") + "\n"
-    else:
-        text = json.dumps(formats.to_json(report), ensure_ascii=False, indent=2) + "\n"
+    with collection.paused():  # the text of a fine grid: many objects, no cycles
+        dictionary = None
+        if args.format == "csv":
+            text = formats.to_csv(report)
+            dictionary = formats.data_dictionary(report)
+        elif args.format == "html":
+            text = to_html(report)
+        elif args.format == "measurereport":
+            bundle: dict[str, Any] = {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": r} for r in formats.measure_reports(report)],
+            }
+            text = canonical_json(bundle, pretty=True).decode("utf-8") + "\n"
+        else:
+            text = json_text(report, ensure_ascii=False, indent=2) + "\n"
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
         if dictionary is not None:

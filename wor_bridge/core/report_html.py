@@ -43,15 +43,21 @@ def _fmt(cell: Cell, threshold: int) -> str:
     return text
 
 
+def _by_period_and_group(figure: Figure) -> dict[str, dict[str, dict[str, Cell]]]:
+    """The cells of each period and group by category (periods and groups in the order they
+    come first; the last cell of a category wins)."""
+    out: dict[str, dict[str, dict[str, Cell]]] = {}
+    for c in figure.cells:
+        out.setdefault(c.period, {}).setdefault(c.group, {})[c.category] = c
+    return out
+
+
 def _table(figure: Figure, report: Report) -> str:
-    periods = list(dict.fromkeys(c.period for c in figure.cells))
-    cats = list(dict.fromkeys(c.category for c in figure.cells))
+    cats = list(dict.fromkeys(row[2] for row in figure.cells.rows))
     head = "".join(f"<th scope='col'>{escape(c)}</th>" for c in cats)
     rows = []
-    for period in periods:
-        groups = list(dict.fromkeys(c.group for c in figure.cells if c.period == period))
-        for group in groups:
-            mine = {c.category: c for c in figure.cells if c.period == period and c.group == group}
+    for period, groups in _by_period_and_group(figure).items():
+        for group, mine in groups.items():
             tds = "".join(
                 f"<td>{_fmt(mine[c], report.threshold) if c in mine else ''}</td>" for c in cats
             )
@@ -127,12 +133,11 @@ def text_of(label: str, text: str) -> str:
 
 
 def _target_chart(figure: Figure, period: str) -> str:
-    groups = list(dict.fromkeys(c.group for c in figure.cells if c.period == period))
+    groups = _by_period_and_group(figure).get(period, {})
     if not groups:
         return ""
     rows: list[tuple[str, int | None, float, float]] = []
-    for group in groups:
-        mine = {c.category: c for c in figure.cells if c.period == period and c.group == group}
+    for group, mine in groups.items():
         rows.append(
             (group, mine["referrals"].count, mine["target"].value or 0.0,
              mine["coach_hours_per_week"].value or 0.0)

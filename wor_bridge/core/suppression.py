@@ -59,15 +59,18 @@ def suppress(
     hidden = {k for k, v in values.items() if 0 < v < threshold and k not in fixed}
     hidden |= {k for k, withheld in fixed.items() if withheld and k in values}
     known = values.__contains__
-    relations = [r for r in relations if all(map(known, r.members()))]
+    every = [(r, r.members()) for r in relations]
+    kept = [(r, mine) for r, mine in every if all(map(known, mine))]
+    relations = [r for r, _mine in kept]
+    members = [mine for _r, mine in kept]
     while True:
-        _line_rule(values, relations, hidden, fixed)
+        _line_rule(values, relations, members, hidden, fixed)
         determined = {
-            k for k in _determined(values, relations, hidden) if 0 < values[k] < threshold
+            k for k in _determined(relations, members, hidden) if 0 < values[k] < threshold
         }
         if not determined:
             return hidden
-        if not _widen(values, relations, hidden, fixed, determined):
+        if not _widen(values, relations, members, hidden, fixed, determined):
             return hidden  # nothing left to withhold (cannot happen with consistent totals)
 
 
@@ -96,10 +99,10 @@ def _candidates(
 def _line_rule(
     values: Mapping[K, int],
     relations: Sequence[Relation[K]],
+    members: Sequence[tuple[K, ...]],
     hidden: set[K],
     fixed: Mapping[K, bool],
 ) -> None:
-    members = [relation.members() for relation in relations]
     withheld = hidden.__contains__  # ``hidden`` grows below: the bound method sees it
     changed = True
     while changed:
@@ -113,16 +116,17 @@ def _line_rule(
                 changed = True
 
 
-def _widen(
+def _widen(  # noqa: PLR0917 - the state of ``suppress``, passed on
     values: Mapping[K, int],
     relations: Sequence[Relation[K]],
+    members: Sequence[tuple[K, ...]],
     hidden: set[K],
     fixed: Mapping[K, bool],
     determined: Iterable[K],
 ) -> bool:
     cells = set(determined)
-    for relation in relations:
-        if cells.intersection(relation.members()):
+    for relation, mine in zip(relations, members, strict=True):
+        if not cells.isdisjoint(mine):
             options = _candidates(relation, values, hidden, fixed, zeros=True)
             if options:
                 hidden.add(options[0])
@@ -130,8 +134,8 @@ def _widen(
     # Every relation of the determined cells is fully withheld, yet a chain of other relations
     # still pins them: withhold another member of a relation that has withheld members (fail
     # closed: more is withheld, never less), until nothing is determined or nothing is left.
-    for relation in relations:
-        if hidden.intersection(relation.members()):
+    for relation, mine in zip(relations, members, strict=True):
+        if not hidden.isdisjoint(mine):
             options = _candidates(relation, values, hidden, fixed, zeros=True)
             if options:
                 hidden.add(options[0])
@@ -140,14 +144,16 @@ def _widen(
 
 
 def _determined(
-    values: Mapping[K, int], relations: Sequence[Relation[K]], hidden: set[K]
+    relations: Sequence[Relation[K]], members: Sequence[tuple[K, ...]], hidden: set[K]
 ) -> set[K]:
-    """Withheld cells whose value follows from the published cells and the relations."""
-    unknowns = sorted(hidden, key=repr)
+    """Withheld cells whose value follows from the published cells and the relations (which
+    cells does not depend on the order of the unknowns: any order of the columns spans the same
+    row space)."""
+    unknowns = list(hidden)
     index = {k: i for i, k in enumerate(unknowns)}
     rows: list[dict[int, int]] = []
-    for relation in relations:
-        if hidden.isdisjoint(relation.members()):
+    for relation, mine in zip(relations, members, strict=True):
+        if hidden.isdisjoint(mine):
             continue  # its row would be empty
         row: dict[int, int] = {}
         for member, sign in ((relation.total, 1), *((p, -1) for p in relation.parts)):

@@ -10,13 +10,13 @@ dictionary), ``html`` (self-contained; a Content-Security-Policy forbids loading
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
 from typing import Final, cast, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from wor_bridge import collection
 from wor_bridge.bootstrap import Components
 from wor_bridge.config import ClientSettings
 from wor_bridge.core import report_formats as formats
@@ -25,6 +25,7 @@ from wor_bridge.core.monitoring import Report, compute
 from wor_bridge.core.monitoring_grid import Breakdown
 from wor_bridge.core.monitoring_period import Period
 from wor_bridge.core.report_html import to_html
+from wor_bridge.core.report_json import json_text
 from wor_bridge.service.access import AccessLog, Attempt
 from wor_bridge.service.auth import Denied
 from wor_bridge.usecases.monitoring import Reader, monitoring_report
@@ -46,7 +47,13 @@ def reader_of(client: ClientSettings) -> Reader:
 
 
 def render(report: Report, form: str) -> Response:
-    """The report in one of ``FORMATS``."""
+    """The report in one of ``FORMATS`` (the cyclic garbage collector paused while it is
+    written: ``collection.paused``)."""
+    with collection.paused():
+        return _render(report, form)
+
+
+def _render(report: Report, form: str) -> Response:
     if form == "csv":
         return Response(formats.to_csv(report), media_type="text/csv; charset=utf-8")
     if form == "html":
@@ -62,9 +69,7 @@ def render(report: Report, form: str) -> Response:
             "entry": [{"resource": r} for r in formats.measure_reports(report)],
         }
         return Response(canonical_json(bundle), media_type="application/fhir+json")
-    return Response(
-        json.dumps(formats.to_json(report), ensure_ascii=False), media_type="application/json"
-    )
+    return Response(json_text(report, ensure_ascii=False), media_type="application/json")
 
 
 class ReportRoutes:

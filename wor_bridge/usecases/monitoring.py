@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from wor_bridge import collection
 from wor_bridge.core.monitoring import Report, compute_tallied
 from wor_bridge.core.monitoring_facts import Trajectory
 from wor_bridge.core.monitoring_grid import Breakdown, visible
@@ -83,21 +84,25 @@ def monitoring_report(
     audit: OutboxStore | None = None,
     channel: str = "cli",
 ) -> Report:
-    """The report of the referrals ``reader`` may see (audited when ``audit`` is given)."""
+    """The report of the referrals ``reader`` may see (audited when ``audit`` is given). The
+    cyclic garbage collector is paused while it is counted and computed
+    (``collection.paused``)."""
     now = clock.now()
     limit = max(threshold or settings.threshold, settings.threshold)
-    counted = reader_store.tallies(
-        period=period, breakdown=breakdown, now=now, since=since, until=until, where=reader.where
-    )
-    report = compute_tallied(
-        counted,
-        period=period,
-        breakdown=breakdown,
-        settings=settings,
-        now=now,
-        threshold=limit,
-        scope=reader.scope,
-    )
+    with collection.paused():  # millions of objects, no cycles (``wor_bridge.collection``)
+        counted = reader_store.tallies(
+            period=period, breakdown=breakdown, now=now, since=since, until=until,
+            where=reader.where,
+        )  # fmt: skip
+        report = compute_tallied(
+            counted,
+            period=period,
+            breakdown=breakdown,
+            settings=settings,
+            now=now,
+            threshold=limit,
+            scope=reader.scope,
+        )
     if audit is not None:
         audit.audit(
             AuditEvent(
