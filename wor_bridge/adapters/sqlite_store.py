@@ -2,8 +2,10 @@
 
 Durability: WAL with ``synchronous=FULL``, so a commit survives a process kill and a power cut.
 Every write runs in ``BEGIN IMMEDIATE``, so claims by several workers (threads or processes) are
-serialised and a lease is held by one owner only. The audit table is append-only: triggers abort
-any UPDATE or DELETE on it.
+serialised and a lease is held by one owner only; the writes of one process's threads share
+transactions and their commit (``sqlite_commit.GroupCommit``), each in its own savepoint, and
+none returns before its commit. Reads use one connection per thread. The audit table is
+append-only: triggers abort any UPDATE or DELETE on it.
 
 Times are stored as UNIX seconds (REAL) and returned as aware UTC datetimes.
 """
@@ -25,6 +27,7 @@ from wor_bridge.adapters.sealing import PLAIN, Sealer, is_sealed
 from wor_bridge.adapters.sql_conn import SqlConnection
 from wor_bridge.adapters.sqlite_accounts import SqliteAccountTables
 from wor_bridge.adapters.sqlite_amend import SqliteAmendments
+from wor_bridge.adapters.sqlite_commit import GroupCommit
 from wor_bridge.adapters.sqlite_entries import ENTRY_SELECT, SqliteEntryReads, entry
 from wor_bridge.adapters.sqlite_files import private_file, unusable
 from wor_bridge.adapters.sqlite_monitoring import SqliteMonitoringTables
@@ -75,7 +78,8 @@ class SqliteOutboxStore(
     SqliteReplicas,
     SqliteAccountTables,
 ):
-    """``OutboxStore`` on one SQLite file; one connection per thread. Its SQL is shared with
+    """``OutboxStore`` on one SQLite file; a read connection per thread, one write connection
+    (group commit). Its SQL is shared with
     ``PostgresOutboxStore`` (``sql_conn``; engines differ in ``SqliteReplicas``, ``_write``).
 
     ``sealer`` encrypts the columns with patient data (``adapters/sealing.py``; default
@@ -91,6 +95,7 @@ class SqliteOutboxStore(
         self._busy_timeout_ms = busy_timeout_ms
         self._sealer = sealer
         self._local = threading.local()
+        self._group = GroupCommit(self._writer)
         try:
             private_file(self.path)  # before SQLite creates it: 0600, and so its -wal and -shm
             migrations.upgrade_sqlite(self.path)  # schema versions: adapters/migrations.py
@@ -101,7 +106,8 @@ class SqliteOutboxStore(
             raise StoreError(unusable(self.path, err)) from None
 
     def _conn(self) -> SqlConnection:
-        return self._sqlite()
+        writing: sqlite3.Connection | None = getattr(self._local, "writing", None)
+        return writing if writing is not None else self._sqlite()  # a write's reads: its own
 
     def _sqlite(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -109,44 +115,56 @@ class SqliteOutboxStore(
             self.close()  # opened while the file was read-only: SQLite fell back to reading
             conn = None
         if conn is None:
-            # once the file is made, a connection never creates one: a store removed under
-            # the service is an error in every thread, not a new empty file (check_writable)
-            target, uri = (self.path, False) if self._opened is None else (rw_uri(self.path), True)
-            conn = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=True)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
+            conn = self._open(shared=False)
             self._local.conn = conn
             self._local.read_only = self._opened is not None and not self._writable()
         return conn
 
+    def _open(self, *, shared: bool) -> sqlite3.Connection:
+        """A new connection; ``shared``: usable from any thread (the group commit's writer)."""
+        # once the file is made, a connection never creates one: a store removed under
+        # the service is an error in every thread, not a new empty file (check_writable)
+        target, uri = (self.path, False) if self._opened is None else (rw_uri(self.path), True)
+        conn = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=not shared)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
     @contextmanager
     def _write(self, *, durable: bool = True) -> Iterator[SqlConnection]:
-        """``BEGIN IMMEDIATE``; ``durable=False`` (a lease: its loss costs nothing) commits with
-        ``synchronous = NORMAL`` (no wait for the disk; the next durable commit flushes it)."""
-        conn = self._sqlite()
-        conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
+        """One write transaction, grouped with the other threads' (``sqlite_commit``): returns
+        once committed; ``durable=False`` (a lease: its loss costs nothing) commits with
+        ``synchronous = NORMAL`` (no wait for the disk; the next durable commit flushes it).
+        Raises RuntimeError when called inside a write of the same thread (it would wait for
+        itself); the block's reads through ``_conn()`` see its writes."""
+        if getattr(self._local, "writing", None) is not None:
+            raise RuntimeError("a store write inside a write of the same thread")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._group.transaction(durable=durable) as conn:
+                self._local.writing = conn
+                try:
+                    yield conn
+                finally:
+                    self._local.writing = None
         except sqlite3.Error as err:
             if read_only_error(err):
                 self.close()  # the next write opens the file again
             raise
 
+    def _writer(self) -> sqlite3.Connection:
+        """The group commit's write connection (dropped by ``close`` after a read-only error)."""
+        return self._open(shared=True)
+
     def close(self) -> None:
-        """Close this thread's connection."""
+        """Close this thread's connection, and the write connection unless a write is open."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+        self._group.drop()
 
     def add_referral(
         self, referral: NewReferral, now: dt.datetime, audit: AuditEvent | None = None
